@@ -1,0 +1,3 @@
+from modelguard.cli.main import main
+
+main()

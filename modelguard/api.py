@@ -1,0 +1,45 @@
+"""The Python API behind every entry point. The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelguard.findings import Report
+from modelguard.policy import Policy, load_policy
+from modelguard.scan.engine import ProgressCallback, run_scan
+
+
+def scan(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    policy: Policy | None = None,
+    config: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Report:
+    """Statically scan model files and folders without ever loading them.
+
+    Args:
+        paths: a file or folder, or several. Folders are walked recursively.
+        policy: the policy to apply; when None it is read from ``config`` or
+            discovered from ``[tool.modelguard]`` in pyproject.toml.
+        config: a policy file (pyproject.toml or a TOML file with the same keys).
+        root: paths in the report are relative to this folder (default: cwd).
+        workers: parallel worker processes for folders (default: CPU count, max 8).
+        progress: called as ``progress(done, total, path)`` after each file.
+
+    Returns:
+        A :class:`~modelguard.findings.Report`; ``report.exit_code(policy.fail_on)``
+        gives the CLI's exit code. Unreadable inputs are in ``report.errors``.
+
+    Raises:
+        modelguard.errors.ConfigError: the policy file is invalid.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if policy is None:
+        policy = load_policy(Path(config) if config is not None else None)
+    return run_scan(paths, policy=policy, root=root, workers=workers, progress=progress)

@@ -1,0 +1,1 @@
+"""Command-line interface: click commands that call the Python API and render."""

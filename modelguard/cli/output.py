@@ -1,0 +1,92 @@
+"""Shared CLI plumbing: atomic output files, error messages, exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from modelguard.errors import ModelGuardError
+from modelguard.findings import Report
+from modelguard.report.interface import RenderOptions, render
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``modelguard: error: message`` on stderr and exit 2."""
+    click.echo(f"modelguard: error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def call_api(func: Callable[[], T]) -> T:
+    """Run an API call; typed modelguard errors become exit-2 messages, not tracebacks."""
+    try:
+        return func()
+    except ModelGuardError as exc:
+        fail(str(exc))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename: never half-written."""
+    folder = path.parent if str(path.parent) else Path()
+    if not folder.is_dir():
+        fail(f"{path}: output folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        fail(f"{path}: cannot write output: {exc.strerror or exc}")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        fail(f"{path}: cannot write output: {exc.strerror or exc}")
+
+
+def emit_report(report: Report, fmt: str, output: Path | None, options: RenderOptions) -> None:
+    """Render and print (or atomically write) the report; input errors go to stderr."""
+    for error in report.errors:
+        click.echo(f"modelguard: error: {error.path}: {error.message}", err=True)
+    text = render(report, fmt, options)
+    if output is None or str(output) == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        write_atomically(output, text)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress callback drawing a bar on stderr, or None when disabled.
+
+    The bar is created on the first callback, when the number of files is known.
+    """
+    if not enabled:
+        yield None
+        return
+    bars: list[Any] = []  # click's ProgressBar type is private
+
+    def update(done: int, total: int, path: str) -> None:
+        if not bars:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bar.__enter__()
+            bars.append(bar)
+        bars[0].update(1)
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)

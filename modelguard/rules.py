@@ -1,0 +1,380 @@
+"""The rule catalogue: every finding a check can emit has a documented entry here.
+
+Ids are stable and grouped: MG0xx general, MG1xx pickle, MG2xx archives,
+MG3xx tensor/model formats, MG4xx provenance, MG5xx backdoor analysis.
+``modelguard rules`` prints this catalogue; SARIF embeds it as tool.driver.rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelguard.findings import Severity
+
+HELP_BASE = "https://github.com/modelguard/modelguard/blob/main/docs/rules.md"
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str  # kebab-case, stable
+    severity: Severity  # default severity of its findings
+    summary: str  # one line: what was seen
+    description: str  # what it means and why it matters
+    fix: str  # how to resolve it
+    tags: tuple[str, ...] = ("security",)
+
+    @property
+    def help_uri(self) -> str:
+        return f"{HELP_BASE}#{self.id.lower()}-{self.name}"
+
+
+_RULES: tuple[Rule, ...] = (
+    # ---- MG0xx: general ------------------------------------------------------------
+    Rule(
+        "MG001",
+        "unsupported-format",
+        Severity.INFO,
+        "File format not recognised; the file was skipped.",
+        "The file's magic bytes and structure match none of the formats modelguard "
+        "understands, so nothing inside it was inspected.",
+        "If this is a model file, open an issue with the format; otherwise exclude the "
+        "path in [tool.modelguard] exclude.",
+        ("coverage",),
+    ),
+    Rule(
+        "MG002",
+        "scan-limit-reached",
+        Severity.HIGH,
+        "A hard safety cap was reached; the rest of the input was not inspected.",
+        "Parsers of hostile input stop at fixed caps (opcodes, memo entries, nesting, "
+        "archive members, decompressed bytes, archive depth). Past the cap nothing "
+        "was checked, so the file cannot be vouched for: an attacker may pad a file "
+        "to push a payload beyond the cap.",
+        "Inspect the file by other means, or raise the cap in [tool.modelguard.limits] "
+        "if the file is trusted and simply large.",
+        ("security", "coverage"),
+    ),
+    Rule(
+        "MG003",
+        "scanner-unavailable",
+        Severity.MEDIUM,
+        "A library needed to inspect this format is not installed.",
+        "The file was recognised but the optional library that parses it is missing, "
+        "so its contents were not inspected.",
+        "Install the extra named in the message (e.g. pip install 'modelguard[all]').",
+        ("coverage",),
+    ),
+    Rule(
+        "MG004",
+        "scanner-error",
+        Severity.HIGH,
+        "The scanner failed on this file; it was not fully inspected.",
+        "An unexpected error stopped the format scanner. The file is treated as "
+        "unverified (fail closed) rather than passed.",
+        "Report the message to the modelguard developers with the file if possible.",
+        ("coverage",),
+    ),
+    # ---- MG1xx: pickle ---------------------------------------------------------------
+    Rule(
+        "MG101",
+        "pickle-dangerous-import",
+        Severity.CRITICAL,
+        "Pickle imports a callable that can execute code or touch the system.",
+        "Unpickling resolves this global (os.system, builtins.eval, subprocess, "
+        "runpy, ...) and typically calls it: loading the file runs attacker-chosen "
+        "code. torch.load(weights_only=False), pickle.load and joblib.load are all "
+        "affected.",
+        "Do not load this file. Obtain the model as safetensors, or from a trusted, signed source.",
+    ),
+    Rule(
+        "MG102",
+        "pickle-unknown-import",
+        Severity.MEDIUM,
+        "Pickle imports a global that is not on the allowlist.",
+        "The global is neither known-safe (what torch.load(weights_only=True) and "
+        "NumPy reconstruction need) nor known-dangerous. Importing it runs its "
+        "module's import-time code, and its class may run code in __setstate__ or "
+        "__new__.",
+        "Review the named class; if it is your own trusted code, add it to "
+        "[tool.modelguard] allow-globals. Prefer saving a state_dict or safetensors.",
+    ),
+    Rule(
+        "MG103",
+        "pickle-unknown-call",
+        Severity.HIGH,
+        "Pickle calls a non-allowlisted global with arguments chosen by the file.",
+        "REDUCE, INST or OBJ invoke the global with arguments from the stream: an "
+        "arbitrary function call at load time. Benign checkpoints call only "
+        "allowlisted rebuild functions.",
+        "Treat the file as untrusted code. If the callable is your own and trusted, "
+        "add it to [tool.modelguard] allow-globals.",
+    ),
+    Rule(
+        "MG104",
+        "pickle-unresolved-call",
+        Severity.HIGH,
+        "Pickle obtains or calls a callable that cannot be resolved statically.",
+        "The module or name of a STACK_GLOBAL was not a plain string, or a call "
+        "targets the result of another call, or an EXT opcode names the copyreg "
+        "extension registry. Static analysis cannot say what runs, which is how "
+        "scanner evasions are built.",
+        "Do not load the file unless its origin is trusted and signed.",
+    ),
+    Rule(
+        "MG105",
+        "pickle-malformed",
+        Severity.MEDIUM,
+        "Pickle stream is malformed or truncated.",
+        "The opcode stream is invalid (unknown opcode, truncated argument, stack "
+        "underflow, missing STOP, unsupported protocol). Loaders behave differently "
+        "on broken streams and scanners may stop early; both are evasion vectors.",
+        "Re-export the model from its source; do not load a damaged pickle.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG106",
+        "pickle-trailing-data",
+        Severity.LOW,
+        "Bytes follow the last pickle STOP and are not a pickle.",
+        "Data after STOP is ignored by pickle.load but may be read by other loaders "
+        "or hide a payload.",
+        "Re-export the file so it contains only the serialized object.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG107",
+        "pickle-multiple-streams",
+        Severity.INFO,
+        "The file holds several consecutive pickle streams; all were scanned.",
+        "Loaders that call pickle.load repeatedly (legacy torch, joblib, custom "
+        "code) read every stream; scanners that stop at the first STOP miss the rest.",
+        "No action needed when the format expects several streams.",
+        ("coverage",),
+    ),
+    # ---- MG2xx: archives --------------------------------------------------------------
+    Rule(
+        "MG201",
+        "archive-path-traversal",
+        Severity.HIGH,
+        "Archive member name is absolute or climbs out of the extraction folder.",
+        "Extracting such a member (tarfile, zipfile, torch legacy tar) writes outside "
+        "the target folder: a classic way to overwrite code or configuration.",
+        "Do not extract the archive; re-create it with relative member names.",
+    ),
+    Rule(
+        "MG202",
+        "archive-duplicate-member",
+        Severity.HIGH,
+        "Archive holds two members with the same name.",
+        "Different readers pick different copies (Python's zipfile the last, other "
+        "readers the first), so a scanner and a loader may see different bytes. "
+        "Every copy was scanned.",
+        "Re-create the archive with unique member names.",
+    ),
+    Rule(
+        "MG203",
+        "archive-encrypted-member",
+        Severity.MEDIUM,
+        "Archive member is encrypted and cannot be inspected.",
+        "Encrypted members cannot be scanned; model archives have no reason to contain them.",
+        "Obtain an unencrypted copy of the model.",
+        ("security", "coverage"),
+    ),
+    Rule(
+        "MG204",
+        "archive-bomb",
+        Severity.HIGH,
+        "Archive member declares or decompresses to an implausible size.",
+        "A huge declared size or compression ratio is the signature of a "
+        "decompression bomb that exhausts memory or disk when loaded.",
+        "Do not load the file.",
+    ),
+    Rule(
+        "MG205",
+        "archive-malformed",
+        Severity.MEDIUM,
+        "Archive structure is damaged or inconsistent.",
+        "Corrupt headers, CRC mismatches, or local headers that disagree with the "
+        "central directory make readers disagree about the contents.",
+        "Re-create the archive from the original files.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG206",
+        "archive-link-member",
+        Severity.HIGH,
+        "Tar archive holds a link or device member.",
+        "Symbolic links, hard links and device nodes in a model archive can redirect "
+        "extraction to files outside the target folder.",
+        "Re-create the archive with regular files only.",
+    ),
+    Rule(
+        "MG207",
+        "archive-polyglot",
+        Severity.HIGH,
+        "File parses as more than one format, and loaders would disagree.",
+        "E.g. a pickle with a zip appended: torch.load reads the leading pickle, "
+        "while zip-based scanners read the archive. Every interpretation was "
+        "scanned.",
+        "Do not load the file; re-export it from its source.",
+    ),
+    # ---- MG3xx: tensor and model formats ---------------------------------------------
+    Rule(
+        "MG301",
+        "numpy-object-array",
+        Severity.MEDIUM,
+        "NumPy array has an object dtype: its data is a pickle.",
+        "numpy.load(allow_pickle=True) unpickles object arrays; the embedded pickle "
+        "was scanned and its own findings are reported separately.",
+        "Store numeric arrays only, or load with allow_pickle=False.",
+    ),
+    Rule(
+        "MG302",
+        "numpy-malformed",
+        Severity.MEDIUM,
+        "NumPy .npy header is malformed or disagrees with the file size.",
+        "The header is not a valid dict literal, names an unknown dtype, or declares "
+        "more data than the file holds.",
+        "Re-export the array.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG310",
+        "safetensors-malformed-header",
+        Severity.MEDIUM,
+        "safetensors header is malformed.",
+        "The header length exceeds the file, the header is not a JSON object, or a "
+        "tensor entry lacks dtype, shape or data_offsets.",
+        "Re-export the tensors with the safetensors library.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG311",
+        "safetensors-bad-layout",
+        Severity.MEDIUM,
+        "safetensors tensor byte ranges are invalid.",
+        "Offsets out of range, overlapping or gapped tensors, or a byte range whose "
+        "size is not shape x dtype size. The reference loader rejects such files; "
+        "other loaders may read out of bounds.",
+        "Re-export the tensors with the safetensors library.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG312",
+        "safetensors-unknown-dtype",
+        Severity.MEDIUM,
+        "safetensors tensor has an unknown dtype.",
+        "The dtype string is not one the format defines.",
+        "Re-export the tensors with a supported dtype.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG313",
+        "safetensors-bad-metadata",
+        Severity.LOW,
+        "safetensors __metadata__ is not a map of strings to strings.",
+        "The format requires string metadata values; other types confuse consumers.",
+        "Re-export with string metadata.",
+        ("integrity",),
+    ),
+    Rule(
+        "MG320",
+        "onnx-external-data-escape",
+        Severity.HIGH,
+        "ONNX external data location is absolute or leaves the model's folder.",
+        "Loading the model reads (and some tools write) the named file: a path "
+        "outside the model folder can exfiltrate or clobber arbitrary files.",
+        "Keep external data files beside the model with relative names.",
+    ),
+    Rule(
+        "MG321",
+        "onnx-custom-domain",
+        Severity.MEDIUM,
+        "ONNX graph uses an operator from a non-standard domain.",
+        "Custom-domain operators are implemented by native code that the runtime "
+        "must load from a custom-op library; they are outside the ONNX standard.",
+        "Verify the custom-op library's origin, or export with standard operators.",
+    ),
+    Rule(
+        "MG322",
+        "onnx-checker-failed",
+        Severity.LOW,
+        "The ONNX checker rejects the model.",
+        "onnx.checker.check_model reported the model as invalid.",
+        "Re-export the model; see the checker message.",
+        ("integrity",),
+    ),
+    Rule(
+        "MG323",
+        "onnx-malformed",
+        Severity.MEDIUM,
+        "ONNX model cannot be parsed.",
+        "The protobuf message is damaged or truncated.",
+        "Re-export the model.",
+        ("security", "integrity"),
+    ),
+    Rule(
+        "MG330",
+        "keras-lambda-layer",
+        Severity.HIGH,
+        "Keras model contains a Lambda layer with serialized Python code.",
+        "Lambda layers store marshalled Python bytecode or source that runs when "
+        "the model is loaded with safe_mode=False (and in older Keras always).",
+        "Replace the Lambda layer with a registered custom layer from your own code.",
+    ),
+    Rule(
+        "MG331",
+        "keras-custom-object",
+        Severity.MEDIUM,
+        "Keras config references a class from a module outside Keras.",
+        "Deserialising imports the named module and instantiates the class.",
+        "Verify the module is your own trusted code.",
+    ),
+    Rule(
+        "MG332",
+        "keras-malformed",
+        Severity.MEDIUM,
+        "Keras model file or its config is malformed.",
+        "The model_config / config.json is missing or is not valid JSON.",
+        "Re-save the model with Keras.",
+        ("security", "integrity"),
+    ),
+)
+
+RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+
+
+def register(*rules: Rule) -> None:
+    """Add rules from another module (provenance, backdoor) to the catalogue."""
+    for rule in rules:
+        existing = RULES.get(rule.id)
+        if existing is not None and existing != rule:
+            raise ValueError(f"rule id {rule.id} registered twice with different content")
+        RULES[rule.id] = rule
+
+
+def get(rule_id: str) -> Rule:
+    try:
+        return RULES[rule_id]
+    except KeyError:
+        raise KeyError(f"unknown rule id {rule_id!r}") from None
+
+
+def all_rules() -> list[Rule]:
+    """Every rule, including those registered by optional subsystems, sorted by id."""
+    _load_subsystem_rules()
+    return sorted(RULES.values(), key=lambda r: r.id)
+
+
+def _load_subsystem_rules() -> None:
+    # Provenance and backdoor rules live beside their checks; importing their rule
+    # modules (which import nothing heavy) registers them.
+    import importlib
+
+    for module in ("modelguard.supply.rules", "modelguard.backdoor.rules"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

@@ -1,0 +1,156 @@
+"""What a format scanner is given: the bytes (``Input``) and a ``ScanContext``.
+
+A scanner reads from ``Input.stream`` (seekable, never executed), reports
+findings through ``ScanContext.report`` and hands inner files (archive members,
+embedded pickles) back to the registry through ``ScanContext.scan_member``. It
+never catches exceptions broadly: malformed input is reported as a finding at
+the place it is detected; anything else is a bug and surfaces as MG004.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from modelguard.findings import Finding, Location, Severity
+from modelguard.rules import get as get_rule
+from modelguard.scan.limits import Limits
+
+
+@dataclass
+class Input:
+    """Bytes to scan: a seekable binary stream, its size and a display name.
+
+    ``fs_path`` is the file on disk when the input is a plain file (not an
+    archive member); scanners that must reason about neighbouring files (ONNX
+    external data) use it. Format is never chosen from ``name``.
+    """
+
+    stream: BinaryIO
+    size: int
+    name: str
+    fs_path: Path | None = None
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset`` (fewer at end of input)."""
+        self.stream.seek(offset)
+        return self.stream.read(max(0, min(length, self.size - offset)))
+
+
+@dataclass
+class _Shared:
+    """State shared by every context of one top-level artifact."""
+
+    findings: list[Finding] = field(default_factory=list)
+    decompressed: int = 0
+    format_label: str | None = None
+    seen: set[tuple[str, Location, str | None]] = field(default_factory=set)
+
+
+class ScanContext:
+    """Reporting, limits and recursion for one (possibly nested) input."""
+
+    def __init__(
+        self,
+        *,
+        location: Location,
+        limits: Limits | None = None,
+        allow_globals: frozenset[str] = frozenset(),
+        depth: int = 0,
+        shared: _Shared | None = None,
+    ) -> None:
+        self.location = location
+        self.limits = limits or Limits()
+        self.allow_globals = allow_globals
+        self.depth = depth
+        self._shared = shared or _Shared()
+
+    # -- reporting -------------------------------------------------------------------
+    @property
+    def findings(self) -> list[Finding]:
+        return self._shared.findings
+
+    def report(
+        self,
+        rule_id: str,
+        message: str,
+        *,
+        offset: int | None = None,
+        evidence: str | None = None,
+        severity: Severity | None = None,
+        member: str | None = None,
+    ) -> None:
+        """Record a finding for ``rule_id`` here (or in ``member`` below here).
+
+        Severity defaults to the rule's. The same rule with the same evidence at
+        the same place is recorded once.
+        """
+        rule = get_rule(rule_id)
+        location = self.location.inside(member) if member is not None else self.location
+        key = (rule_id, location, evidence)
+        if evidence is not None and key in self._shared.seen:
+            return
+        self._shared.seen.add(key)
+        self._shared.findings.append(
+            Finding(
+                rule_id=rule_id,
+                severity=severity if severity is not None else rule.severity,
+                message=message,
+                location=location.at(offset),
+                evidence=evidence,
+            )
+        )
+
+    def limit_reached(self, what: str, limit: int, *, offset: int | None = None) -> None:
+        """Report MG002: a cap was hit and the rest of this input was not inspected."""
+        self.report(
+            "MG002",
+            f"{what} exceeds the cap of {limit:,}; the rest was not inspected",
+            offset=offset,
+            evidence=what,
+        )
+
+    def set_format(self, label: str) -> None:
+        """Name the top-level artifact's format more precisely (e.g. 'pytorch-zip')."""
+        if self.depth == 0:
+            self._shared.format_label = label
+
+    @property
+    def format_label(self) -> str | None:
+        return self._shared.format_label
+
+    # -- budgets ---------------------------------------------------------------------
+    def consume_decompressed(self, nbytes: int) -> bool:
+        """Account decompressed bytes against the per-artifact budget.
+
+        Returns False (after reporting MG002 once) when the budget is exhausted.
+        """
+        self._shared.decompressed += nbytes
+        if self._shared.decompressed > self.limits.max_total_decompressed:
+            self.limit_reached("decompressed bytes", self.limits.max_total_decompressed)
+            return False
+        return True
+
+    # -- recursion -------------------------------------------------------------------
+    def child(self, member: str) -> ScanContext:
+        """A context for ``member`` nested one archive level below this one."""
+        return ScanContext(
+            location=self.location.inside(member),
+            limits=self.limits,
+            allow_globals=self.allow_globals,
+            depth=self.depth + 1,
+            shared=self._shared,
+        )
+
+    def scan_member(self, member: str, inp: Input) -> str:
+        """Detect the format of an inner file and scan it; returns the format name.
+
+        Enforces the archive depth cap (MG002) so archive-in-archive chains end.
+        """
+        from modelguard.scan.registry import dispatch
+
+        if self.depth + 1 > self.limits.max_archive_depth:
+            self.limit_reached("archive nesting depth", self.limits.max_archive_depth)
+            return "unknown"
+        return dispatch(inp, self.child(member))

@@ -1,0 +1,176 @@
+"""The scan loop: expand paths, scan each file (in parallel workers), apply policy.
+
+This is the code path behind ``modelguard.scan``, the CLI, the pre-commit hook
+and the GitHub Action alike.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
+from modelguard.policy import Policy
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.registry import dispatch
+
+ProgressCallback = Callable[[int, int, str], None]
+
+# Below this many files a process pool costs more than it saves.
+_PARALLEL_MIN_FILES = 8
+
+
+@dataclass(frozen=True)
+class Target:
+    fs_path: str
+    display: str
+
+
+def display_path(path: Path, root: Path) -> str:
+    """POSIX path relative to ``root`` when inside it, else the absolute path."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(root).as_posix()
+    except ValueError:
+        return absolute.as_posix()
+
+
+def collect_targets(
+    paths: Iterable[str | os.PathLike[str]], root: Path, policy: Policy
+) -> tuple[list[Target], list[InputError]]:
+    """Expand files and folders (recursively, not following folder links) into targets."""
+    targets: list[Target] = []
+    errors: list[InputError] = []
+    seen: set[str] = set()
+
+    def add(path: Path) -> None:
+        shown = display_path(path, root)
+        if policy.is_excluded(shown):
+            return
+        real = os.path.realpath(path)
+        if real in seen:
+            return
+        seen.add(real)
+        targets.append(Target(fs_path=str(path), display=shown))
+
+    for raw in paths:
+        path = Path(raw)
+        shown = display_path(path, root)
+        if not path.exists():
+            problem = "broken symbolic link" if path.is_symlink() else "no such file or directory"
+            errors.append(InputError(shown, problem))
+        elif path.is_dir():
+            for folder, dirnames, filenames in os.walk(path, followlinks=False):
+                dirnames.sort()
+                dirnames[:] = [
+                    d
+                    for d in dirnames
+                    if not policy.is_excluded(display_path(Path(folder, d), root))
+                ]
+                for name in sorted(filenames):
+                    file_path = Path(folder, name)
+                    if file_path.is_symlink() and not file_path.exists():
+                        errors.append(
+                            InputError(display_path(file_path, root), "broken symbolic link")
+                        )
+                        continue
+                    add(file_path)
+        else:
+            add(path)
+    return targets, errors
+
+
+def scan_file(target: Target, policy: Policy) -> ArtifactResult | InputError:
+    """Scan one file. Unreadable input is an InputError; everything else is findings."""
+    try:
+        handle = open(target.fs_path, "rb")  # noqa: SIM115 - closed below; open errors reported
+    except OSError as exc:
+        return InputError(target.display, exc.strerror or str(exc))
+    with handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return InputError(target.display, "not a regular file")
+        ctx = ScanContext(
+            location=Location(target.display),
+            limits=policy.limits,
+            allow_globals=policy.allow_globals,
+        )
+        inp = Input(
+            stream=handle, size=info.st_size, name=target.display, fs_path=Path(target.fs_path)
+        )
+        try:
+            fmt = dispatch(inp, ctx)
+        except OSError as exc:
+            return InputError(target.display, f"read error: {exc.strerror or exc}")
+        except Exception as exc:  # noqa: BLE001 - fail closed: a scanner bug becomes a HIGH finding
+            ctx.report(
+                "MG004",
+                f"scanner error ({type(exc).__name__}: {exc}); file not fully inspected",
+                evidence=type(exc).__name__,
+            )
+            fmt = "unknown"
+    return _apply_policy(
+        target.display, ctx.format_label or fmt, info.st_size, ctx.findings, policy
+    )
+
+
+def _apply_policy(
+    display: str, fmt: str, size: int, findings: list[Finding], policy: Policy
+) -> ArtifactResult:
+    kept: list[Finding] = []
+    suppressed: list[Suppressed] = []
+    for finding in findings:
+        reason = policy.suppression_for(finding)
+        if reason is None:
+            kept.append(finding)
+        else:
+            suppressed.append(Suppressed(finding, reason))
+    kept.sort(key=lambda f: (-f.severity, f.location.members, f.location.offset or 0, f.rule_id))
+    return ArtifactResult(
+        path=display, format=fmt, size=size, findings=tuple(kept), suppressed=tuple(suppressed)
+    )
+
+
+def _scan_many(
+    targets: Sequence[Target], policy: Policy, workers: int
+) -> Iterator[ArtifactResult | InputError]:
+    if workers <= 1 or len(targets) < _PARALLEL_MIN_FILES:
+        for target in targets:
+            yield scan_file(target, policy)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        chunk = max(1, len(targets) // (workers * 8))
+        yield from pool.map(scan_file, targets, [policy] * len(targets), chunksize=chunk)
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def run_scan(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    policy: Policy | None = None,
+    root: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Report:
+    """Scan files and folders; see :func:`modelguard.scan` for the public contract."""
+    policy = policy or Policy()
+    root_path = Path(os.path.abspath(root or Path.cwd()))
+    targets, errors = collect_targets(paths, root_path, policy)
+    artifacts: list[ArtifactResult] = []
+    total = len(targets)
+    results = _scan_many(targets, policy, default_workers() if workers is None else workers)
+    for done, (target, result) in enumerate(zip(targets, results, strict=True), start=1):
+        if isinstance(result, InputError):
+            errors.append(result)
+        else:
+            artifacts.append(result)
+        if progress is not None:
+            progress(done, total, target.display)
+    return Report(artifacts=tuple(artifacts), errors=tuple(errors), root=root_path.as_posix())
