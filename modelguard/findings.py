@@ -91,7 +91,10 @@ class Finding:
         re-serialisations of the same payload.
         """
         parts = [self.rule_id, self.location.path, *self.location.members, self.evidence or ""]
-        return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
+        # surrogatepass: undecodable file names (os.fsdecode) and lone surrogates
+        # in pickle strings still hash; valid text hashes exactly as plain UTF-8.
+        data = "\x1f".join(parts).encode("utf-8", errors="surrogatepass")
+        return hashlib.sha256(data).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
