@@ -91,6 +91,14 @@ def _placeholder_rule(rule_id: str) -> Rule:
     )
 
 
+def _path_bytes(path: str) -> bytes:
+    """The file name's bytes: undecodable names (os.fsdecode) get their original bytes back."""
+    try:
+        return path.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from the file system
+        return path.encode("utf-8", errors="surrogatepass")
+
+
 def _is_absolute(path: str) -> bool:
     return PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()
 
@@ -98,17 +106,15 @@ def _is_absolute(path: str) -> bool:
 def _file_uri(path: str) -> str:
     """``file://`` URI for an absolute POSIX or Windows path, percent-encoded."""
     if PurePosixPath(path).is_absolute():
-        return "file://" + quote(path, safe="/")
-    return "file:///" + quote(PureWindowsPath(path).as_posix(), safe="/:")
+        return "file://" + quote(_path_bytes(path), safe="/")
+    return "file:///" + quote(_path_bytes(PureWindowsPath(path).as_posix()), safe="/:")
 
 
 def artifact_location(path: str) -> dict[str, Any]:
     """Relative to %SRCROOT% when inside the scan root, else an absolute file URI."""
     if _is_absolute(path):
         return {"uri": _file_uri(path)}
-    # Encode with errors="surrogateescape" so undecodable file names keep their bytes.
-    encoded = path.encode("utf-8", errors="surrogateescape")
-    return {"uri": quote(encoded, safe="/"), "uriBaseId": SRCROOT}
+    return {"uri": quote(_path_bytes(path), safe="/"), "uriBaseId": SRCROOT}
 
 
 def _location(finding: Finding) -> dict[str, Any]:
