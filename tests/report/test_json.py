@@ -133,8 +133,10 @@ def test_undecodable_and_hostile_names_serialise_as_ascii_json() -> None:
 
 def test_output_is_deterministic_and_reachable_through_the_registry() -> None:
     report = build_report()
-    assert render(report, "json") == render_json(report, RenderOptions()) == render_json(
-        build_report(), RenderOptions()
+    assert (
+        render(report, "json")
+        == render_json(report, RenderOptions())
+        == render_json(build_report(), RenderOptions())
     )
 
 

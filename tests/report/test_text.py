@@ -86,11 +86,16 @@ def test_colour_only_when_asked_and_only_adds_styling() -> None:
 
 def test_verdict_follows_fail_on() -> None:
     report = build_report(errors=False)
-    last = lambda opts: render_text(report, opts).splitlines()[-1]  # noqa: E731
+
+    def last(opts: RenderOptions) -> str:
+        return render_text(report, opts).splitlines()[-1]
+
     assert last(RenderOptions(fail_on=Severity.CRITICAL)) == (
         "FAIL: 1 finding at or above critical (--fail-on)"
     )
-    assert last(RenderOptions(fail_on=Severity.LOW)) == "FAIL: 2 findings at or above low (--fail-on)"
+    assert last(RenderOptions(fail_on=Severity.LOW)) == (
+        "FAIL: 2 findings at or above low (--fail-on)"
+    )
     assert last(RenderOptions(fail_on=None)) == (
         "PASS: findings do not fail this run (--fail-on never)"
     )

@@ -1,0 +1,235 @@
+"""SARIF reporter: valid SARIF 2.1.0 (official schema) that meets GitHub code scanning's rules."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import jsonschema
+import pytest
+from conftest import ROOT, build_report
+
+from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
+from modelguard.report.interface import RenderOptions, render
+from modelguard.report.sarif import FINGERPRINT_KEY, render_sarif
+from modelguard.rules import all_rules
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "sarif-schema-2.1.0.json"
+URI_CHARS = set(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
+
+
+@pytest.fixture(scope="module")
+def sarif_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    assert cls is jsonschema.Draft4Validator  # the draft the official schema declares
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _sarif(report: Report, **options: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(render_sarif(report, RenderOptions(**options)))
+    return data
+
+
+def _results_by_rule(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["ruleId"]: r for r in run["results"]}
+
+
+def test_validates_against_the_official_schema(sarif_validator: jsonschema.Validator) -> None:
+    for report in (build_report(), build_report(errors=False), Report(root="/r"), Report()):
+        errors = list(sarif_validator.iter_errors(_sarif(report)))
+        assert not errors, [e.message for e in errors[:5]]
+
+
+def test_schema_validation_is_not_vacuous(sarif_validator: jsonschema.Validator) -> None:
+    bad = _sarif(build_report())
+    bad["runs"][0]["results"][0]["level"] = "critical"
+    assert not sarif_validator.is_valid(bad)
+
+
+def test_log_header_and_driver() -> None:
+    log = _sarif(build_report())
+    assert log["version"] == "2.1.0"
+    assert log["$schema"].endswith("sarif-schema-2.1.0.json")
+    [run] = log["runs"]
+    driver = run["tool"]["driver"]
+    assert driver["name"] == "modelguard"
+    assert driver["version"] == "9.9.9"
+    assert driver["informationUri"].startswith("https://")
+    assert [r["id"] for r in driver["rules"]] == [r.id for r in all_rules()]
+
+
+def test_every_rule_descriptor_has_what_github_shows() -> None:
+    rules = {r.id: r for r in all_rules()}
+    descriptors = _sarif(Report(root="/r"))["runs"][0]["tool"]["driver"]["rules"]
+    expected_level = {"critical": "error", "high": "error", "medium": "warning"}
+    score_range = {
+        "critical": (9.0, 10.0),
+        "high": (7.0, 8.9),
+        "medium": (4.0, 6.9),
+        "low": (0.1, 3.9),
+    }
+    for descriptor in descriptors:
+        rule = rules[descriptor["id"]]
+        assert descriptor["name"] == rule.name
+        assert descriptor["shortDescription"]["text"] == rule.summary
+        assert descriptor["fullDescription"]["text"] == rule.description
+        assert rule.fix in descriptor["help"]["text"]
+        assert rule.fix in descriptor["help"]["markdown"]
+        assert descriptor["helpUri"] == rule.help_uri
+        label = rule.severity.label
+        assert descriptor["defaultConfiguration"]["level"] == expected_level.get(label, "note")
+        props = descriptor["properties"]
+        assert props["tags"] and all(isinstance(t, str) for t in props["tags"])
+        assert len(props["tags"]) <= 20
+        assert props["precision"] in {"very-high", "high", "medium", "low"}
+        if label == "info":
+            assert "security-severity" not in props
+        else:
+            score = props["security-severity"]
+            assert isinstance(score, str)  # GitHub wants a number in a string
+            low, high = score_range[label]
+            assert low <= float(score) <= high
+
+
+def test_results_levels_messages_and_rule_indexes() -> None:
+    run = _sarif(build_report())["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    by_rule = _results_by_rule(run)
+    assert set(by_rule) == {"MG101", "MG106", "MG107", "MG102", "MG001"}
+    for result in run["results"]:
+        assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
+        assert result["message"]["text"]
+        assert 1 <= len(result["locations"]) <= 10
+    assert by_rule["MG101"]["level"] == "error"
+    assert by_rule["MG102"]["level"] == "warning"
+    assert by_rule["MG106"]["level"] == "note"
+    assert by_rule["MG001"]["level"] == "note"
+    assert by_rule["MG101"]["message"]["text"] == "pickle imports os.system"
+    assert by_rule["MG101"]["properties"]["evidence"] == "os.system"
+    high = Finding("MG103", Severity.HIGH, "calls x", Location("a.pkl"), evidence="x")
+    medium_as_high = Finding("MG102", Severity.HIGH, "raised by policy", Location("a.pkl"))
+    report = Report(artifacts=(ArtifactResult("a.pkl", "pickle", 3, (high, medium_as_high)),))
+    levels = [r["level"] for r in _sarif(report)["runs"][0]["results"]]
+    assert levels == ["error", "error"]  # the finding's severity, not the rule default
+
+
+def test_locations_are_relative_to_srcroot_with_a_region() -> None:
+    log = _sarif(build_report())
+    run = log["runs"][0]
+    assert run["originalUriBaseIds"] == {"%SRCROOT%": {"uri": "file:///work/project/"}}
+    mg101 = _results_by_rule(run)["MG101"]
+    [location] = mg101["locations"]
+    physical = location["physicalLocation"]
+    assert physical["artifactLocation"] == {"uri": "models/evil.pt", "uriBaseId": "%SRCROOT%"}
+    assert physical["region"]["startLine"] == 1
+    assert location["logicalLocations"] == [
+        {"name": "archive/data.pkl", "fullyQualifiedName": "archive/data.pkl", "kind": "member"}
+    ]
+    # no absolute path of a file under the root appears anywhere in results
+    results_text = json.dumps(run["results"]) + json.dumps(run["invocations"])
+    assert ROOT not in results_text
+    for result in run["results"]:
+        artifact = result["locations"][0]["physicalLocation"]["artifactLocation"]
+        uri = artifact["uri"]
+        assert set(uri) <= URI_CHARS, uri
+        if urlsplit(uri).scheme:
+            assert urlsplit(uri).scheme == "file" and "uriBaseId" not in artifact
+        else:
+            assert not uri.startswith("/") and artifact["uriBaseId"] == "%SRCROOT%"
+
+
+def test_files_outside_the_root_get_percent_encoded_file_uris() -> None:
+    run = _sarif(build_report())["runs"][0]
+    artifact = _results_by_rule(run)["MG001"]["locations"][0]["physicalLocation"][
+        "artifactLocation"
+    ]
+    assert artifact == {"uri": "file:///elsewhere/outside%20model.bin"}
+
+
+def test_nested_members_and_offsets() -> None:
+    loc = Location("bundle.tar").inside("ckpt.pt").inside("archive/data.pkl").at(5)
+    nested = Finding("MG101", Severity.CRITICAL, "os.system", loc, evidence="os.system")
+    top = Finding("MG106", Severity.LOW, "trailing", Location("bundle.tar", (), 99))
+    report = Report(artifacts=(ArtifactResult("bundle.tar", "tar", 100, (nested, top)),))
+    results = _sarif(report)["runs"][0]["results"]
+    assert results[0]["locations"][0]["logicalLocations"][0] == {
+        "name": "archive/data.pkl",
+        "fullyQualifiedName": "ckpt.pt!/archive/data.pkl",
+        "kind": "member",
+    }
+    assert results[0]["properties"]["offset"] == 5
+    assert "byteOffset" not in results[0]["locations"][0]["physicalLocation"]["region"]
+    # a plain-file offset is a byte offset into the file itself
+    assert results[1]["locations"][0]["physicalLocation"]["region"] == {
+        "startLine": 1,
+        "byteOffset": 99,
+    }
+    assert "logicalLocations" not in results[1]["locations"][0]
+
+
+def test_partial_fingerprints_are_the_finding_fingerprints() -> None:
+    report = build_report()
+    run = _sarif(report)["runs"][0]
+    expected = {f.fingerprint() for f in report.findings} | {
+        s.finding.fingerprint() for s in report.suppressed
+    }
+    assert {r["partialFingerprints"][FINGERPRINT_KEY] for r in run["results"]} == expected
+
+
+def test_policy_suppressions_become_external_suppressions() -> None:
+    run = _sarif(build_report())["runs"][0]
+    by_rule = _results_by_rule(run)
+    assert by_rule["MG102"]["suppressions"] == [
+        {"kind": "external", "status": "accepted", "justification": "vetted by security review"}
+    ]
+    assert all("suppressions" not in r for r in run["results"] if r["ruleId"] != "MG102")
+
+
+def test_invocation_reports_unreadable_inputs() -> None:
+    [invocation] = _sarif(build_report())["runs"][0]["invocations"]
+    assert invocation["executionSuccessful"] is False
+    assert invocation["exitCode"] == 2
+    [note] = invocation["toolExecutionNotifications"]
+    assert note["level"] == "error"
+    assert note["message"]["text"] == "gone.pt: no such file or directory"
+    assert note["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "gone.pt"
+    [clean] = _sarif(build_report(errors=False), fail_on=None)["runs"][0]["invocations"]
+    assert clean["executionSuccessful"] is True
+    assert clean["toolExecutionNotifications"] == []
+    assert clean["exitCode"] == 0
+
+
+def test_unknown_rule_gets_a_descriptor(sarif_validator: jsonschema.Validator) -> None:
+    finding = Finding("MG999", Severity.HIGH, "from a future check", Location("m.pt"))
+    report = Report(artifacts=(ArtifactResult("m.pt", "pickle", 1, (finding,)),), root="/r")
+    log = _sarif(report)
+    assert sarif_validator.is_valid(log)
+    run = log["runs"][0]
+    [result] = run["results"]
+    assert run["tool"]["driver"]["rules"][result["ruleIndex"]]["id"] == "MG999"
+
+
+def test_undecodable_file_names_keep_their_bytes_in_the_uri() -> None:
+    name = "m\udcffodel.pt"  # os.fsdecode(b"m\xffodel.pt")
+    finding = Finding("MG001", Severity.INFO, "skipped", Location(name), evidence="unknown")
+    report = Report(artifacts=(ArtifactResult(name, "unknown", 1, (finding,)),), root="/r")
+    text = render_sarif(report, RenderOptions())
+    assert text.isascii()
+    uri = json.loads(text)["runs"][0]["results"][0]["locations"][0]["physicalLocation"][
+        "artifactLocation"
+    ]["uri"]
+    assert uri == "m%FFodel.pt"
+    assert unquote(uri, errors="surrogateescape") == name
+
+
+def test_windows_style_root_and_deterministic_output() -> None:
+    run = _sarif(build_report(root="C:/work/project"))["runs"][0]
+    assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == "file:///C:/work/project/"
+    report = build_report()
+    assert render(report, "sarif") == render_sarif(report, RenderOptions())
+    assert render_sarif(report, RenderOptions()) == render_sarif(build_report(), RenderOptions())
