@@ -1,0 +1,517 @@
+"""OpenSSF model-signing compatible signatures (the ``model-signing`` package's key method).
+
+A signature is a Sigstore bundle (JSON, media type v0.3) whose DSSE envelope
+carries an in-toto Statement v1. The statement's predicate
+(``https://model_signing/signature/v1.0``) lists every file of the model with its
+sha256 ("resources") and the serialization parameters used to enumerate them;
+the single subject's digest is sha256 over the concatenated raw resource
+digests, in path order. The envelope is signed with ECDSA over the DSSE
+pre-authentication encoding (PAE). ``verificationMaterial.publicKey.hint`` is the
+sha256 of the signer's PEM public key, which lets a verifier tell "wrong key"
+from "bad signature".
+
+All cryptography goes through the ``cryptography`` package; the bundle JSON is
+parsed here by hand because it is hostile input and a verifier must classify
+every defect as a finding rather than crash. Only the key method is supported:
+keyless (Sigstore certificate) bundles need the network and are reported as
+unsupported, which keeps the door open for a certificate verifier later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from modelguard.errors import MissingExtra, UnreadableInput, UsageError
+from modelguard.findings import Finding, Location
+from modelguard.rules import get as get_rule
+from modelguard.supply import rules as R
+from modelguard.supply.hashing import hash_files
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+DEFAULT_SIGNATURE_NAME = "model.sig"
+# model_signing ignores these by default when signing and verifying a folder.
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+_CURVE_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+
+
+def _crypto() -> Any:
+    try:
+        import cryptography.hazmat.primitives.serialization as serialization
+    except ModuleNotFoundError:
+        raise MissingExtra("signing", "supply", "cryptography") from None
+    return serialization
+
+
+def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """DSSE v1 pre-authentication encoding of a payload."""
+    header = f"DSSEv1 {len(payload_type)} {payload_type} {len(payload)} ".encode()
+    return header + payload
+
+
+def _pae_compat(payload: bytes) -> bytes:
+    # model_signing < 1.0 signed a mis-encoded PAE; its verifier still accepts it.
+    return f"DSSEV1 {len(PAYLOAD_TYPE)} {PAYLOAD_TYPE} {len(payload)} {payload!r}".encode()
+
+
+def _ec_hash(curve_name: str) -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    name = _CURVE_HASH[curve_name]
+    if name == "sha384":
+        return hashes.SHA384()
+    if name == "sha512":
+        return hashes.SHA512()
+    return hashes.SHA256()
+
+
+def _check_curve(key: Any, path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = key.public_key() if hasattr(key, "public_key") else key
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        kind = type(public).__name__.replace("_", "")
+        raise UsageError(
+            f"{path}: {kind} keys are not supported: the OpenSSF model-signing key format "
+            "is verified with ECDSA only (P-256, P-384 or P-521)"
+        )
+    if public.curve.name not in _CURVE_HASH:
+        raise UsageError(f"{path}: unsupported elliptic curve {public.curve.name}")
+
+
+def load_private_key(path: Path, password: bytes | None = None) -> EllipticCurvePrivateKey:
+    serialization = _crypto()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableInput(str(path), exc.strerror or str(exc)) from None
+    try:
+        key = serialization.load_pem_private_key(data, password)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: not a usable PEM private key: {exc}") from None
+    _check_curve(key, path)
+    private: EllipticCurvePrivateKey = key
+    return private
+
+
+def load_public_key(path: Path) -> EllipticCurvePublicKey:
+    serialization = _crypto()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableInput(str(path), exc.strerror or str(exc)) from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: not a PEM public key: {exc}") from None
+    _check_curve(key, path)
+    public: EllipticCurvePublicKey = key
+    return public
+
+
+def key_hint(public_key: EllipticCurvePublicKey) -> str:
+    """sha256 of the PEM SubjectPublicKeyInfo, as model_signing records it."""
+    serialization = _crypto()
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(pem).hexdigest()
+
+
+# ---- manifests -----------------------------------------------------------------------
+
+
+def _is_ignored(rel: PurePosixPath, ignored: Iterable[PurePosixPath]) -> bool:
+    return any(rel == ig or ig in rel.parents for ig in ignored)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The regular files of a model (name → path) and symbolic links found."""
+
+    files: dict[str, Path]
+    links: tuple[str, ...]
+
+
+def list_model_files(model: Path, ignore: Iterable[str]) -> ModelFiles:
+    """Files of a model folder (POSIX names relative to it), or ``{".": model}`` for a file."""
+    if model.is_file():
+        return ModelFiles({".": model}, ())
+    ignored = [PurePosixPath(p) for p in ignore]
+    files: dict[str, Path] = {}
+    links: list[str] = []
+    for folder, dirnames, filenames in os.walk(model, followlinks=False):
+        base = Path(folder)
+        rel_base = PurePosixPath(base.relative_to(model).as_posix())
+        kept = []
+        for d in sorted(dirnames):
+            rel = rel_base / d
+            if _is_ignored(rel, ignored):
+                continue
+            if (base / d).is_symlink():
+                links.append(str(rel))
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            rel = rel_base / name
+            if _is_ignored(rel, ignored):
+                continue
+            if (base / name).is_symlink() or not (base / name).is_file():
+                links.append(str(rel))
+                continue
+            files[str(rel)] = base / name
+    return ModelFiles(files, tuple(links))
+
+
+def _sorted_names(names: Iterable[str]) -> list[str]:
+    # model_signing orders resources by PurePosixPath (component-wise), not by string.
+    return sorted(names, key=PurePosixPath)
+
+
+def root_digest(resources: Iterable[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for _, digest in resources:
+        h.update(bytes.fromhex(digest))
+    return h.hexdigest()
+
+
+def _signature_ignore(model: Path, signature: Path) -> list[str]:
+    """The bundle's own name, when it lies inside the model folder."""
+    if not model.is_dir():
+        return []
+    try:
+        return [signature.resolve().relative_to(model.resolve()).as_posix()]
+    except ValueError:
+        return []
+
+
+# ---- signing -------------------------------------------------------------------------
+
+
+def sign_model(
+    model: Path, private_key: Path, output: Path | None = None, *, password: bytes | None = None
+) -> Path:
+    """Sign a model file or folder; write the bundle to ``output`` (default: model.sig).
+
+    The default bundle location is ``<folder>/model.sig`` for a folder (ignored
+    by the manifest) and ``<file>.sig`` for a single file.
+    """
+    if not model.exists():
+        raise UnreadableInput(str(model), "no such file or directory")
+    key = load_private_key(private_key, password)
+    if output is None:
+        output = (
+            model / DEFAULT_SIGNATURE_NAME
+            if model.is_dir()
+            else model.with_name(model.name + ".sig")
+        )
+    ignore = [*GIT_PATHS, *_signature_ignore(model, output)] if model.is_dir() else []
+    listing = list_model_files(model, ignore)
+    if listing.links:
+        raise UsageError(
+            f"{model}: symbolic links or special files are not signed: {', '.join(listing.links)}"
+        )
+    digests = hash_files(listing.files.values())
+    resources = [
+        (name, digests[listing.files[name]]["sha256"]) for name in _sorted_names(listing.files)
+    ]
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": model.resolve().name, "digest": {"sha256": root_digest(resources)}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                **({"ignore_paths": ignore} if ignore else {}),
+            },
+            "resources": [
+                {"name": name, "algorithm": "sha256", "digest": digest}
+                for name, digest in resources
+            ],
+        },
+    }
+    payload = json.dumps(statement, indent=2).encode()
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signature = key.sign(pae(payload), ec.ECDSA(_ec_hash(key.curve.name)))
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {
+            "publicKey": {"hint": key_hint(key.public_key())},
+            "tlogEntries": [],
+        },
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode(),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": base64.b64encode(signature).decode(), "keyid": ""}],
+        },
+    }
+    try:
+        output.write_text(json.dumps(bundle), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{output}: cannot write signature: {exc.strerror or exc}") from None
+    return output
+
+
+# ---- verification --------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """Internal: the bundle is not a usable model-signing bundle (becomes MG408)."""
+
+
+def _finding(rule_id: str, message: str, path: str, evidence: str | None = None) -> Finding:
+    return Finding(rule_id, get_rule(rule_id).severity, message, Location(path), evidence)
+
+
+def _field(mapping: object, key: str, kind: type, where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise _Malformed(f"{where}: missing {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise _Malformed(f"{where}.{key}: expected {kind.__name__}")
+    return value
+
+
+def _b64(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Malformed(f"{where}: not valid base64") from None
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    payload: bytes
+    signature: bytes
+    hint: str | None
+
+
+def _parse_bundle(data: bytes) -> _Envelope:
+    try:
+        bundle = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Malformed(f"not JSON: {exc}") from None
+    if not isinstance(bundle, dict):
+        raise _Malformed("not a JSON object")
+    media = bundle.get("mediaType")
+    if media != BUNDLE_MEDIA_TYPE:
+        raise _Malformed(f"media type {media!r}, expected {BUNDLE_MEDIA_TYPE}")
+    material = _field(bundle, "verificationMaterial", dict, "bundle")
+    if "certificate" in material or "x509CertificateChain" in material:
+        raise _Malformed("certificate (keyless) bundles are not supported yet; use a key")
+    public = material.get("publicKey", {})
+    hint = public.get("hint") if isinstance(public, dict) else None
+    if hint is not None and not isinstance(hint, str):
+        raise _Malformed("verificationMaterial.publicKey.hint: expected a string")
+    envelope = _field(bundle, "dsseEnvelope", dict, "bundle")
+    payload_type = _field(envelope, "payloadType", str, "dsseEnvelope")
+    if payload_type != PAYLOAD_TYPE:
+        raise _Malformed(f"payload type {payload_type!r}, expected {PAYLOAD_TYPE}")
+    payload = _b64(_field(envelope, "payload", str, "dsseEnvelope"), "dsseEnvelope.payload")
+    signatures = _field(envelope, "signatures", list, "dsseEnvelope")
+    if len(signatures) != 1:
+        raise _Malformed(f"expected exactly one signature, found {len(signatures)}")
+    sig = _b64(_field(signatures[0], "sig", str, "signatures[0]"), "signatures[0].sig")
+    return _Envelope(payload, sig, hint or None)
+
+
+@dataclass(frozen=True)
+class _Statement:
+    resources: dict[str, str]
+    ignore_paths: tuple[str, ...]
+
+
+def _parse_statement(payload: bytes) -> _Statement:
+    try:
+        statement = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Malformed(f"signed payload is not JSON: {exc}") from None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        raise _Malformed(f"signed payload is not an in-toto {STATEMENT_TYPE} statement")
+    predicate_type = statement.get("predicateType")
+    if predicate_type != PREDICATE_TYPE:
+        raise _Malformed(f"predicate type {predicate_type!r}, expected {PREDICATE_TYPE}")
+    subjects = _field(statement, "subject", list, "statement")
+    if len(subjects) != 1:
+        raise _Malformed(f"expected one subject, found {len(subjects)}")
+    subject_digest = _field(
+        _field(subjects[0], "digest", dict, "subject"), "sha256", str, "subject.digest"
+    )
+    predicate = _field(statement, "predicate", dict, "statement")
+    serialization = _field(predicate, "serialization", dict, "predicate")
+    method = serialization.get("method")
+    hash_type = serialization.get("hash_type")
+    if method != "files" or hash_type != "sha256":
+        raise _Malformed(
+            f"serialization method={method!r} hash_type={hash_type!r} is not supported "
+            "(modelguard verifies method='files' with sha256)"
+        )
+    ignore = serialization.get("ignore_paths", [])
+    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+        raise _Malformed("serialization.ignore_paths: expected a list of strings")
+    resources: dict[str, str] = {}
+    ordered: list[tuple[str, str]] = []
+    for index, item in enumerate(_field(predicate, "resources", list, "predicate")):
+        where = f"resources[{index}]"
+        name = _field(item, "name", str, where)
+        if _field(item, "algorithm", str, where) != "sha256":
+            raise _Malformed(f"{where}: algorithm {item['algorithm']!r} is not supported")
+        digest = _field(item, "digest", str, where).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise _Malformed(f"{where}: digest is not a sha256 hex string")
+        pure = PurePosixPath(name)
+        if pure.is_absolute() or ".." in pure.parts or name in resources:
+            raise _Malformed(f"{where}: bad or duplicate resource name {name!r}")
+        resources[name] = digest
+        ordered.append((name, digest))
+    ordered.sort(key=lambda pair: PurePosixPath(pair[0]))
+    if root_digest(ordered) != subject_digest.lower():
+        raise _Malformed("manifest is inconsistent: resources do not hash to the subject digest")
+    return _Statement(resources, tuple(ignore))
+
+
+def _signature_ok(public_key: EllipticCurvePublicKey, envelope: _Envelope) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    algorithm = ec.ECDSA(_ec_hash(public_key.curve.name))
+    for message in (pae(envelope.payload), _pae_compat(envelope.payload)):
+        try:
+            public_key.verify(envelope.signature, message, algorithm)
+            return True
+        except InvalidSignature:
+            continue
+    return False
+
+
+def verify_signature(
+    model: Path, bundle_path: Path, public_key_path: Path, display: str
+) -> list[Finding]:
+    """Check a model against a model-signing bundle; every outcome is a Finding.
+
+    ``display`` is the model's path as reported. Raises only for problems with
+    the caller's own inputs (missing model, unusable public key).
+    """
+    if not model.exists():
+        raise UnreadableInput(display, "no such file or directory")
+    public_key = load_public_key(public_key_path)
+    sig_display = str(bundle_path)
+    try:
+        with bundle_path.open("rb") as handle:
+            data = handle.read(MAX_BUNDLE_BYTES + 1)
+    except FileNotFoundError:
+        return [
+            _finding(
+                R.UNSIGNED,
+                f"no signature: {bundle_path} does not exist, so nothing vouches for {display}",
+                display,
+                str(bundle_path),
+            )
+        ]
+    except OSError as exc:
+        raise UnreadableInput(sig_display, exc.strerror or str(exc)) from None
+    try:
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise _Malformed(f"larger than {MAX_BUNDLE_BYTES} bytes")
+        envelope = _parse_bundle(data)
+    except _Malformed as exc:
+        return [_finding(R.BUNDLE_MALFORMED, f"signature bundle {sig_display}: {exc}", display)]
+
+    expected_hint = key_hint(public_key)
+    if envelope.hint is not None and envelope.hint.lower() != expected_hint:
+        return [
+            _finding(
+                R.SIGNATURE_WRONG_KEY,
+                f"{sig_display} was signed by a different key (key hint {envelope.hint[:16]}…) "
+                f"than {public_key_path} ({expected_hint[:16]}…)",
+                display,
+                envelope.hint,
+            )
+        ]
+    if not _signature_ok(public_key, envelope):
+        return [
+            _finding(
+                R.SIGNATURE_INVALID,
+                f"signature in {sig_display} does not verify with {public_key_path}: the "
+                "signed statement or the signature was altered",
+                display,
+            )
+        ]
+    try:
+        statement = _parse_statement(envelope.payload)
+    except _Malformed as exc:
+        return [_finding(R.BUNDLE_MALFORMED, f"signature bundle {sig_display}: {exc}", display)]
+    return _compare_manifest(model, bundle_path, statement, display, sig_display)
+
+
+def _compare_manifest(
+    model: Path, bundle_path: Path, statement: _Statement, display: str, sig_display: str
+) -> list[Finding]:
+    ignore = [*statement.ignore_paths, *GIT_PATHS, *_signature_ignore(model, bundle_path)]
+    listing = list_model_files(model, ignore)
+    digests = hash_files(listing.files.values())
+    actual = {name: digests[path]["sha256"] for name, path in listing.files.items()}
+
+    def shown(name: str) -> str:
+        return display if name == "." else f"{display.rstrip('/')}/{name}"
+
+    findings: list[Finding] = []
+    for name in _sorted_names(statement.resources):
+        expected = statement.resources[name]
+        if name not in actual:
+            findings.append(
+                _finding(R.FILE_MISSING, f"signed file {name} is missing", shown(name), name)
+            )
+        elif actual[name] != expected:
+            findings.append(
+                _finding(
+                    R.DIGEST_MISMATCH,
+                    f"{name} changed after signing: sha256 {actual[name]}, signed {expected}",
+                    shown(name),
+                    f"sha256:{actual[name]}",
+                )
+            )
+    for name in _sorted_names(set(actual) - set(statement.resources)):
+        findings.append(
+            _finding(R.FILE_UNEXPECTED, f"{name} was added after signing", shown(name), name)
+        )
+    for name in listing.links:
+        findings.append(
+            _finding(
+                R.FILE_UNEXPECTED,
+                f"{name} is a symbolic link or special file; signed models hold regular files only",
+                shown(name),
+                name,
+            )
+        )
+    if not findings:
+        findings.append(
+            _finding(
+                R.VERIFIED,
+                f"signature {sig_display} verified: "
+                f"{len(actual)} file(s) match the signed manifest",
+                display,
+            )
+        )
+    return findings
