@@ -37,6 +37,19 @@ def call_api(func: Callable[[], T]) -> T:
         fail(str(exc))
 
 
+def _output_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new one gets what open() would give it.
+
+    mkstemp creates its file 0600; without this the report would keep that mode.
+    """
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and rename: never half-written."""
     folder = path.parent if str(path.parent) else Path()
@@ -49,6 +62,7 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
+        os.chmod(tmp, _output_mode(path))
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -62,7 +76,9 @@ def emit_report(report: Report, fmt: str, output: Path | None, options: RenderOp
         click.echo(f"modelguard: error: {error.path}: {error.message}", err=True)
     text = render(report, fmt, options)
     if output is None or str(output) == "-":
-        click.echo(text, nl=not text.endswith("\n"))
+        # color=: click strips ANSI codes when stdout is not a terminal, which would
+        # defeat an explicit --color (e.g. piping into ``less -R``).
+        click.echo(text, nl=not text.endswith("\n"), color=options.color)
     else:
         write_atomically(output, text)
 
