@@ -219,6 +219,17 @@ _RULES: tuple[Rule, ...] = (
         "scanned.",
         "Do not load the file; re-export it from its source.",
     ),
+    Rule(
+        "MG208",
+        "archive-unsupported-compression",
+        Severity.MEDIUM,
+        "Archive member uses a compression method the scanner cannot read.",
+        "Only stored, deflate and bzip2 zip members are decompressed. PyTorch and "
+        "numpy write stored or deflated members; another method means the member "
+        "was not inspected, although some readers (Python's zipfile) can load it.",
+        "Re-create the archive with stored or deflated members.",
+        ("security", "coverage"),
+    ),
     # ---- MG3xx: tensor and model formats ---------------------------------------------
     Rule(
         "MG301",

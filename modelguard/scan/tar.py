@@ -1,0 +1,136 @@
+"""Tar archives, including the oldest torch.save format (a tar of pickles).
+
+Headers are read with ``tarfile`` (headers only: nothing is extracted, member
+data is handed to scanners through a window on the original stream). tarfile
+stops at the first damaged header after the first member, exactly as the
+loaders that use it do; bytes hidden after that point are reported.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections import Counter
+
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.streams import SliceReader
+from modelguard.scan.torch import scan_pickle_member
+
+# torch.save before 0.4 wrote a tar with these members; each starts with a pickle.
+TORCH_TAR_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
+_ZERO_CHECK_CHUNK = 1024 * 1024
+
+
+def scan_tar(inp: Input, ctx: ScanContext) -> None:
+    members = _read_headers(inp, ctx)
+    if members is None:
+        return
+    names = [m.name for m in members]
+    legacy_torch = set(names) >= TORCH_TAR_MEMBERS
+    ctx.set_format("torch-legacy-tar" if legacy_torch else "tar")
+    counts = Counter(names)
+    copies: Counter[str] = Counter()
+    for member in members:
+        label = member.name
+        if counts[member.name] > 1:
+            copies[member.name] += 1
+            if copies[member.name] == 1:
+                ctx.report(
+                    "MG202",
+                    f"{counts[member.name]} members are named {member.name!r}; extraction "
+                    "keeps the last; every copy was scanned",
+                    evidence=member.name,
+                )
+            label = f"{member.name} (copy {copies[member.name]} of {counts[member.name]})"
+        _scan_member(inp, ctx, member, label, legacy_torch)
+
+
+def _read_headers(inp: Input, ctx: ScanContext) -> list[tarfile.TarInfo] | None:
+    members: list[tarfile.TarInfo] = []
+    try:
+        archive = tarfile.open(fileobj=inp.stream, mode="r:")  # noqa: SIM115 - closed below
+    except tarfile.TarError as exc:
+        ctx.report("MG205", f"tar archive cannot be read: {exc}", evidence="unreadable")
+        return None
+    with archive:
+        while True:
+            if len(members) >= ctx.limits.max_archive_members:
+                ctx.limit_reached("archive members", ctx.limits.max_archive_members)
+                return members
+            try:
+                member = archive.next()
+            except (tarfile.TarError, EOFError) as exc:
+                ctx.report(
+                    "MG205",
+                    f"tar header after {len(members)} members is damaged: {exc}",
+                    evidence="header",
+                )
+                return members
+            if member is None:
+                break
+            members.append(member)
+        _check_hidden_tail(inp, ctx, archive.offset)
+    return members
+
+
+def _check_hidden_tail(inp: Input, ctx: ScanContext, end: int) -> None:
+    """Non-zero bytes after the point where tar readers stop are invisible to them."""
+    offset = end
+    while offset < inp.size:
+        chunk = inp.read_at(offset, _ZERO_CHECK_CHUNK)
+        if not chunk:
+            return
+        if chunk.strip(b"\x00"):
+            ctx.report(
+                "MG205",
+                f"{inp.size - end:,} bytes after the end of the tar archive are not read "
+                "by tar readers",
+                offset=end,
+                evidence="trailing",
+            )
+            return
+        offset += len(chunk)
+
+
+def _is_traversal(name: str) -> bool:
+    normal = name.replace("\\", "/")
+    return normal.startswith("/") or ".." in normal.split("/")
+
+
+def _scan_member(
+    inp: Input, ctx: ScanContext, member: tarfile.TarInfo, label: str, legacy_torch: bool
+) -> None:
+    if _is_traversal(member.name):
+        ctx.report(
+            "MG201",
+            f"member name {member.name!r} is absolute or leaves the extraction folder",
+            evidence=member.name,
+        )
+    if member.issym() or member.islnk():
+        kind = "symbolic link" if member.issym() else "hard link"
+        ctx.report(
+            "MG206",
+            f"member {label!r} is a {kind} to {member.linkname!r}",
+            evidence=f"{member.name} -> {member.linkname}",
+        )
+        return
+    if member.ischr() or member.isblk() or member.isfifo():
+        ctx.report("MG206", f"member {label!r} is a device or FIFO node", evidence=member.name)
+        return
+    if not member.isreg():
+        return  # directories and tar bookkeeping
+    if member.issparse():
+        ctx.report("MG205", f"member {label!r} is a sparse file; not inspected", evidence=label)
+        return
+    available = max(0, min(member.size, inp.size - member.offset_data))
+    if available < member.size:
+        ctx.report(
+            "MG205",
+            f"member {label!r} is truncated ({available:,} of {member.size:,} bytes)",
+            evidence=f"{label}: truncated",
+        )
+    window = SliceReader(inp.stream, member.offset_data, available)
+    inner = Input(stream=window, size=available, name=f"{inp.name}!/{label}")  # type: ignore[arg-type]
+    if legacy_torch and member.name in TORCH_TAR_MEMBERS:
+        scan_pickle_member(label, inner, ctx)
+    else:
+        ctx.scan_member(label, inner)

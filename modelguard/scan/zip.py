@@ -1,0 +1,277 @@
+"""Zip archives: PyTorch checkpoints, TorchScript, npz, .keras and plain zips.
+
+The structure is read by ``zip_layout`` (hand-written, see there why); every
+anomaly a loader could read differently becomes a finding, and every copy of a
+member any loader could pick is scanned. Member data is read through bounded
+decompression. PyTorch tensor storages (``<prefix>/data/<n>``) are never read:
+a checkpoint is scanned from its central directory and small pickle members.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from typing import BinaryIO
+
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.decompress import Decompressor, bzip2_stream, inflate, raw_deflate
+from modelguard.scan.streams import SliceReader
+from modelguard.scan.torch import MemberRole, scan_pickle_member, zip_flavour
+from modelguard.scan.zip_layout import (
+    Directory,
+    Entry,
+    ZipStructureError,
+    descriptor_lengths,
+    read_directory,
+)
+
+METHOD_STORED = 0
+METHOD_DEFLATED = 8
+METHOD_BZIP2 = 12
+_DECOMPRESSORS: dict[int, Callable[[], Decompressor]] = {
+    METHOD_DEFLATED: raw_deflate,
+    METHOD_BZIP2: bzip2_stream,
+}
+_CRC_CHUNK = 1024 * 1024
+
+
+def scan_zip(inp: Input, ctx: ScanContext) -> None:
+    """Scan a zip archive (also one preceded by other data) and its members."""
+    try:
+        directory = read_directory(inp, ctx)
+    except ZipStructureError as exc:
+        ctx.report("MG205", f"zip archive cannot be read: {exc}", evidence="unreadable")
+        if ctx.depth == 0:
+            ctx.set_format("zip")
+        return
+    for problem in directory.problems:
+        ctx.report("MG205", f"zip archive: {problem}", evidence=problem)
+    flavour, roles = zip_flavour([e.name for e in directory.entries])
+    ctx.set_format(flavour)
+    _check_prefix(directory, ctx)
+    _check_layout(directory, ctx)
+    labels = _member_labels(directory.entries, ctx)
+    for entry, role, label in zip(directory.entries, roles, labels, strict=True):
+        _scan_entry(inp, ctx, entry, role, label)
+
+
+def _check_prefix(directory: Directory, ctx: ScanContext) -> None:
+    if directory.prefix > 0:
+        # zipfile finds the archive through its end record and skips the prefix;
+        # torch.load and numpy.load look at the first bytes and read something else.
+        ctx.report(
+            "MG205",
+            f"{directory.prefix:,} bytes precede the zip archive; loaders that look at "
+            "the first bytes read them instead of the archive",
+            offset=0,
+            evidence="prefix",
+        )
+
+
+def _check_layout(directory: Directory, ctx: ScanContext) -> None:
+    """Overlapping members, bytes before the first entry and hidden gaps."""
+    placed = sorted(
+        (e for e in directory.entries if e.local is not None), key=lambda e: e.header_offset
+    )
+    if not placed:
+        return
+    first = placed[0].header_offset
+    if first > directory.prefix:
+        ctx.report(
+            "MG205",
+            f"{first - directory.prefix:,} bytes lie before the first zip entry",
+            offset=directory.prefix,
+            evidence="data-before-first-entry",
+        )
+    overlaps = 0
+    for prev, nxt in itertools.pairwise(placed):
+        prev_end = prev.data_end or prev.header_offset
+        if nxt.header_offset < prev_end:
+            overlaps += 1
+            if overlaps <= 10:
+                ctx.report(
+                    "MG205",
+                    f"members {prev.name!r} and {nxt.name!r} overlap (offset "
+                    f"{nxt.header_offset:,} lies inside {prev.name!r})",
+                    offset=nxt.header_offset,
+                    evidence=f"overlap:{prev.name}:{nxt.name}",
+                )
+        elif nxt.header_offset - prev_end not in descriptor_lengths(prev):
+            _report_gap(ctx, prev.name, prev_end, nxt.header_offset - prev_end)
+    if overlaps > 10:
+        ctx.report(
+            "MG205", f"{overlaps:,} overlapping member pairs in all", evidence="overlap-count"
+        )
+    last = placed[-1]
+    last_end = last.data_end or last.header_offset
+    gap = directory.cd_start - last_end
+    if gap > 0 and gap not in descriptor_lengths(last):
+        _report_gap(ctx, last.name, last_end, gap)
+
+
+def _report_gap(ctx: ScanContext, after: str, offset: int, length: int) -> None:
+    if length > 0:
+        ctx.report(
+            "MG205",
+            f"{length:,} bytes after member {after!r} belong to no member",
+            offset=offset,
+            evidence=f"gap:{after}",
+        )
+
+
+def _member_labels(entries: list[Entry], ctx: ScanContext) -> list[str]:
+    """Display names; every copy of a duplicated name gets its own label."""
+    counts = Counter(e.raw_name for e in entries)
+    seen: Counter[bytes] = Counter()
+    labels: list[str] = []
+    for entry in entries:
+        total = counts[entry.raw_name]
+        if total == 1:
+            labels.append(entry.name)
+            continue
+        seen[entry.raw_name] += 1
+        if seen[entry.raw_name] == 1:
+            ctx.report(
+                "MG202",
+                f"{total} members are named {entry.name!r}; Python's zipfile reads the last, "
+                "PyTorch's reader may pick another; every copy was scanned",
+                evidence=entry.name,
+            )
+        labels.append(f"{entry.name} (copy {seen[entry.raw_name]} of {total})")
+    return labels
+
+
+def _is_traversal(name: str) -> bool:
+    normal = name.replace("\\", "/")
+    if normal.startswith("/") or (len(normal) >= 2 and normal[1] == ":"):
+        return True
+    return ".." in normal.split("/")
+
+
+def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, label: str) -> None:
+    if _is_traversal(entry.name):
+        ctx.report(
+            "MG201",
+            f"member name {entry.name!r} is absolute or leaves the extraction folder",
+            evidence=entry.name,
+        )
+    if "\x00" in entry.name:
+        ctx.report("MG205", f"member name {entry.name!r} contains a NUL byte", evidence=label)
+    for problem in entry.problems:
+        ctx.report("MG205", f"member {label!r}: {problem}", evidence=f"{label}: {problem}")
+    if _declares_bomb(entry, ctx):
+        ctx.report(
+            "MG204",
+            f"member {label!r} declares {entry.size:,} bytes from {entry.compressed_size:,} "
+            "compressed",
+            evidence=label,
+        )
+        return
+    if role is MemberRole.STORAGE or role is MemberRole.METADATA:
+        return  # tensor bytes / torch bookkeeping: read by loaders as raw bytes only
+    if entry.encrypted:
+        ctx.report("MG203", f"member {label!r} is encrypted; not inspected", evidence=label)
+        return
+    if entry.local is None or (entry.name.endswith("/") and entry.size == 0):
+        return
+    member = _open_member(inp, ctx, entry, label)
+    if member is None:
+        return
+    stream, size = member
+    try:
+        inner = Input(stream=stream, size=size, name=f"{inp.name}!/{label}")
+        if role is MemberRole.PICKLE:
+            scan_pickle_member(label, inner, ctx)
+        else:
+            ctx.scan_member(label, inner)
+    finally:
+        stream.close()
+
+
+def _declares_bomb(entry: Entry, ctx: ScanContext) -> bool:
+    limits = ctx.limits
+    return entry.size >= limits.bomb_min_size and entry.size > (
+        limits.max_compression_ratio * max(1, entry.compressed_size)
+    )
+
+
+def _open_member(
+    inp: Input, ctx: ScanContext, entry: Entry, label: str
+) -> tuple[BinaryIO, int] | None:
+    """The member's bytes as the loaders read them (declared size), or None."""
+    assert entry.local is not None
+    start = entry.local.data_start
+    available = max(0, min(entry.compressed_size, inp.size - start))
+    if entry.method == METHOD_STORED:
+        if entry.compressed_size != entry.size:
+            ctx.report(
+                "MG205",
+                f"stored member {label!r} declares {entry.size:,} bytes but occupies "
+                f"{entry.compressed_size:,}",
+                evidence=f"{label}: stored size",
+            )
+        length = min(entry.size, available)
+        if length > ctx.limits.max_member_bytes:
+            ctx.limit_reached(f"size of member {label!r}", ctx.limits.max_member_bytes)
+            length = ctx.limits.max_member_bytes
+        window = SliceReader(inp.stream, start, length)
+        if length == entry.size and _crc_of(window) != entry.crc:
+            _report_crc(ctx, label)
+        window.seek(0)
+        return window, length  # type: ignore[return-value]  # RawIOBase is a binary stream
+    make = _DECOMPRESSORS.get(entry.method)
+    if make is None:
+        ctx.report(
+            "MG208",
+            f"member {label!r} uses compression method {entry.method}; not inspected",
+            evidence=label,
+        )
+        return None
+    source = SliceReader(inp.stream, start, available)
+    result = inflate(
+        source,  # type: ignore[arg-type]  # RawIOBase is a binary stream
+        available,
+        make,
+        ctx,
+        what=f"member {label!r}",
+        expected_size=entry.size,
+    )
+    if result.error is not None:
+        ctx.report(
+            "MG205",
+            f"member {label!r} does not decompress: {result.error}",
+            evidence=f"{label}: corrupt",
+        )
+    elif result.overflow:
+        ctx.report(
+            "MG205",
+            f"member {label!r} decompresses to more than its declared {entry.size:,} bytes",
+            evidence=f"{label}: size",
+        )
+    elif result.truncated or (result.complete and result.size != entry.size):
+        ctx.report(
+            "MG205",
+            f"member {label!r} is truncated ({result.size:,} of {entry.size:,} bytes)",
+            evidence=f"{label}: truncated",
+        )
+    elif result.complete and result.crc != entry.crc:
+        _report_crc(ctx, label)
+    size = min(result.size, entry.size)
+    return result.stream, size  # type: ignore[return-value]  # spooled file is binary
+
+
+def _crc_of(stream: SliceReader) -> int:
+    crc = 0
+    while chunk := stream.read(_CRC_CHUNK):
+        crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _report_crc(ctx: ScanContext, label: str) -> None:
+    ctx.report(
+        "MG205",
+        f"member {label!r} fails its CRC-32 check: its bytes were changed after archiving",
+        evidence=f"{label}: crc",
+    )
