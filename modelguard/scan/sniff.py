@@ -66,11 +66,11 @@ def _looks_like_onnx(head: bytes) -> bool:
 
 
 def _looks_like_pickle(head: bytes) -> bool:
-    if not head:
-        return False
-    if head[0] == 0x80:  # PROTO
-        return len(head) >= 2 and head[1] <= 5
-    return head[0] in _PICKLE_V0_START and head[:1] not in (b"\x00",)
+    # A trial walk of the head by the pickle scanner, so that sniffing and
+    # scanning agree on what a pickle is (imported lazily: it is the bigger module).
+    from modelguard.scan.pickle import plausible_pickle
+
+    return plausible_pickle(head)
 
 
 def _primary(inp: Input, head: bytes) -> str | None:

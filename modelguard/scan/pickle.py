@@ -1,0 +1,994 @@
+"""The pickle scanner: a bounded, non-executing opcode walker.
+
+Why hand-written: ``pickle`` executes what it reads, and ``pickletools.genops``
+trusts the stream too much for hostile input. It reads every declared length in
+full (a BINUNICODE8 of 2**60 bytes is a MemoryError, a 200 MB BINBYTES is 200 MB
+of memory), materialises every argument, and raises on damage halfway through,
+losing what it had seen. This walker reads through a fixed-size buffer, keeps
+only short strings (module and attribute names), seeks over long arguments,
+counts opcodes, memo entries and stack depth against ``ctx.limits``, and turns
+every kind of damage into a finding.
+
+The stack is modelled symbolically, like fickling: strings, imported globals,
+results of calls and opaque data. That is enough to resolve every callable a
+stream can obtain (GLOBAL, STACK_GLOBAL with operands from any string opcode or
+the memo, INST, OBJ, NEWOBJ, NEWOBJ_EX, REDUCE, BUILD, EXT1/2/4) and to tell
+what is only imported from what is called with arguments the file chose.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.imports import Classification, Verdict, classify
+from modelguard.scan.limits import Limits
+
+# Strings up to this size are kept (module and attribute names are short);
+# longer ones are skipped with a seek and modelled as opaque data.
+KEEP_STRING = 1024
+_CHUNK = 1 << 20  # read buffer size
+HIGHEST_PROTOCOL = 5
+_SNIFF_MIN_OPCODES = 4  # a protocol 0/1 head must parse this many opcodes
+_MAX_TRIAL_WALKS = 1_000  # embedded-pickle candidates tried in trailing data
+_TRAILING_OVERLAP = 512
+
+
+# ---- results -------------------------------------------------------------------------
+@dataclass
+class ImportedGlobal:
+    """One global a stream imports, where, how, and what it was judged to be."""
+
+    module: str
+    name: str
+    classification: Classification
+    offset: int
+    opcode: str
+    called: bool = False  # passed stream-chosen arguments (REDUCE / INST / OBJ)
+
+    @property
+    def dotted(self) -> str:
+        return self.classification.dotted
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.classification.verdict
+
+
+@dataclass
+class PickleStream:
+    """What a walk of one pickle stream found.
+
+    ``end`` is the offset just after STOP, or None when the stream was truncated,
+    malformed or stopped at a cap (then ``truncated``, ``malformed`` or
+    ``limited`` says which). Offsets are absolute positions in the walked stream.
+    """
+
+    start: int
+    end: int | None = None
+    protocol: int = 0
+    opcodes: int = 0  # opcodes fully parsed
+    imports: list[ImportedGlobal] = field(default_factory=list)
+    truncated: bool = False
+    malformed: bool = False
+    limited: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None
+
+
+class _Sink(Protocol):
+    def finding(self, rule_id: str, message: str, offset: int | None, evidence: str) -> None: ...
+
+    def limit(self, what: str, limit: int, offset: int | None) -> None: ...
+
+
+class _ContextSink:
+    def __init__(self, ctx: ScanContext) -> None:
+        self._ctx = ctx
+
+    def finding(self, rule_id: str, message: str, offset: int | None, evidence: str) -> None:
+        self._ctx.report(rule_id, message, offset=offset, evidence=evidence)
+
+    def limit(self, what: str, limit: int, offset: int | None) -> None:
+        self._ctx.limit_reached(what, limit, offset=offset)
+
+
+@dataclass
+class _RecordingSink:
+    """Collects findings so a trial walk can be judged before anything is reported."""
+
+    findings: list[tuple[str, str, int | None, str]] = field(default_factory=list)
+    limits: list[tuple[str, int, int | None]] = field(default_factory=list)
+
+    def finding(self, rule_id: str, message: str, offset: int | None, evidence: str) -> None:
+        self.findings.append((rule_id, message, offset, evidence))
+
+    def limit(self, what: str, limit: int, offset: int | None) -> None:
+        self.limits.append((what, limit, offset))
+
+    def replay(self, ctx: ScanContext) -> None:
+        for rule_id, message, offset, evidence in self.findings:
+            ctx.report(rule_id, message, offset=offset, evidence=evidence)
+        for what, limit, offset in self.limits:
+            ctx.limit_reached(what, limit, offset=offset)
+
+
+# ---- control flow inside the walker ------------------------------------------------------
+class _WalkStop(Exception):
+    """Ends a walk; subclasses say why. Never escapes this module."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+class _Truncated(_WalkStop):
+    pass
+
+
+class _Malformed(_WalkStop):
+    pass
+
+
+class _CapReached(_WalkStop):
+    def __init__(self, what: str, limit: int, offset: int) -> None:
+        super().__init__(what, offset)
+        self.limit = limit
+
+
+# ---- symbolic values -----------------------------------------------------------------
+class _Data:
+    """Any value whose content does not matter (numbers, containers, long strings)."""
+
+
+_DATA = _Data()
+
+
+@dataclass(frozen=True)
+class _Str:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Global:
+    ref: ImportedGlobal
+
+
+@dataclass(frozen=True)
+class _Called:
+    """The result of calling or instantiating ``callee`` (None: not resolvable)."""
+
+    callee: ImportedGlobal | None
+
+
+@dataclass(frozen=True)
+class _Unresolved:
+    why: str
+
+
+_Value = _Data | _Str | _Global | _Called | _Unresolved
+
+
+# ---- buffered, bounded reading ---------------------------------------------------------
+class _Reader:
+    """Reads ``[start, end)`` of a stream through a buffer; seeks over long arguments."""
+
+    def __init__(self, stream: BinaryIO, start: int, limit: int | None) -> None:
+        size = stream.seek(0, io.SEEK_END)
+        self.end = size if limit is None else max(start, min(limit, size))
+        self._stream = stream
+        self._base = start  # absolute offset of buf[0]
+        self.buf = b""
+        self.pos = 0
+        stream.seek(start)
+
+    def tell(self) -> int:
+        return self._base + self.pos
+
+    def remaining(self) -> int:
+        return self.end - self._base - self.pos
+
+    def _fill(self, need: int, opcode_offset: int) -> None:
+        """Make ``need`` bytes available at ``pos`` or raise _Truncated."""
+        have = len(self.buf) - self.pos
+        if need > self.remaining():
+            raise _Truncated(
+                f"input ends {self.remaining():,} bytes after the opcode at offset "
+                f"{opcode_offset}, which needs {need:,}",
+                opcode_offset,
+            )
+        self._base += self.pos
+        chunk = max(_CHUNK, need - have)
+        want = min(chunk, self.end - self._base - have)
+        self._stream.seek(self._base + have)
+        more = self._stream.read(want)
+        self.buf = self.buf[self.pos :] + more
+        self.pos = 0
+        if len(self.buf) < need:  # the stream was shorter than it said
+            self.end = self._base + len(self.buf)
+            raise _Truncated(
+                f"input ends inside the opcode at offset {opcode_offset}", opcode_offset
+            )
+
+    def opcode(self) -> int:
+        pos = self.pos
+        if pos >= len(self.buf):
+            if self.remaining() <= 0:
+                raise _Truncated("input ends before STOP", self.tell())
+            self._fill(1, self.tell())
+            pos = 0
+        self.pos = pos + 1
+        return self.buf[pos]
+
+    def read(self, n: int, opcode_offset: int) -> bytes:
+        if len(self.buf) - self.pos < n:
+            self._fill(n, opcode_offset)
+        pos = self.pos
+        self.pos = pos + n
+        return self.buf[pos : pos + n]
+
+    def skip(self, n: int, opcode_offset: int) -> None:
+        if len(self.buf) - self.pos >= n:
+            self.pos += n
+            return
+        if n > self.remaining():
+            raise _Truncated(
+                f"declared length {n:,} at offset {opcode_offset} runs past the end of input",
+                opcode_offset,
+            )
+        target = self.tell() + n
+        self.buf = b""
+        self.pos = 0
+        self._base = target
+
+    def line(self, keep: int, cap: int, opcode_offset: int) -> bytes | None:
+        """The next line without its newline; None if longer than ``keep`` (skipped)."""
+        kept: bytes | None = b""
+        length = 0
+        while True:
+            nl = self.buf.find(b"\n", self.pos)
+            stop = nl if nl >= 0 else len(self.buf)
+            piece_len = stop - self.pos
+            length += piece_len
+            if kept is not None:
+                kept = kept + self.buf[self.pos : stop] if length <= keep else None
+            if length > cap:
+                raise _CapReached("pickle text argument length", cap, opcode_offset)
+            self.pos = stop
+            if nl >= 0:
+                self.pos += 1
+                return kept
+            if self.remaining() <= 0:
+                raise _Truncated(
+                    f"input ends inside the text argument of the opcode at offset {opcode_offset}",
+                    opcode_offset,
+                )
+            self._fill(1, opcode_offset)
+
+
+# ---- the walker ------------------------------------------------------------------------
+_STRING_QUOTES = (b"'", b'"')
+_CALL_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
+
+
+def _is_dotted_identifier(text: str) -> bool:
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+class _Walker:
+    def __init__(
+        self,
+        reader: _Reader,
+        limits: Limits,
+        allow: frozenset[str],
+        sink: _Sink,
+        start: int,
+    ) -> None:
+        self.r = reader
+        self.limits = limits
+        self.allow = allow
+        self.sink = sink
+        self.result = PickleStream(start=start)
+        self.stack: list[_Value] = []
+        self.metastack: list[list[_Value]] = []
+        self.memo: dict[int, _Value] = {}
+        self.handlers: dict[int, Callable[[int], bool]] = self._handler_table()
+
+    # -- driver ------------------------------------------------------------------------
+    def run(self) -> PickleStream:
+        result = self.result
+        try:
+            self._loop()
+        except _Truncated as stop:
+            result.truncated = True
+            self.sink.finding(
+                "MG105", f"pickle truncated: {stop.message}", stop.offset, "truncated"
+            )
+        except _Malformed as stop:
+            result.malformed = True
+            self.sink.finding(
+                "MG105", f"malformed pickle: {stop.message}", stop.offset, stop.message
+            )
+        except _CapReached as stop:
+            result.limited = True
+            self.sink.limit(stop.message, stop.limit, stop.offset)
+        self._report_unknown_imports()
+        return result
+
+    def _loop(self) -> None:
+        r = self.r
+        handlers = self.handlers
+        max_ops = self.limits.max_pickle_opcodes
+        result = self.result
+        count = 0
+        while True:
+            offset = r.tell()
+            op = r.opcode()
+            count += 1
+            if count > max_ops:
+                raise _CapReached("pickle opcodes", max_ops, offset)
+            handler = handlers.get(op)
+            if handler is None:
+                raise _Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
+            if handler(offset):
+                result.opcodes = count
+                return
+            result.opcodes = count
+
+    def _report_unknown_imports(self) -> None:
+        called = {g.dotted for g in self.result.imports if g.called}
+        for ref in self.result.imports:
+            if ref.verdict is Verdict.UNKNOWN and ref.dotted not in called:
+                self.sink.finding(
+                    "MG102",
+                    f"pickle imports {ref.dotted} ({ref.classification.reason}) via {ref.opcode}",
+                    ref.offset,
+                    ref.dotted,
+                )
+
+    # -- stack -------------------------------------------------------------------------
+    def push(self, value: _Value, offset: int) -> None:
+        stack = self.stack
+        stack.append(value)
+        if len(stack) > self.limits.max_stack_depth:
+            raise _CapReached("pickle stack depth", self.limits.max_stack_depth, offset)
+
+    def pop(self, offset: int) -> _Value:
+        if not self.stack:
+            raise _Malformed(f"stack underflow at offset {offset}", offset)
+        return self.stack.pop()
+
+    def top(self, offset: int) -> _Value:
+        if not self.stack:
+            raise _Malformed(f"stack underflow at offset {offset}", offset)
+        return self.stack[-1]
+
+    def mark(self, offset: int) -> bool:
+        self.metastack.append(self.stack)
+        self.stack = []
+        if len(self.metastack) > self.limits.max_stack_depth:
+            raise _CapReached("pickle MARK nesting", self.limits.max_stack_depth, offset)
+        return False
+
+    def pop_mark(self, offset: int) -> list[_Value]:
+        if not self.metastack:
+            raise _Malformed(f"no MARK to pop at offset {offset} (stack underflow)", offset)
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    # -- arguments ---------------------------------------------------------------------
+    def u1(self, offset: int) -> int:
+        return self.r.read(1, offset)[0]
+
+    def uint(self, size: int, offset: int) -> int:
+        return int.from_bytes(self.r.read(size, offset), "little")
+
+    def sint4(self, offset: int) -> int:
+        return int.from_bytes(self.r.read(4, offset), "little", signed=True)
+
+    def blob(self, length: int, offset: int, kind: str) -> bytes | None:
+        """A length-prefixed argument: the bytes if short, else skipped (None)."""
+        if length < 0:
+            raise _Malformed(f"negative length {length} at offset {offset}", offset)
+        if length > self.r.remaining():
+            raise _Truncated(
+                f"{kind} at offset {offset} declares {length:,} bytes but only "
+                f"{self.r.remaining():,} remain",
+                offset,
+            )
+        if length > self.limits.max_pickle_string:
+            raise _CapReached("pickle string length", self.limits.max_pickle_string, offset)
+        if length <= KEEP_STRING:
+            return self.r.read(length, offset)
+        self.r.skip(length, offset)
+        return None
+
+    def text_line(self, offset: int) -> bytes | None:
+        return self.r.line(KEEP_STRING, self.limits.max_pickle_string, offset)
+
+    def int_line(self, offset: int) -> int:
+        line = self.text_line(offset)
+        if line is None:
+            raise _Malformed(f"integer argument too long at offset {offset}", offset)
+        try:
+            return int(line)
+        except ValueError:
+            raise _Malformed(f"invalid integer argument at offset {offset}", offset) from None
+
+    def push_unicode(self, length: int, offset: int, kind: str) -> bool:
+        data = self.blob(length, offset, kind)
+        if data is None:
+            self.push(_DATA, offset)
+            return False
+        try:
+            text = data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise _Malformed(f"{kind} at offset {offset} is not valid UTF-8", offset) from None
+        self.push(_Str(text), offset)
+        return False
+
+    def push_bytes(self, length: int, offset: int, kind: str) -> bool:
+        # Byte strings are kept as text too: py2 STRING opcodes load as str, and
+        # treating bytes the same only ever adds findings.
+        data = self.blob(length, offset, kind)
+        self.push(_DATA if data is None else _Str(data.decode("latin-1")), offset)
+        return False
+
+    # -- imports and calls ---------------------------------------------------------------
+    def import_global(self, module: str, name: str, offset: int, opcode: str) -> _Global:
+        classification = classify(module, name, self.allow)
+        ref = ImportedGlobal(module, name, classification, offset, opcode)
+        self.result.imports.append(ref)
+        if not (_is_dotted_identifier(module) and _is_dotted_identifier(name)):
+            raise _Malformed(
+                f"{opcode} at offset {offset} names {module!r}.{name!r}, not a Python identifier",
+                offset,
+            )
+        if classification.verdict is Verdict.DANGEROUS:
+            self.sink.finding(
+                "MG101",
+                f"pickle imports {classification.dotted} via {opcode}: {classification.reason}",
+                offset,
+                classification.dotted,
+            )
+        return _Global(ref)
+
+    def global_lines(self, offset: int, opcode: str) -> _Value:
+        module_raw = self.text_line(offset)
+        name_raw = self.text_line(offset)
+        if module_raw is None or name_raw is None:
+            self.sink.finding(
+                "MG104",
+                f"{opcode} at offset {offset} names a global longer than {KEEP_STRING} bytes",
+                offset,
+                f"{opcode}:long-name",
+            )
+            return _Unresolved("name too long")
+        try:
+            module = module_raw.decode("utf-8")
+            name = name_raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed(f"{opcode} at offset {offset} is not valid UTF-8", offset) from None
+        return self.import_global(module, name, offset, opcode)
+
+    def call(self, callee: _Value, offset: int, opcode: str) -> None:
+        if isinstance(callee, _Global):
+            ref = callee.ref
+            if opcode in _CALL_OPCODES:
+                ref.called = True
+                if ref.verdict is Verdict.UNKNOWN:
+                    self.sink.finding(
+                        "MG103",
+                        f"pickle calls {ref.dotted} with stream-chosen arguments via {opcode} "
+                        f"({ref.classification.reason})",
+                        offset,
+                        ref.dotted,
+                    )
+            self.push(_Called(ref), offset)
+            return
+        if isinstance(callee, _Called):
+            what = callee.callee.dotted if callee.callee is not None else "an unresolved call"
+            self.sink.finding(
+                "MG104",
+                f"{opcode} at offset {offset} calls the result of calling {what}",
+                offset,
+                f"call-of-result:{what}",
+            )
+        elif isinstance(callee, _Unresolved):
+            self.sink.finding(
+                "MG104",
+                f"{opcode} at offset {offset} calls a callable that cannot be resolved "
+                f"({callee.why})",
+                offset,
+                f"call-of-unresolved:{callee.why}",
+            )
+        else:
+            self.sink.finding(
+                "MG104",
+                f"{opcode} at offset {offset} calls a value that is not an imported global",
+                offset,
+                "call-of-data",
+            )
+        self.push(_Called(None), offset)
+
+    # -- opcode handlers (return True at STOP) -----------------------------------------------
+    def _handler_table(self) -> dict[int, Callable[[int], bool]]:
+        def push_data(offset: int) -> bool:
+            self.push(_DATA, offset)
+            return False
+
+        def fixed(size: int) -> Callable[[int], bool]:
+            def handler(offset: int) -> bool:
+                self.r.read(size, offset)
+                self.push(_DATA, offset)
+                return False
+
+            return handler
+
+        def line_data(check: Callable[[bytes, int], None]) -> Callable[[int], bool]:
+            def handler(offset: int) -> bool:
+                line = self.text_line(offset)
+                if line is not None:
+                    check(line, offset)
+                self.push(_DATA, offset)
+                return False
+
+            return handler
+
+        table: dict[int, Callable[[int], bool]] = {
+            ord("("): self.mark,
+            ord("."): self.op_stop,
+            ord("0"): self.op_pop,
+            ord("1"): self.op_pop_mark,
+            ord("2"): self.op_dup,
+            ord("F"): line_data(_check_float),
+            ord("I"): line_data(_check_int),
+            ord("J"): fixed(4),
+            ord("K"): fixed(1),
+            ord("L"): line_data(_check_long),
+            ord("M"): fixed(2),
+            ord("N"): push_data,
+            ord("P"): line_data(_check_ascii),
+            ord("Q"): self.op_binpersid,
+            ord("R"): self.op_reduce,
+            ord("S"): self.op_string,
+            ord("T"): lambda o: self.push_bytes(self.sint4(o), o, "BINSTRING"),
+            ord("U"): lambda o: self.push_bytes(self.u1(o), o, "SHORT_BINSTRING"),
+            ord("V"): self.op_unicode,
+            ord("X"): lambda o: self.push_unicode(self.uint(4, o), o, "BINUNICODE"),
+            ord("a"): self.op_append,
+            ord("b"): self.op_build,
+            ord("c"): self.op_global,
+            ord("d"): self.op_collect,
+            ord("}"): push_data,
+            ord("e"): self.op_extend,
+            ord("g"): lambda o: self.op_get(self.int_line(o), o),
+            ord("h"): lambda o: self.op_get(self.u1(o), o),
+            ord("i"): self.op_inst,
+            ord("j"): lambda o: self.op_get(self.uint(4, o), o),
+            ord("l"): self.op_collect,
+            ord("]"): push_data,
+            ord("o"): self.op_obj,
+            ord("p"): lambda o: self.op_put(self.int_line(o), o),
+            ord("q"): lambda o: self.op_put(self.u1(o), o),
+            ord("r"): lambda o: self.op_put(self.uint(4, o), o),
+            ord("s"): self.op_setitem,
+            ord("t"): self.op_collect,
+            ord(")"): push_data,
+            ord("u"): self.op_extend,
+            ord("G"): fixed(8),
+            # protocol 2
+            0x80: self.op_proto,
+            0x81: self.op_newobj,
+            0x82: lambda o: self.op_ext(self.u1(o), o, "EXT1"),
+            0x83: lambda o: self.op_ext(self.uint(2, o), o, "EXT2"),
+            0x84: lambda o: self.op_ext(self.sint4(o), o, "EXT4"),
+            0x85: lambda o: self.op_tuple_n(1, o),
+            0x86: lambda o: self.op_tuple_n(2, o),
+            0x87: lambda o: self.op_tuple_n(3, o),
+            0x88: push_data,
+            0x89: push_data,
+            0x8A: lambda o: self.op_long(self.u1(o), o, "LONG1"),
+            0x8B: lambda o: self.op_long(self.sint4(o), o, "LONG4"),
+            # protocol 3
+            ord("B"): lambda o: self.push_bytes(self.uint(4, o), o, "BINBYTES"),
+            ord("C"): lambda o: self.push_bytes(self.u1(o), o, "SHORT_BINBYTES"),
+            # protocol 4
+            0x8C: lambda o: self.push_unicode(self.u1(o), o, "SHORT_BINUNICODE"),
+            0x8D: lambda o: self.push_unicode(self.uint(8, o), o, "BINUNICODE8"),
+            0x8E: lambda o: self.push_bytes(self.uint(8, o), o, "BINBYTES8"),
+            0x8F: push_data,
+            0x90: self.op_extend,
+            0x91: self.op_collect,
+            0x92: self.op_newobj_ex,
+            0x93: self.op_stack_global,
+            0x94: self.op_memoize,
+            0x95: self.op_frame,
+            # protocol 5
+            0x96: lambda o: self.push_bytes(self.uint(8, o), o, "BYTEARRAY8"),
+            0x97: push_data,
+            0x98: self.op_readonly_buffer,
+        }
+        return table
+
+    def op_stop(self, offset: int) -> bool:
+        self.pop(offset)
+        self.result.end = self.r.tell()
+        return True
+
+    def op_proto(self, offset: int) -> bool:
+        version = self.u1(offset)
+        if version > HIGHEST_PROTOCOL:
+            raise _Malformed(f"unsupported pickle protocol {version} at offset {offset}", offset)
+        self.result.protocol = version
+        return False
+
+    def op_frame(self, offset: int) -> bool:
+        # Frames only group opcodes for buffered reading; the loader refuses one
+        # that declares more bytes than the input holds.
+        length = self.uint(8, offset)
+        if length > self.r.remaining():
+            raise _Truncated(
+                f"FRAME at offset {offset} declares {length:,} bytes but only "
+                f"{self.r.remaining():,} remain",
+                offset,
+            )
+        return False
+
+    def op_pop(self, offset: int) -> bool:
+        if self.stack:
+            self.stack.pop()
+        else:
+            self.pop_mark(offset)
+        return False
+
+    def op_pop_mark(self, offset: int) -> bool:
+        self.pop_mark(offset)
+        return False
+
+    def op_dup(self, offset: int) -> bool:
+        self.push(self.top(offset), offset)
+        return False
+
+    def op_binpersid(self, offset: int) -> bool:
+        self.pop(offset)
+        self.push(_DATA, offset)
+        return False
+
+    def op_string(self, offset: int) -> bool:
+        line = self.text_line(offset)
+        if line is None:
+            self.push(_DATA, offset)
+            return False
+        if len(line) < 2 or line[:1] != line[-1:] or line[:1] not in _STRING_QUOTES:
+            raise _Malformed(f"STRING at offset {offset} is not quoted", offset)
+        try:
+            raw = codecs.escape_decode(line[1:-1])[0]
+        except ValueError:
+            raise _Malformed(f"STRING at offset {offset} has a bad escape", offset) from None
+        self.push(_Str(raw.decode("latin-1")), offset)
+        return False
+
+    def op_unicode(self, offset: int) -> bool:
+        line = self.text_line(offset)
+        if line is None:
+            self.push(_DATA, offset)
+            return False
+        try:
+            text = line.decode("raw-unicode-escape")
+        except UnicodeDecodeError:
+            raise _Malformed(f"UNICODE at offset {offset} has a bad escape", offset) from None
+        self.push(_Str(text), offset)
+        return False
+
+    def op_long(self, length: int, offset: int, kind: str) -> bool:
+        self.blob(length, offset, kind)
+        self.push(_DATA, offset)
+        return False
+
+    def op_append(self, offset: int) -> bool:
+        self.pop(offset)
+        self.top(offset)
+        return False
+
+    def op_extend(self, offset: int) -> bool:  # APPENDS, SETITEMS, ADDITEMS
+        self.pop_mark(offset)
+        self.top(offset)
+        return False
+
+    def op_setitem(self, offset: int) -> bool:
+        self.pop(offset)
+        self.pop(offset)
+        self.top(offset)
+        return False
+
+    def op_collect(self, offset: int) -> bool:  # LIST, TUPLE, DICT, FROZENSET
+        self.pop_mark(offset)
+        self.push(_DATA, offset)
+        return False
+
+    def op_tuple_n(self, n: int, offset: int) -> bool:
+        for _ in range(n):
+            self.pop(offset)
+        self.push(_DATA, offset)
+        return False
+
+    def op_get(self, index: int, offset: int) -> bool:
+        value = self.memo.get(index)
+        if value is None:
+            raise _Malformed(
+                f"memo key {index} read before it was written (offset {offset})", offset
+            )
+        self.push(value, offset)
+        return False
+
+    def op_put(self, index: int, offset: int) -> bool:
+        if index < 0:
+            raise _Malformed(f"negative memo key at offset {offset}", offset)
+        if index not in self.memo and len(self.memo) >= self.limits.max_memo_entries:
+            raise _CapReached("pickle memo entries", self.limits.max_memo_entries, offset)
+        self.memo[index] = self.top(offset)
+        return False
+
+    def op_memoize(self, offset: int) -> bool:
+        return self.op_put(len(self.memo), offset)
+
+    def op_readonly_buffer(self, offset: int) -> bool:
+        self.top(offset)
+        return False
+
+    def op_global(self, offset: int) -> bool:
+        self.push(self.global_lines(offset, "GLOBAL"), offset)
+        return False
+
+    def op_stack_global(self, offset: int) -> bool:
+        name = self.pop(offset)
+        module = self.pop(offset)
+        if isinstance(module, _Str) and isinstance(name, _Str):
+            self.push(self.import_global(module.text, name.text, offset, "STACK_GLOBAL"), offset)
+            return False
+        why = "STACK_GLOBAL operands are not plain strings"
+        self.sink.finding(
+            "MG104",
+            f"STACK_GLOBAL at offset {offset} imports a global whose module or name is "
+            f"computed or too long to resolve ({_describe(module)}, {_describe(name)})",
+            offset,
+            "STACK_GLOBAL:unresolved",
+        )
+        self.push(_Unresolved(why), offset)
+        return False
+
+    def op_ext(self, code: int, offset: int, kind: str) -> bool:
+        self.sink.finding(
+            "MG104",
+            f"{kind} at offset {offset} imports extension code {code} from the copyreg "
+            "registry, which is empty unless code registered it",
+            offset,
+            f"{kind}:{code}",
+        )
+        self.push(_Unresolved(f"copyreg extension {code}"), offset)
+        return False
+
+    def op_reduce(self, offset: int) -> bool:
+        self.pop(offset)  # arguments
+        self.call(self.pop(offset), offset, "REDUCE")
+        return False
+
+    def op_inst(self, offset: int) -> bool:
+        callee = self.global_lines(offset, "INST")
+        self.pop_mark(offset)
+        self.call(callee, offset, "INST")
+        return False
+
+    def op_obj(self, offset: int) -> bool:
+        items = self.pop_mark(offset)
+        if not items:
+            raise _Malformed(f"OBJ at offset {offset} has no class (stack underflow)", offset)
+        self.call(items[0], offset, "OBJ")
+        return False
+
+    def op_newobj(self, offset: int) -> bool:
+        self.pop(offset)
+        self.call(self.pop(offset), offset, "NEWOBJ")
+        return False
+
+    def op_newobj_ex(self, offset: int) -> bool:
+        self.pop(offset)
+        self.pop(offset)
+        self.call(self.pop(offset), offset, "NEWOBJ_EX")
+        return False
+
+    def op_build(self, offset: int) -> bool:
+        self.pop(offset)  # state
+        target = self.top(offset)
+        if isinstance(target, _Global):
+            # BUILD on a class or function (not an instance) sets attributes on
+            # it: a way to swap an allowlisted callable for an arbitrary one.
+            self.sink.finding(
+                "MG104",
+                f"BUILD at offset {offset} sets attributes on the imported global "
+                f"{target.ref.dotted} itself, changing what later uses of it call",
+                offset,
+                f"BUILD:{target.ref.dotted}",
+            )
+        return False
+
+
+def _describe(value: _Value) -> str:
+    if isinstance(value, _Str):
+        return repr(value.text)
+    if isinstance(value, _Global):
+        return f"global {value.ref.dotted}"
+    if isinstance(value, _Called):
+        return "result of a call"
+    if isinstance(value, _Unresolved):
+        return value.why
+    return "data"
+
+
+def _check_int(line: bytes, offset: int) -> None:
+    try:
+        int(line)
+    except ValueError:
+        raise _Malformed(f"INT at offset {offset} is not an integer", offset) from None
+
+
+def _check_long(line: bytes, offset: int) -> None:
+    _check_int(line[:-1] if line.endswith(b"L") else line, offset)
+
+
+def _check_float(line: bytes, offset: int) -> None:
+    try:
+        float(line)
+    except ValueError:
+        raise _Malformed(f"FLOAT at offset {offset} is not a number", offset) from None
+
+
+def _check_ascii(line: bytes, offset: int) -> None:
+    if not line.isascii():
+        raise _Malformed(f"PERSID at offset {offset} is not ASCII", offset)
+
+
+# ---- public API ----------------------------------------------------------------------------
+def walk_pickle(
+    stream: BinaryIO, ctx: ScanContext, *, start: int = 0, limit: int | None = None
+) -> PickleStream:
+    """Walk one pickle stream of ``stream`` from ``start`` without executing it.
+
+    Reports into ``ctx``: MG101 dangerous imports, MG102 unknown imports, MG103
+    unknown globals called with stream-chosen arguments, MG104 calls that cannot be
+    resolved, MG105 damage (truncation, invalid opcode, stack underflow, missing
+    STOP, protocol > 5) and MG002 when a cap in ``ctx.limits`` is reached.
+
+    ``limit`` is the absolute offset the stream must end by (None: end of
+    ``stream``). The walk stops at the first STOP; ``result.end`` is the offset just
+    after it, so a caller with several consecutive pickles (torch's legacy format,
+    a numpy object array) walks the next one from there. Memory stays bounded:
+    arguments longer than 1 KiB are skipped with a seek, never read.
+    """
+    reader = _Reader(stream, start, limit)
+    walker = _Walker(reader, ctx.limits, ctx.allow_globals, _ContextSink(ctx), start)
+    return walker.run()
+
+
+def _trial_walk(
+    stream: BinaryIO, start: int, limit: int | None, ctx_limits: Limits, allow: frozenset[str]
+) -> tuple[PickleStream, _RecordingSink]:
+    sink = _RecordingSink()
+    walker = _Walker(_Reader(stream, start, limit), ctx_limits, allow, sink, start)
+    return walker.run(), sink
+
+
+def plausible_pickle(head: bytes) -> bool:
+    """Whether ``head`` (the first bytes of a file) reads as the start of a pickle.
+
+    A PROTO opcode with a known protocol is enough: pickle.load accepts such a file
+    whatever follows, so sniffing must not be stricter than the loader. Protocol
+    0/1 pickles have no header: the head must parse as at least a few valid opcodes
+    (or a complete short pickle), which text that merely starts with an opcode
+    letter ("class ...", "lorem ...", "I am ...") does not.
+    """
+    if not head:
+        return False
+    if head[0] == 0x80:
+        return len(head) >= 2 and head[1] <= HIGHEST_PROTOCOL
+    result, _ = _trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
+    if result.complete:
+        return result.opcodes >= 2
+    return result.opcodes >= _SNIFF_MIN_OPCODES
+
+
+def _starts_pickle(inp: Input, offset: int) -> bool:
+    return plausible_pickle(inp.read_at(offset, 4096))
+
+
+_PROTO_CANDIDATE = re.compile(rb"\x80[\x02-\x05]")
+_TEXT_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,255})\n([A-Za-z_][\w.]{0,255})\n")
+
+
+def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
+    """Look inside trailing bytes for a pickle payload another loader could read.
+
+    Complete pickles that start with a PROTO opcode are walked and reported;
+    protocol 0 GLOBAL/INST opcodes naming a dangerous global are reported too.
+    """
+    cap = ctx.limits.max_pickle_string
+    end = min(inp.size, offset + cap)
+    if inp.size - offset > cap:
+        ctx.limit_reached("trailing bytes searched for pickles", cap, offset=offset)
+    trials = 0
+    pos = offset
+    resume = offset  # candidates before this lie inside an embedded pickle already seen
+    while pos < end:
+        chunk = inp.read_at(pos, min(_CHUNK, end - pos))
+        if not chunk:
+            break
+        for match in _TEXT_GLOBAL.finditer(chunk):
+            module = match.group(1).decode("ascii")
+            name = match.group(2).decode("ascii")
+            found = classify(module, name, ctx.allow_globals)
+            if found.verdict is Verdict.DANGEROUS:
+                ctx.report(
+                    "MG101",
+                    f"trailing data holds a pickle GLOBAL for {found.dotted}: {found.reason}",
+                    offset=pos + match.start(),
+                    evidence=found.dotted,
+                )
+        for match in _PROTO_CANDIDATE.finditer(chunk):
+            at = pos + match.start()
+            if at < resume:
+                continue
+            trials += 1
+            if trials > _MAX_TRIAL_WALKS:
+                ctx.limit_reached("embedded pickle candidates", _MAX_TRIAL_WALKS, offset=at)
+                return
+            result, sink = _trial_walk(inp.stream, at, inp.size, ctx.limits, ctx.allow_globals)
+            if result.complete and result.end is not None:
+                sink.replay(ctx)
+                resume = result.end
+        if pos + len(chunk) >= end:
+            break
+        pos += max(1, len(chunk) - _TRAILING_OVERLAP)
+
+
+def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
+    """Scan every consecutive pickle stream in ``inp`` (registry entry for "pickle")."""
+    if inp.size == 0:
+        ctx.report("MG105", f"{inp.name} is empty, not a pickle", offset=0, evidence="empty")
+        return
+    offset = 0
+    streams = 0
+    while offset < inp.size:
+        if streams >= ctx.limits.max_pickle_streams:
+            ctx.limit_reached("pickle streams", ctx.limits.max_pickle_streams, offset=offset)
+            break
+        if streams > 0 and not _starts_pickle(inp, offset):
+            ctx.report(
+                "MG106",
+                f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
+                offset=offset,
+                evidence="trailing-data",
+            )
+            _search_trailing(inp, ctx, offset)
+            break
+        result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        streams += 1
+        if result.end is None:
+            break
+        offset = result.end
+    if streams > 1:
+        ctx.report(
+            "MG107",
+            f"{inp.name} holds {streams} consecutive pickle streams; all were scanned",
+            offset=0,
+            evidence="multiple-streams",
+        )
