@@ -43,6 +43,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder with one unrecognised file, used as the working folder."""
     (tmp_path / "blob.bin").write_bytes(UNKNOWN_BYTES)
     monkeypatch.chdir(tmp_path)
+    # keep any scan cache out of the user's home folder
+    monkeypatch.setenv("MODELGUARD_CACHE_DIR", str(tmp_path.parent / f"{tmp_path.name}-cache"))
     return tmp_path
 
 
