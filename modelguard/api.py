@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modelguard.findings import Report
 from modelguard.policy import Policy, load_policy
+from modelguard.scan.cache import ScanCache
 from modelguard.scan.engine import ProgressCallback, run_scan
 
 
@@ -19,6 +20,7 @@ def scan(
     root: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    cache: bool | ScanCache = False,
 ) -> Report:
     """Statically scan model files and folders without ever loading them.
 
@@ -30,6 +32,11 @@ def scan(
         root: paths in the report are relative to this folder (default: cwd).
         workers: parallel worker processes for folders (default: CPU count, max 8).
         progress: called as ``progress(done, total, path)`` after each file.
+        cache: reuse results for files unchanged since an earlier scan. ``True``
+            uses the user cache folder (``$MODELGUARD_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/modelguard``, else ``~/.cache/modelguard``); a
+            :class:`~modelguard.scan.cache.ScanCache` names another folder. The
+            CLI caches unless ``--no-cache`` is given; the API defaults to off.
 
     Returns:
         A :class:`~modelguard.findings.Report`; ``report.exit_code(policy.fail_on)``
@@ -42,4 +49,11 @@ def scan(
         paths = [paths]
     if policy is None:
         policy = load_policy(Path(config) if config is not None else None)
-    return run_scan(paths, policy=policy, root=root, workers=workers, progress=progress)
+    scan_cache: ScanCache | None = None
+    if isinstance(cache, ScanCache):
+        scan_cache = cache
+    elif cache:
+        scan_cache = ScanCache.default()
+    return run_scan(
+        paths, policy=policy, root=root, workers=workers, progress=progress, cache=scan_cache
+    )

@@ -80,6 +80,13 @@ def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
 @click.option("--color/--no-color", default=None, help="Colour text output [default: auto].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: auto].")
 @click.option("-v", "--verbose", is_flag=True, help="Text: also show info and suppressed findings.")
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Reuse results for files unchanged since the last scan (user cache folder, "
+    "or $MODELGUARD_CACHE_DIR).",
+)
 def scan(
     paths: tuple[str, ...],
     fmt: str,
@@ -91,6 +98,7 @@ def scan(
     color: bool | None,
     progress: bool | None,
     verbose: bool,
+    cache: bool,
 ) -> None:
     """Scan model files and folders without loading them.
 
@@ -107,7 +115,14 @@ def scan(
     show_progress = sys.stderr.isatty() if progress is None else progress
     with progress_bar(show_progress, "scanning") as callback:
         report = call_api(
-            lambda: api_scan(targets, policy=policy, root=root, workers=workers, progress=callback)
+            lambda: api_scan(
+                targets,
+                policy=policy,
+                root=root,
+                workers=workers,
+                progress=callback,
+                cache=cache,
+            )
         )
     use_color = (output is None and sys.stdout.isatty()) if color is None else color
     options = RenderOptions(

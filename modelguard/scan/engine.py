@@ -15,6 +15,7 @@ from pathlib import Path
 
 from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
 from modelguard.policy import Policy
+from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import dispatch
 
@@ -84,8 +85,14 @@ def collect_targets(
     return targets, errors
 
 
-def scan_file(target: Target, policy: Policy) -> ArtifactResult | InputError:
-    """Scan one file. Unreadable input is an InputError; everything else is findings."""
+def scan_file(
+    target: Target, policy: Policy, cache: ScanCache | None = None
+) -> ArtifactResult | InputError:
+    """Scan one file. Unreadable input is an InputError; everything else is findings.
+
+    With a ``cache``, an unchanged file's stored result is used instead of a scan,
+    and a fresh result is stored (see :mod:`modelguard.scan.cache`).
+    """
     try:
         handle = open(target.fs_path, "rb")  # noqa: SIM115 - closed below; open errors reported
     except OSError as exc:
@@ -94,6 +101,13 @@ def scan_file(target: Target, policy: Policy) -> ArtifactResult | InputError:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             return InputError(target.display, "not a regular file")
+        identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
+        if cache is not None:
+            hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+            if hit is not None:
+                return _apply_policy(
+                    target.display, hit.format, info.st_size, list(hit.findings), policy
+                )
         ctx = ScanContext(
             location=Location(target.display),
             limits=policy.limits,
@@ -113,6 +127,14 @@ def scan_file(target: Target, policy: Policy) -> ArtifactResult | InputError:
                 evidence=type(exc).__name__,
             )
             fmt = "unknown"
+        # Remember the result only if the file did not change while it was read.
+        if (
+            cache is not None
+            and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
+        ):
+            cache.store(
+                identity, policy.limits, policy.allow_globals, ctx.format_label or fmt, ctx.findings
+            )
     return _apply_policy(
         target.display, ctx.format_label or fmt, info.st_size, ctx.findings, policy
     )
@@ -135,16 +157,49 @@ def _apply_policy(
     )
 
 
+def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> ArtifactResult | None:
+    """The stored result for an unchanged regular file, without opening it for a scan."""
+    try:
+        info = os.stat(target.fs_path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
+    hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+    if hit is None:
+        return None
+    return _apply_policy(target.display, hit.format, info.st_size, list(hit.findings), policy)
+
+
 def _scan_many(
-    targets: Sequence[Target], policy: Policy, workers: int
+    targets: Sequence[Target], policy: Policy, workers: int, cache: ScanCache | None = None
+) -> Iterator[ArtifactResult | InputError]:
+    # Cache hits are answered here, so an unchanged tree never pays for a worker pool.
+    known: dict[int, ArtifactResult] = {}
+    if cache is not None:
+        for index, target in enumerate(targets):
+            hit = _cached_result(target, policy, cache)
+            if hit is not None:
+                known[index] = hit
+    misses = [t for i, t in enumerate(targets) if i not in known]
+    fresh = iter(_scan_uncached(misses, policy, workers, cache))
+    for index in range(len(targets)):
+        yield known[index] if index in known else next(fresh)
+
+
+def _scan_uncached(
+    targets: Sequence[Target], policy: Policy, workers: int, cache: ScanCache | None
 ) -> Iterator[ArtifactResult | InputError]:
     if workers <= 1 or len(targets) < _PARALLEL_MIN_FILES:
         for target in targets:
-            yield scan_file(target, policy)
+            yield scan_file(target, policy, cache)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         chunk = max(1, len(targets) // (workers * 8))
-        yield from pool.map(scan_file, targets, [policy] * len(targets), chunksize=chunk)
+        yield from pool.map(
+            scan_file, targets, [policy] * len(targets), [cache] * len(targets), chunksize=chunk
+        )
 
 
 def default_workers() -> int:
@@ -158,6 +213,7 @@ def run_scan(
     root: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    cache: ScanCache | None = None,
 ) -> Report:
     """Scan files and folders; see :func:`modelguard.scan` for the public contract."""
     policy = policy or Policy()
@@ -165,7 +221,7 @@ def run_scan(
     targets, errors = collect_targets(paths, root_path, policy)
     artifacts: list[ArtifactResult] = []
     total = len(targets)
-    results = _scan_many(targets, policy, default_workers() if workers is None else workers)
+    results = _scan_many(targets, policy, default_workers() if workers is None else workers, cache)
     for done, (target, result) in enumerate(zip(targets, results, strict=True), start=1):
         if isinstance(result, InputError):
             errors.append(result)

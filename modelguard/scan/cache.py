@@ -1,0 +1,261 @@
+"""Scan-result cache: skip re-scanning files that have not changed.
+
+Why the key is file identity, not a content digest: the scanner reads only the
+parts of a file that can execute code (a torch checkpoint's pickle members, a
+safetensors header), so hashing every byte of a 1 GiB checkpoint would cost far
+more than scanning it. An entry is therefore keyed by what ``stat`` says about
+the file: real path, device, inode, size, mtime_ns and ctime_ns. Any write to
+the file changes mtime and ctime; ``touch -d``/``os.utime`` can put mtime back
+but not ctime, which only the kernel sets, so swapped content with a forged
+mtime still misses. The key also holds the modelguard version, a digest of the
+rule catalogue and of the scanner code itself (so an edited scanner in a
+development checkout never serves stale results), and the policy settings that
+change what a scanner reports (caps, allowed globals).
+
+Entries store the raw findings, before policy suppressions, without the display
+path; policy and display path are applied on every run, so a changed ignore list
+or scan root takes effect without invalidating anything.
+
+An entry that fails to parse, fails its checksum, or names a different key is
+ignored and the file is scanned again: the cache can only save time, never
+change a verdict. Writes go to a temporary file renamed into place, so readers
+never see half an entry. The cache lives in ``$MODELGUARD_CACHE_DIR``, else
+``$XDG_CACHE_HOME/modelguard``, else ``~/.cache/modelguard``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelguard._version import __version__
+from modelguard.findings import Finding, Location, Severity
+from modelguard.scan.limits import Limits
+
+ENTRY_SCHEMA = 1
+ENV_CACHE_DIR = "MODELGUARD_CACHE_DIR"
+# Findings of these rules mean the scan itself did not finish normally; such a
+# result is never stored, so the next run tries again.
+_UNCACHEABLE_RULES = frozenset({"MG004"})
+
+
+def default_cache_dir() -> Path:
+    """The cache folder: MODELGUARD_CACHE_DIR, XDG_CACHE_HOME/modelguard or ~/.cache/modelguard."""
+    explicit = os.environ.get(ENV_CACHE_DIR)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "modelguard"
+
+
+@functools.lru_cache(maxsize=1)
+def ruleset_digest() -> str:
+    """Digest of the rule catalogue and the scanner code that produces findings."""
+    from modelguard import rules
+
+    h = hashlib.sha256()
+    h.update(__version__.encode())
+    for rule in rules.all_rules():
+        h.update(f"\x1e{rule.id}\x1f{rule.name}\x1f{rule.severity.label}".encode())
+    # The scanner sources: an edited scanner (editable installs, development
+    # checkouts) must not be answered from results of the old code.
+    package = Path(__file__).resolve().parent
+    for source in sorted(package.glob("*.py")):
+        h.update(b"\x1e" + source.name.encode() + b"\x1f")
+        with contextlib.suppress(OSError):
+            h.update(source.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What ``stat`` says about a file; any content change alters it."""
+
+    real_path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, real_path: str, info: os.stat_result) -> FileIdentity:
+        return cls(
+            real_path=real_path,
+            device=info.st_dev,
+            inode=info.st_ino,
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            ctime_ns=info.st_ctime_ns,
+        )
+
+
+@dataclass(frozen=True)
+class CachedScan:
+    """A stored scan result: the format label and the raw findings."""
+
+    format: str
+    findings: tuple[Finding, ...]
+
+
+def _key_material(identity: FileIdentity, limits: Limits, allow_globals: frozenset[str]) -> str:
+    return json.dumps(
+        {
+            "schema": ENTRY_SCHEMA,
+            "version": __version__,
+            "ruleset": ruleset_digest(),
+            "file": [
+                identity.real_path,
+                identity.device,
+                identity.inode,
+                identity.size,
+                identity.mtime_ns,
+                identity.ctime_ns,
+            ],
+            "limits": sorted(vars(limits).items()),
+            "allow_globals": sorted(allow_globals),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def _finding_to_json(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule": finding.rule_id,
+        "severity": finding.severity.label,
+        "message": finding.message,
+        "members": list(finding.location.members),
+        "offset": finding.location.offset,
+        "evidence": finding.evidence,
+    }
+
+
+def _finding_from_json(raw: Any, display: str) -> Finding:
+    """Rebuild one finding; raises ValueError/KeyError/TypeError on a malformed entry."""
+    if not isinstance(raw, dict):
+        raise TypeError("finding is not an object")
+    rule_id, message, members = raw["rule"], raw["message"], raw["members"]
+    offset, evidence = raw["offset"], raw["evidence"]
+    if not isinstance(rule_id, str) or not isinstance(message, str):
+        raise TypeError("rule and message must be strings")
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise TypeError("members must be a list of strings")
+    if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
+        raise TypeError("offset must be an integer")
+    if evidence is not None and not isinstance(evidence, str):
+        raise TypeError("evidence must be a string")
+    severity = Severity.parse(str(raw["severity"]))
+    return Finding(
+        rule_id=rule_id,
+        severity=severity,
+        message=message,
+        location=Location(display, tuple(members), offset),
+        evidence=evidence,
+    )
+
+
+@dataclass(frozen=True)
+class ScanCache:
+    """A folder of scan results. Picklable, so worker processes share it."""
+
+    directory: Path
+
+    @classmethod
+    def default(cls) -> ScanCache:
+        return cls(default_cache_dir())
+
+    def _entry_path(self, key: str) -> Path:
+        return self.directory / f"v{ENTRY_SCHEMA}" / key[:2] / f"{key}.json"
+
+    def lookup(
+        self,
+        identity: FileIdentity,
+        limits: Limits,
+        allow_globals: frozenset[str],
+        display: str,
+    ) -> CachedScan | None:
+        """The stored result for this exact file state, or None (miss or bad entry)."""
+        material = _key_material(identity, limits, allow_globals)
+        key = hashlib.sha256(material.encode()).hexdigest()
+        try:
+            text = self._entry_path(key).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return _parse_entry(text, material, display)
+
+    def store(
+        self,
+        identity: FileIdentity,
+        limits: Limits,
+        allow_globals: frozenset[str],
+        fmt: str,
+        findings: Sequence[Finding],
+    ) -> bool:
+        """Store a result atomically; returns False when it was not stored.
+
+        Results of scans that did not finish normally (scanner errors) are not
+        stored. A cache folder that cannot be written is not an error: the scan
+        result stands, it is just not remembered.
+        """
+        if any(f.rule_id in _UNCACHEABLE_RULES for f in findings):
+            return False
+        material = _key_material(identity, limits, allow_globals)
+        key = hashlib.sha256(material.encode()).hexdigest()
+        payload = {
+            "key": material,
+            "format": fmt,
+            "findings": [_finding_to_json(f) for f in findings],
+        }
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        entry = json.dumps(
+            {"sha256": hashlib.sha256(body.encode()).hexdigest(), "body": body},
+            separators=(",", ":"),
+        )
+        path = self._entry_path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".entry.", suffix=".tmp", dir=path.parent)
+        except OSError:
+            return False
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(entry)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return False
+        return True
+
+
+def _parse_entry(text: str, material: str, display: str) -> CachedScan | None:
+    """Validate an entry completely; anything unexpected makes it a miss."""
+    try:
+        entry = json.loads(text)
+        if not isinstance(entry, dict):
+            return None
+        body, checksum = entry.get("body"), entry.get("sha256")
+        if not isinstance(body, str) or not isinstance(checksum, str):
+            return None
+        if hashlib.sha256(body.encode("utf-8", errors="surrogatepass")).hexdigest() != checksum:
+            return None
+        payload = json.loads(body)
+        if not isinstance(payload, dict) or payload.get("key") != material:
+            return None
+        fmt, raw_findings = payload.get("format"), payload.get("findings")
+        if not isinstance(fmt, str) or not isinstance(raw_findings, list):
+            return None
+        findings = tuple(_finding_from_json(raw, display) for raw in raw_findings)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return CachedScan(format=fmt, findings=findings)
