@@ -1,0 +1,244 @@
+"""NumPy ``.npy`` scanner: the header by hand, object arrays through the pickle scanner.
+
+The header is parsed here rather than with ``numpy.load`` because loading is
+exactly what must not happen: ``numpy.load`` reads the data, and with
+``allow_pickle=True`` unpickles object arrays. We follow the reader in
+``numpy.lib.format`` step by step (magic, version, length, ``ast.literal_eval``
+of a bounded string, the same key and type checks, ``descr_to_dtype``) so the
+verdict matches what ``numpy.load`` would see, without reading the array data.
+
+``.npz`` archives are zips; the zip scanner hands each ``.npy`` member back
+here through the registry, so this works on any seekable member stream.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelguard.findings import Severity
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.streams import SliceReader
+
+if TYPE_CHECKING:
+    import numpy
+
+MAGIC = b"\x93NUMPY"
+OBJECT_DATA_MEMBER = "<object data>"
+# version -> (struct format of the header length, header text encoding), as numpy reads it
+_HEADER_LAYOUT: dict[tuple[int, int], tuple[str, str]] = {
+    (1, 0): ("<H", "latin1"),
+    (2, 0): ("<I", "latin1"),
+    (3, 0): ("<I", "utf8"),
+}
+_EXPECTED_KEYS = frozenset({"descr", "fortran_order", "shape"})
+# Python 2 wrote long integers with an "L" suffix; numpy strips it before parsing again.
+_PY2_LONG = re.compile(r"\b(\d+)L\b")
+# What numpy's dtype machinery raises for a descriptor it cannot build.
+_DTYPE_ERRORS = (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError)
+_LITERAL_ERRORS = (SyntaxError, ValueError, TypeError, MemoryError, RecursionError)
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """A validated ``.npy`` header: where the data starts and what it declares."""
+
+    version: tuple[int, int]
+    data_offset: int
+    shape: tuple[int, ...]
+    fortran_order: bool
+    dtype: numpy.dtype[Any]
+
+    @property
+    def has_object(self) -> bool:
+        return bool(self.dtype.hasobject)
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of raw data the header declares (meaningless for object arrays)."""
+        return math.prod(self.shape) * int(self.dtype.itemsize)
+
+
+def scan_npy(inp: Input, ctx: ScanContext) -> None:
+    """Scan one ``.npy`` file or ``.npz`` member without loading it."""
+    ctx.set_format("numpy")
+    header = read_npy_header(inp, ctx)
+    if header is None:
+        return
+    if header.has_object:
+        _scan_object_data(inp, ctx, header)
+        return
+    _check_data_size(inp, ctx, header)
+
+
+def read_npy_header(inp: Input, ctx: ScanContext) -> NpyHeader | None:
+    """Parse and validate the header; report MG302 (or MG002) and return None if unusable."""
+    prefix = inp.read_at(0, len(MAGIC) + 2)
+    if len(prefix) < len(MAGIC) + 2 or not prefix.startswith(MAGIC):
+        _malformed(ctx, "file ends inside the magic string and version", "truncated-magic", 0)
+        return None
+    version = (prefix[6], prefix[7])
+    layout = _HEADER_LAYOUT.get(version)
+    if layout is None:
+        _malformed(ctx, f"unsupported format version {version[0]}.{version[1]}", "version", 6)
+        return None
+    length_format, encoding = layout
+    length_size = struct.calcsize(length_format)
+    raw_length = inp.read_at(8, length_size)
+    if len(raw_length) < length_size:
+        _malformed(ctx, "file ends inside the header length", "truncated-length", 8)
+        return None
+    (header_length,) = struct.unpack(length_format, raw_length)
+    header_start = 8 + length_size
+    if header_length > ctx.limits.max_header_bytes:
+        ctx.limit_reached("npy header length", ctx.limits.max_header_bytes, offset=8)
+        return None
+    if header_start + header_length > inp.size:
+        _malformed(
+            ctx,
+            f"header length {header_length:,} runs past the end of the input ({inp.size:,} bytes)",
+            "truncated-header",
+            8,
+        )
+        return None
+    raw = inp.read_at(header_start, header_length)
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        _malformed(ctx, f"header is not valid {encoding}", "header-encoding", header_start)
+        return None
+    fields = _parse_header_dict(ctx, text, version, header_start)
+    if fields is None:
+        return None
+    shape, fortran_order, descr = fields
+    dtype = _build_dtype(ctx, descr, header_start)
+    if dtype is None:
+        return None
+    return NpyHeader(version, header_start + header_length, shape, fortran_order, dtype)
+
+
+def _parse_header_dict(
+    ctx: ScanContext, text: str, version: tuple[int, int], offset: int
+) -> tuple[tuple[int, ...], bool, object] | None:
+    """The header's dict literal, checked the way numpy checks it."""
+    try:
+        value = ast.literal_eval(text)
+    except _LITERAL_ERRORS:
+        value = _NOT_PARSED
+        if version <= (2, 0):
+            try:
+                value = ast.literal_eval(_PY2_LONG.sub(r"\1", text))
+            except _LITERAL_ERRORS:
+                value = _NOT_PARSED
+    if value is _NOT_PARSED:
+        _malformed(ctx, "header is not a Python literal", "header-syntax", offset)
+        return None
+    if not isinstance(value, dict):
+        _malformed(ctx, f"header is a {type(value).__name__}, not a dict", "header-type", offset)
+        return None
+    if set(value) != _EXPECTED_KEYS:
+        keys = ", ".join(sorted(repr(k) for k in value))
+        _malformed(ctx, f"header keys are {{{keys}}}", "header-keys", offset)
+        return None
+    shape = value["shape"]
+    if not isinstance(shape, tuple) or not all(
+        isinstance(dim, int) and not isinstance(dim, bool) for dim in shape
+    ):
+        _malformed(ctx, f"shape is not a tuple of ints: {_short(shape)}", "shape", offset)
+        return None
+    if any(dim < 0 for dim in shape):
+        _malformed(ctx, f"shape has a negative dimension: {_short(shape)}", "shape", offset)
+        return None
+    fortran_order = value["fortran_order"]
+    if not isinstance(fortran_order, bool):
+        _malformed(
+            ctx, f"fortran_order is not a bool: {_short(fortran_order)}", "fortran-order", offset
+        )
+        return None
+    return shape, fortran_order, value["descr"]
+
+
+_NOT_PARSED = object()
+
+
+def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> numpy.dtype[Any] | None:
+    # The same constructor numpy.load uses. It builds a dtype from literal data only
+    # (strings, tuples, lists); nothing named in it is imported or called.
+    from numpy.lib.format import descr_to_dtype
+
+    if not isinstance(descr, (str, tuple, list)):
+        _malformed(ctx, f"descr is not a dtype descriptor: {_short(descr)}", "descr", offset)
+        return None
+    try:
+        dtype: numpy.dtype[Any] = descr_to_dtype(descr)  # type: ignore[arg-type]
+    except _DTYPE_ERRORS as exc:
+        _malformed(ctx, f"unknown dtype {_short(descr)} ({exc})", "descr", offset)
+        return None
+    return dtype
+
+
+def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
+    """An object array's data is a pickle that numpy.load(allow_pickle=True) runs."""
+    ctx.report(
+        "MG301",
+        f"array dtype {_describe(header.dtype)} holds Python objects; its data is a "
+        f"pickle that numpy.load(allow_pickle=True) runs (scanned as {OBJECT_DATA_MEMBER})",
+        offset=header.data_offset,
+        evidence="object-dtype",
+    )
+    from modelguard.scan.registry import get_scanner
+
+    length = inp.size - header.data_offset
+    if length <= 0:
+        _malformed(
+            ctx, "object array has no pickle data", "object-data-missing", header.data_offset
+        )
+        return
+    region = Input(
+        stream=SliceReader(inp.stream, header.data_offset, length),  # type: ignore[arg-type]
+        size=length,
+        name=f"{inp.name}!/{OBJECT_DATA_MEMBER}",
+    )
+    # Straight to the pickle scanner, not through sniffing: numpy.load unpickles
+    # these bytes whatever they look like.
+    get_scanner("pickle")(region, ctx.child(OBJECT_DATA_MEMBER))
+
+
+def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
+    available = inp.size - header.data_offset
+    declared = header.data_bytes
+    if declared > available:
+        _malformed(
+            ctx,
+            f"header declares {declared:,} data bytes (shape {header.shape} x "
+            f"{header.dtype.itemsize}-byte items) but only {available:,} follow",
+            "data-size",
+            header.data_offset,
+        )
+    elif declared < available:
+        # numpy.load ignores them; a second payload can hide there.
+        ctx.report(
+            "MG302",
+            f"{available - declared:,} bytes follow the array data; numpy.load ignores them",
+            offset=header.data_offset + declared,
+            evidence="trailing-data",
+            severity=Severity.LOW,
+        )
+
+
+def _malformed(ctx: ScanContext, problem: str, evidence: str, offset: int) -> None:
+    ctx.report("MG302", f"malformed .npy: {problem}", offset=offset, evidence=evidence)
+
+
+def _describe(dtype: numpy.dtype[Any]) -> str:
+    plain = dtype.names is None and dtype.subdtype is None
+    return str(dtype.str) if plain else _short(dtype.descr)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
