@@ -2,11 +2,12 @@
 
 Follows GitHub's SARIF support rules: every rule carries shortDescription,
 fullDescription and help text; ``properties.security-severity`` is a number in
-a string; results point at files by URIs relative to ``%SRCROOT%`` (the scan
-root) with a ``region.startLine`` (model files have no lines: line 1 stands for
-the whole file); ``partialFingerprints`` come from :meth:`Finding.fingerprint`
-so GitHub does not try to hash lines of a binary file. The archive member a
-finding lies in is a logical location, since SARIF URIs cannot name it.
+a string, on rules tagged ``security`` (GitHub ignores it otherwise); results
+point at files by URIs relative to ``%SRCROOT%`` (the scan root) with a
+``region.startLine`` (model files have no lines: line 1 stands for the whole
+file); ``partialFingerprints`` come from :meth:`Finding.fingerprint` so GitHub
+does not try to hash lines of a binary file. The archive member a finding lies
+in is a logical location, since SARIF URIs cannot name it.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def _precision(rule: Rule) -> str:
 
 def rule_descriptor(rule: Rule) -> dict[str, Any]:
     """A SARIF reportingDescriptor with everything GitHub shows on an alert."""
-    properties: dict[str, Any] = {
-        "tags": sorted(set(rule.tags)),
-        "precision": _precision(rule),
-    }
+    tags = set(rule.tags)
+    properties: dict[str, Any] = {"precision": _precision(rule)}
     if rule.severity in SECURITY_SEVERITY:
         properties["security-severity"] = SECURITY_SEVERITY[rule.severity]
+        # GitHub uses security-severity only for rules tagged "security"; a
+        # coverage gap (file not inspected) is a security matter for a scanner.
+        tags.add("security")
+    properties["tags"] = sorted(tags)
     return {
         "id": rule.id,
         "name": rule.name,
@@ -136,6 +139,10 @@ def _result(
     finding: Finding, rule_index: int, suppression_reason: str | None = None
 ) -> dict[str, Any]:
     properties: dict[str, Any] = {"severity": finding.severity.label}
+    if finding.severity in SECURITY_SEVERITY:
+        # Per result too: a check may raise or lower a finding's severity from
+        # the rule's default, and GitHub accepts the property on results as well.
+        properties["security-severity"] = SECURITY_SEVERITY[finding.severity]
     if finding.evidence is not None:
         properties["evidence"] = finding.evidence
     if finding.location.offset is not None:

@@ -92,6 +92,7 @@ def test_every_rule_descriptor_has_what_github_shows() -> None:
         else:
             score = props["security-severity"]
             assert isinstance(score, str)  # GitHub wants a number in a string
+            assert "security" in props["tags"]  # else GitHub ignores security-severity
             low, high = score_range[label]
             assert low <= float(score) <= high
 
@@ -114,8 +115,12 @@ def test_results_levels_messages_and_rule_indexes() -> None:
     high = Finding("MG103", Severity.HIGH, "calls x", Location("a.pkl"), evidence="x")
     medium_as_high = Finding("MG102", Severity.HIGH, "raised by policy", Location("a.pkl"))
     report = Report(artifacts=(ArtifactResult("a.pkl", "pickle", 3, (high, medium_as_high)),))
-    levels = [r["level"] for r in _sarif(report)["runs"][0]["results"]]
-    assert levels == ["error", "error"]  # the finding's severity, not the rule default
+    results = _sarif(report)["runs"][0]["results"]
+    # the finding's severity, not the rule default
+    assert [r["level"] for r in results] == ["error", "error"]
+    assert [r["properties"]["security-severity"] for r in results] == ["8.0", "8.0"]
+    info = _results_by_rule(_sarif(build_report())["runs"][0])["MG001"]
+    assert "security-severity" not in info["properties"]
 
 
 def test_locations_are_relative_to_srcroot_with_a_region() -> None:
