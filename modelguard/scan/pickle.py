@@ -153,11 +153,6 @@ _DATA = _Data()
 
 
 @dataclass(frozen=True)
-class _Str:
-    text: str
-
-
-@dataclass(frozen=True)
 class _Global:
     ref: ImportedGlobal
 
@@ -174,7 +169,14 @@ class _Unresolved:
     why: str
 
 
-_Value = _Data | _Str | _Global | _Called | _Unresolved
+# Known strings are plain str (not tracked by the cycle collector: cheap in bulk).
+_Value = _Data | str | _Global | _Called | _Unresolved
+
+# Opcodes that push opaque data and take a fixed-size argument: opcode -> size.
+_FIXED_DATA: dict[int, int] = {
+    ord("N"): 0, ord("}"): 0, ord("]"): 0, ord(")"): 0, 0x88: 0, 0x89: 0, 0x8F: 0,
+    ord("K"): 1, ord("M"): 2, ord("J"): 4, ord("G"): 8,
+}  # fmt: skip
 
 
 # ---- buffered, bounded reading ---------------------------------------------------------
@@ -185,16 +187,16 @@ class _Reader:
         size = stream.seek(0, io.SEEK_END)
         self.end = size if limit is None else max(start, min(limit, size))
         self._stream = stream
-        self._base = start  # absolute offset of buf[0]
+        self.base = start  # absolute offset of buf[0]
         self.buf = b""
         self.pos = 0
         stream.seek(start)
 
     def tell(self) -> int:
-        return self._base + self.pos
+        return self.base + self.pos
 
     def remaining(self) -> int:
-        return self.end - self._base - self.pos
+        return self.end - self.base - self.pos
 
     def _fill(self, need: int, opcode_offset: int) -> None:
         """Make ``need`` bytes available at ``pos`` or raise _Truncated."""
@@ -205,15 +207,15 @@ class _Reader:
                 f"{opcode_offset}, which needs {need:,}",
                 opcode_offset,
             )
-        self._base += self.pos
+        self.base += self.pos
         chunk = max(_CHUNK, need - have)
-        want = min(chunk, self.end - self._base - have)
-        self._stream.seek(self._base + have)
+        want = min(chunk, self.end - self.base - have)
+        self._stream.seek(self.base + have)
         more = self._stream.read(want)
         self.buf = self.buf[self.pos :] + more
         self.pos = 0
         if len(self.buf) < need:  # the stream was shorter than it said
-            self.end = self._base + len(self.buf)
+            self.end = self.base + len(self.buf)
             raise _Truncated(
                 f"input ends inside the opcode at offset {opcode_offset}", opcode_offset
             )
@@ -247,7 +249,7 @@ class _Reader:
         target = self.tell() + n
         self.buf = b""
         self.pos = 0
-        self._base = target
+        self.base = target
 
     def line(self, keep: int, cap: int, opcode_offset: int) -> bytes | None:
         """The next line without its newline; None if longer than ``keep`` (skipped)."""
@@ -301,6 +303,7 @@ class _Walker:
         self.metastack: list[list[_Value]] = []
         self.memo: dict[int, _Value] = {}
         self.handlers: dict[int, Callable[[int], bool]] = self._handler_table()
+        self._parsed = 0  # opcodes fully parsed so far
 
     # -- driver ------------------------------------------------------------------------
     def run(self) -> PickleStream:
@@ -324,24 +327,122 @@ class _Walker:
         return result
 
     def _loop(self) -> None:
+        try:
+            self._fast_loop()
+        finally:
+            self.result.opcodes = self._parsed
+
+    def _fast_loop(self) -> None:
+        # The hot loop: the commonest opcodes (numbers, short strings, memo, MARK,
+        # container building) are handled inline on the read buffer; everything
+        # else, and anything that crosses the buffer's end, goes to a handler
+        # through the reader. Dense pickles spend most of their time here.
         r = self.r
         handlers = self.handlers
+        memo = self.memo
+        metastack = self.metastack
         max_ops = self.limits.max_pickle_opcodes
-        result = self.result
+        max_depth = self.limits.max_stack_depth
+        max_memo = self.limits.max_memo_entries
+        fixed_data = _FIXED_DATA
+        data = _DATA
+        stack = self.stack
+        buf = r.buf
+        pos = r.pos
+        base = r.base
+        buflen = len(buf)
         count = 0
         while True:
-            offset = r.tell()
-            op = r.opcode()
+            if pos < buflen:
+                offset = base + pos
+                op = buf[pos]
+                pos += 1
+            else:
+                r.pos = pos
+                offset = r.tell()
+                op = r.opcode()
+                buf = r.buf
+                pos = r.pos
+                base = r.base
+                buflen = len(buf)
             count += 1
             if count > max_ops:
                 raise _CapReached("pickle opcodes", max_ops, offset)
+            size = fixed_data.get(op)
+            if size is not None and pos + size <= buflen:
+                pos += size
+                stack.append(data)
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if op == 0x94 and stack:  # MEMOIZE
+                if len(memo) >= max_memo:
+                    raise _CapReached("pickle memo entries", max_memo, offset)
+                memo[len(memo)] = stack[-1]
+                self._parsed = count
+                continue
+            if op == 0x8C and pos < buflen and pos + 1 + buf[pos] <= buflen:  # SHORT_BINUNICODE
+                n = buf[pos]
+                try:
+                    stack.append(buf[pos + 1 : pos + 1 + n].decode("utf-8", "surrogatepass"))
+                except UnicodeDecodeError:
+                    raise _Malformed(
+                        f"SHORT_BINUNICODE at offset {offset} is not valid UTF-8", offset
+                    ) from None
+                pos += 1 + n
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if op == 0x28:  # MARK
+                metastack.append(stack)
+                stack = self.stack = []
+                if len(metastack) > max_depth:
+                    raise _CapReached("pickle MARK nesting", max_depth, offset)
+                self._parsed = count
+                continue
+            if (op == 0x65 or op == 0x75) and metastack and metastack[-1]:  # APPENDS, SETITEMS
+                stack = self.stack = metastack.pop()
+                self._parsed = count
+                continue
+            if op == 0x71 and pos < buflen and stack:  # BINPUT
+                index = buf[pos]
+                if index not in memo and len(memo) >= max_memo:
+                    raise _CapReached("pickle memo entries", max_memo, offset)
+                memo[index] = stack[-1]
+                pos += 1
+                self._parsed = count
+                continue
+            if op == 0x68 and pos < buflen and buf[pos] in memo:  # BINGET
+                stack.append(memo[buf[pos]])
+                pos += 1
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if op == 0x73 and len(stack) >= 3:  # SETITEM
+                del stack[-2:]
+                self._parsed = count
+                continue
+            if op == 0x61 and len(stack) >= 2:  # APPEND
+                del stack[-1]
+                self._parsed = count
+                continue
             handler = handlers.get(op)
             if handler is None:
                 raise _Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
-            if handler(offset):
-                result.opcodes = count
+            r.pos = pos
+            self.stack = stack
+            done = handler(offset)
+            self._parsed = count
+            if done:
                 return
-            result.opcodes = count
+            buf = r.buf
+            pos = r.pos
+            base = r.base
+            buflen = len(buf)
+            stack = self.stack
 
     def _report_unknown_imports(self) -> None:
         called = {g.dotted for g in self.result.imports if g.called}
@@ -433,14 +534,14 @@ class _Walker:
             text = data.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
             raise _Malformed(f"{kind} at offset {offset} is not valid UTF-8", offset) from None
-        self.push(_Str(text), offset)
+        self.push(text, offset)
         return False
 
     def push_bytes(self, length: int, offset: int, kind: str) -> bool:
         # Byte strings are kept as text too: py2 STRING opcodes load as str, and
         # treating bytes the same only ever adds findings.
         data = self.blob(length, offset, kind)
-        self.push(_DATA if data is None else _Str(data.decode("latin-1")), offset)
+        self.push(_DATA if data is None else data.decode("latin-1"), offset)
         return False
 
     # -- imports and calls ---------------------------------------------------------------
@@ -675,7 +776,7 @@ class _Walker:
             raw = codecs.escape_decode(line[1:-1])[0]
         except ValueError:
             raise _Malformed(f"STRING at offset {offset} has a bad escape", offset) from None
-        self.push(_Str(raw.decode("latin-1")), offset)
+        self.push(raw.decode("latin-1"), offset)
         return False
 
     def op_unicode(self, offset: int) -> bool:
@@ -687,7 +788,7 @@ class _Walker:
             text = line.decode("raw-unicode-escape")
         except UnicodeDecodeError:
             raise _Malformed(f"UNICODE at offset {offset} has a bad escape", offset) from None
-        self.push(_Str(text), offset)
+        self.push(text, offset)
         return False
 
     def op_long(self, length: int, offset: int, kind: str) -> bool:
@@ -753,8 +854,8 @@ class _Walker:
     def op_stack_global(self, offset: int) -> bool:
         name = self.pop(offset)
         module = self.pop(offset)
-        if isinstance(module, _Str) and isinstance(name, _Str):
-            self.push(self.import_global(module.text, name.text, offset, "STACK_GLOBAL"), offset)
+        if isinstance(module, str) and isinstance(name, str):
+            self.push(self.import_global(module, name, offset, "STACK_GLOBAL"), offset)
             return False
         why = "STACK_GLOBAL operands are not plain strings"
         self.sink.finding(
@@ -824,8 +925,8 @@ class _Walker:
 
 
 def _describe(value: _Value) -> str:
-    if isinstance(value, _Str):
-        return repr(value.text)
+    if isinstance(value, str):
+        return repr(value)
     if isinstance(value, _Global):
         return f"global {value.ref.dotted}"
     if isinstance(value, _Called):
