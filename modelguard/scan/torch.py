@@ -15,6 +15,7 @@ import enum
 import posixpath
 import re
 
+from modelguard.findings import Finding
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import get_scanner
 
@@ -31,12 +32,29 @@ _METADATA_NAMES = frozenset(
 )
 _STORAGE_KEY = re.compile(r"[0-9]+")
 _PICKLE_SUFFIXES = (".pkl", ".debug_pkl")
+# What torch.jit.load's own (C++) unpickler resolves in a TorchScript archive: list
+# builders from torch.jit._pickle and TorchScript classes compiled from the
+# archive's code/ folder (qualified names under __torch__). It resolves no other
+# Python global, so these are not reported as imports there.
+_TORCHSCRIPT_BUILDERS = frozenset(
+    f"torch.jit._pickle.{name}"
+    for name in (
+        "build_intlist",
+        "build_tensorlist",
+        "build_doublelist",
+        "build_boollist",
+        "build_tensor_from_id",
+        "restore_type_tag",
+    )
+)
+_IMPORT_RULES = frozenset({"MG101", "MG102", "MG103"})
 # Legacy format: magic number, protocol version, sys_info, the object, storage keys.
 LEGACY_PICKLES = 5
 
 
 class MemberRole(enum.Enum):
     PICKLE = "pickle"  # unpickled by the loader: always scanned as a pickle
+    TORCHSCRIPT_PICKLE = "torchscript-pickle"  # unpickled by torch.jit.load's unpickler
     STORAGE = "storage"  # raw tensor bytes: never read
     METADATA = "metadata"  # torch bookkeeping / TorchScript source: not sniffed
     OTHER = "other"  # unknown purpose: sniffed and scanned
@@ -50,11 +68,9 @@ def zip_flavour(names: list[str]) -> tuple[str, list[MemberRole]]:
         for n in names
         if posixpath.basename(n) in ("data.pkl", "constants.pkl") and "/" in n
     }
-    roles = [_role(name, roots, present) for name in names]
-    torchscript = any(
-        f"{r}/constants.pkl" in present or any(n.startswith(f"{r}/code/") for n in names)
-        for r in roots
-    )
+    # torch.load hands any checkpoint with a constants.pkl to torch.jit.load.
+    torchscript = any(f"{r}/constants.pkl" in present for r in roots)
+    roles = [_role(name, roots, present, torchscript) for name in names]
     if roots:
         flavour = "torchscript" if torchscript else "pytorch-zip"
     elif names and all(n.endswith(".npy") for n in names):
@@ -66,10 +82,12 @@ def zip_flavour(names: list[str]) -> tuple[str, list[MemberRole]]:
     return flavour, roles
 
 
-def _role(name: str, roots: set[str], present: set[str]) -> MemberRole:
-    if name.endswith(_PICKLE_SUFFIXES):
-        return MemberRole.PICKLE
+def _role(name: str, roots: set[str], present: set[str], torchscript: bool) -> MemberRole:
     root = next((r for r in roots if name.startswith(r + "/")), None)
+    if name.endswith(_PICKLE_SUFFIXES):
+        if torchscript and root is not None:
+            return MemberRole.TORCHSCRIPT_PICKLE
+        return MemberRole.PICKLE
     if root is None:
         return MemberRole.OTHER
     rest = name[len(root) + 1 :]
@@ -86,12 +104,36 @@ def _role(name: str, roots: set[str], present: set[str]) -> MemberRole:
     return MemberRole.OTHER
 
 
-def scan_pickle_member(member: str, inp: Input, ctx: ScanContext) -> None:
-    """Scan a member the loader unpickles as a pickle, whatever its first bytes say."""
+def scan_pickle_member(
+    member: str, inp: Input, ctx: ScanContext, *, torchscript: bool = False
+) -> None:
+    """Scan a member the loader unpickles as a pickle, whatever its first bytes say.
+
+    With ``torchscript`` the imports that torch.jit.load's unpickler resolves
+    itself (list builders, the archive's own ``__torch__`` classes) are not
+    reported; everything else the walker finds is.
+    """
     if ctx.depth + 1 > ctx.limits.max_archive_depth:
         ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
         return
-    get_scanner("pickle")(inp, ctx.child(member))
+    if not torchscript:
+        get_scanner("pickle")(inp, ctx.child(member))
+        return
+    isolated = ScanContext(
+        location=ctx.location.inside(member),
+        limits=ctx.limits,
+        allow_globals=ctx.allow_globals,
+        depth=ctx.depth + 1,
+    )
+    get_scanner("pickle")(inp, isolated)
+    ctx.findings.extend(f for f in isolated.findings if not _resolved_by_torchscript(f))
+
+
+def _resolved_by_torchscript(finding: Finding) -> bool:
+    evidence = finding.evidence or ""
+    return finding.rule_id in _IMPORT_RULES and (
+        evidence in _TORCHSCRIPT_BUILDERS or evidence.startswith("__torch__.")
+    )
 
 
 def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
@@ -110,7 +152,7 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
                 evidence="legacy-truncated",
             )
             return
-        end = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
-        if end is None or end <= offset:
+        walked = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        if walked.end is None:
             return  # the walker reported why it could not go on
-        offset = end
+        offset = walked.end

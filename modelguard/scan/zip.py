@@ -182,8 +182,9 @@ def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, la
     stream, size = member
     try:
         inner = Input(stream=stream, size=size, name=f"{inp.name}!/{label}")
-        if role is MemberRole.PICKLE:
-            scan_pickle_member(label, inner, ctx)
+        if role is MemberRole.PICKLE or role is MemberRole.TORCHSCRIPT_PICKLE:
+            torchscript = role is MemberRole.TORCHSCRIPT_PICKLE
+            scan_pickle_member(label, inner, ctx, torchscript=torchscript)
         else:
             ctx.scan_member(label, inner)
     finally:
