@@ -1,6 +1,12 @@
-"""A hand-built Report that exercises every part of the reporters."""
+"""A hand-built Report that exercises every part of the reporters.
+
+Tests take the ``make_report`` fixture (a factory) rather than importing from
+this file, so nothing depends on how pytest names conftest modules.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
@@ -14,7 +20,7 @@ from modelguard.findings import (
     Suppressed,
 )
 
-ROOT = "/work/project"
+ROOT = "/work/project"  # tests that check the root repeat this literal
 
 
 def build_report(*, errors: bool = True, root: str = ROOT) -> Report:
@@ -79,10 +85,6 @@ def build_report(*, errors: bool = True, root: str = ROOT) -> Report:
 
 
 @pytest.fixture
-def report() -> Report:
-    return build_report()
-
-
-@pytest.fixture
-def report_without_errors() -> Report:
-    return build_report(errors=False)
+def make_report() -> Callable[..., Report]:
+    """``make_report(errors=True, root=ROOT)`` builds the sample Report."""
+    return build_report

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from conftest import ROOT, build_report
 
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
 from modelguard.report.interface import RenderOptions, render
 from modelguard.report.json import load_schema, render_json
+
+ReportFactory = Callable[..., Report]
+ROOT = "/work/project"  # the root make_report uses
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "json-report.md"
 
@@ -31,16 +34,16 @@ def _render(report: Report, **options: Any) -> dict[str, Any]:
     return data
 
 
-def test_output_validates_against_the_shipped_schema() -> None:
+def test_output_validates_against_the_shipped_schema(make_report: ReportFactory) -> None:
     validator = _validator()
-    for report in (build_report(), build_report(errors=False), Report(root="/r")):
+    for report in (make_report(), make_report(errors=False), Report(root="/r")):
         for fail_on in (Severity.HIGH, None):
             validator.validate(_render(report, fail_on=fail_on))
 
 
-def test_schema_rejects_what_the_documentation_forbids() -> None:
+def test_schema_rejects_what_the_documentation_forbids(make_report: ReportFactory) -> None:
     validator = _validator()
-    good = _render(build_report())
+    good = _render(make_report())
     for mutate in (
         lambda d: d.update(version=2),
         lambda d: d.update(schema="other"),
@@ -55,8 +58,8 @@ def test_schema_rejects_what_the_documentation_forbids() -> None:
         assert not validator.is_valid(bad), mutate
 
 
-def test_header_summary_and_verdict() -> None:
-    data = _render(build_report())
+def test_header_summary_and_verdict(make_report: ReportFactory) -> None:
+    data = _render(make_report())
     assert data["schema"] == "modelguard-report"
     assert data["version"] == 1
     assert data["tool"] == {"name": "modelguard", "version": "9.9.9"}
@@ -72,14 +75,14 @@ def test_header_summary_and_verdict() -> None:
         "errors": 1,
     }
     assert data["errors"] == [{"path": "gone.pt", "message": "no such file or directory"}]
-    no_errors = build_report(errors=False)
+    no_errors = make_report(errors=False)
     assert _render(no_errors)["verdict"] == "fail"
     never = _render(no_errors, fail_on=None)
     assert (never["fail_on"], never["verdict"], never["exit_code"]) == (None, "pass", 0)
 
 
-def test_findings_carry_rule_location_evidence_and_fingerprint() -> None:
-    report = build_report()
+def test_findings_carry_rule_location_evidence_and_fingerprint(make_report: ReportFactory) -> None:
+    report = make_report()
     data = _render(report)
     evil = data["artifacts"][0]
     assert (evil["path"], evil["format"], evil["size"], evil["max_severity"]) == (
@@ -131,12 +134,14 @@ def test_undecodable_and_hostile_names_serialise_as_ascii_json() -> None:
     assert json.loads(text)["artifacts"][0]["path"] == name
 
 
-def test_output_is_deterministic_and_reachable_through_the_registry() -> None:
-    report = build_report()
+def test_output_is_deterministic_and_reachable_through_the_registry(
+    make_report: ReportFactory,
+) -> None:
+    report = make_report()
     assert (
         render(report, "json")
         == render_json(report, RenderOptions())
-        == render_json(build_report(), RenderOptions())
+        == render_json(make_report(), RenderOptions())
     )
 
 

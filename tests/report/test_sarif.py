@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import jsonschema
 import pytest
-from conftest import ROOT, build_report
 
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
 from modelguard.report.interface import RenderOptions, render
 from modelguard.report.sarif import FINGERPRINT_KEY, render_sarif
 from modelguard.rules import all_rules
+
+ReportFactory = Callable[..., Report]
+ROOT = "/work/project"  # the root make_report uses
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "sarif-schema-2.1.0.json"
 URI_CHARS = set(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
@@ -39,20 +42,24 @@ def _results_by_rule(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["ruleId"]: r for r in run["results"]}
 
 
-def test_validates_against_the_official_schema(sarif_validator: jsonschema.Validator) -> None:
-    for report in (build_report(), build_report(errors=False), Report(root="/r"), Report()):
+def test_validates_against_the_official_schema(
+    sarif_validator: jsonschema.Validator, make_report: ReportFactory
+) -> None:
+    for report in (make_report(), make_report(errors=False), Report(root="/r"), Report()):
         errors = list(sarif_validator.iter_errors(_sarif(report)))
         assert not errors, [e.message for e in errors[:5]]
 
 
-def test_schema_validation_is_not_vacuous(sarif_validator: jsonschema.Validator) -> None:
-    bad = _sarif(build_report())
+def test_schema_validation_is_not_vacuous(
+    sarif_validator: jsonschema.Validator, make_report: ReportFactory
+) -> None:
+    bad = _sarif(make_report())
     bad["runs"][0]["results"][0]["level"] = "critical"
     assert not sarif_validator.is_valid(bad)
 
 
-def test_log_header_and_driver() -> None:
-    log = _sarif(build_report())
+def test_log_header_and_driver(make_report: ReportFactory) -> None:
+    log = _sarif(make_report())
     assert log["version"] == "2.1.0"
     assert log["$schema"].endswith("sarif-schema-2.1.0.json")
     [run] = log["runs"]
@@ -97,8 +104,8 @@ def test_every_rule_descriptor_has_what_github_shows() -> None:
             assert low <= float(score) <= high
 
 
-def test_results_levels_messages_and_rule_indexes() -> None:
-    run = _sarif(build_report())["runs"][0]
+def test_results_levels_messages_and_rule_indexes(make_report: ReportFactory) -> None:
+    run = _sarif(make_report())["runs"][0]
     rules = run["tool"]["driver"]["rules"]
     by_rule = _results_by_rule(run)
     assert set(by_rule) == {"MG101", "MG106", "MG107", "MG102", "MG001"}
@@ -119,12 +126,12 @@ def test_results_levels_messages_and_rule_indexes() -> None:
     # the finding's severity, not the rule default
     assert [r["level"] for r in results] == ["error", "error"]
     assert [r["properties"]["security-severity"] for r in results] == ["8.0", "8.0"]
-    info = _results_by_rule(_sarif(build_report())["runs"][0])["MG001"]
+    info = _results_by_rule(_sarif(make_report())["runs"][0])["MG001"]
     assert "security-severity" not in info["properties"]
 
 
-def test_locations_are_relative_to_srcroot_with_a_region() -> None:
-    log = _sarif(build_report())
+def test_locations_are_relative_to_srcroot_with_a_region(make_report: ReportFactory) -> None:
+    log = _sarif(make_report())
     run = log["runs"][0]
     assert run["originalUriBaseIds"] == {"%SRCROOT%": {"uri": "file:///work/project/"}}
     mg101 = _results_by_rule(run)["MG101"]
@@ -148,8 +155,8 @@ def test_locations_are_relative_to_srcroot_with_a_region() -> None:
             assert not uri.startswith("/") and artifact["uriBaseId"] == "%SRCROOT%"
 
 
-def test_files_outside_the_root_get_percent_encoded_file_uris() -> None:
-    run = _sarif(build_report())["runs"][0]
+def test_files_outside_the_root_get_percent_encoded_file_uris(make_report: ReportFactory) -> None:
+    run = _sarif(make_report())["runs"][0]
     artifact = _results_by_rule(run)["MG001"]["locations"][0]["physicalLocation"][
         "artifactLocation"
     ]
@@ -177,8 +184,8 @@ def test_nested_members_and_offsets() -> None:
     assert "logicalLocations" not in results[1]["locations"][0]
 
 
-def test_partial_fingerprints_are_the_finding_fingerprints() -> None:
-    report = build_report()
+def test_partial_fingerprints_are_the_finding_fingerprints(make_report: ReportFactory) -> None:
+    report = make_report()
     run = _sarif(report)["runs"][0]
     expected = {f.fingerprint() for f in report.findings} | {
         s.finding.fingerprint() for s in report.suppressed
@@ -186,8 +193,8 @@ def test_partial_fingerprints_are_the_finding_fingerprints() -> None:
     assert {r["partialFingerprints"][FINGERPRINT_KEY] for r in run["results"]} == expected
 
 
-def test_policy_suppressions_become_external_suppressions() -> None:
-    run = _sarif(build_report())["runs"][0]
+def test_policy_suppressions_become_external_suppressions(make_report: ReportFactory) -> None:
+    run = _sarif(make_report())["runs"][0]
     by_rule = _results_by_rule(run)
     assert by_rule["MG102"]["suppressions"] == [
         {"kind": "external", "status": "accepted", "justification": "vetted by security review"}
@@ -195,15 +202,15 @@ def test_policy_suppressions_become_external_suppressions() -> None:
     assert all("suppressions" not in r for r in run["results"] if r["ruleId"] != "MG102")
 
 
-def test_invocation_reports_unreadable_inputs() -> None:
-    [invocation] = _sarif(build_report())["runs"][0]["invocations"]
+def test_invocation_reports_unreadable_inputs(make_report: ReportFactory) -> None:
+    [invocation] = _sarif(make_report())["runs"][0]["invocations"]
     assert invocation["executionSuccessful"] is False
     assert invocation["exitCode"] == 2
     [note] = invocation["toolExecutionNotifications"]
     assert note["level"] == "error"
     assert note["message"]["text"] == "gone.pt: no such file or directory"
     assert note["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "gone.pt"
-    [clean] = _sarif(build_report(errors=False), fail_on=None)["runs"][0]["invocations"]
+    [clean] = _sarif(make_report(errors=False), fail_on=None)["runs"][0]["invocations"]
     assert clean["executionSuccessful"] is True
     assert clean["toolExecutionNotifications"] == []
     assert clean["exitCode"] == 0
@@ -232,9 +239,9 @@ def test_undecodable_file_names_keep_their_bytes_in_the_uri() -> None:
     assert unquote(uri, errors="surrogateescape") == name
 
 
-def test_windows_style_root_and_deterministic_output() -> None:
-    run = _sarif(build_report(root="C:/work/project"))["runs"][0]
+def test_windows_style_root_and_deterministic_output(make_report: ReportFactory) -> None:
+    run = _sarif(make_report(root="C:/work/project"))["runs"][0]
     assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == "file:///C:/work/project/"
-    report = build_report()
+    report = make_report()
     assert render(report, "sarif") == render_sarif(report, RenderOptions())
-    assert render_sarif(report, RenderOptions()) == render_sarif(build_report(), RenderOptions())
+    assert render_sarif(report, RenderOptions()) == render_sarif(make_report(), RenderOptions())

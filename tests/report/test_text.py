@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import click
-from conftest import build_report
 
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
 from modelguard.report.interface import RenderOptions, render
 from modelguard.report.text import EVIDENCE_MAX_CHARS, printable, render_text
+
+ReportFactory = Callable[..., Report]
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -57,22 +59,28 @@ ERROR: 1 input could not be read
 """
 
 
-def test_default_output_hides_info_and_suppressed_but_counts_them() -> None:
-    assert render_text(build_report(errors=False), RenderOptions()) == EXPECTED_DEFAULT
+def test_default_output_hides_info_and_suppressed_but_counts_them(
+    make_report: ReportFactory,
+) -> None:
+    assert render_text(make_report(errors=False), RenderOptions()) == EXPECTED_DEFAULT
 
 
-def test_verbose_output_lists_everything_with_reasons_and_errors() -> None:
-    assert render_text(build_report(), RenderOptions(verbose=True)) == EXPECTED_VERBOSE
+def test_verbose_output_lists_everything_with_reasons_and_errors(
+    make_report: ReportFactory,
+) -> None:
+    assert render_text(make_report(), RenderOptions(verbose=True)) == EXPECTED_VERBOSE
 
 
-def test_rendering_is_deterministic_and_reachable_through_the_registry() -> None:
-    report = build_report()
+def test_rendering_is_deterministic_and_reachable_through_the_registry(
+    make_report: ReportFactory,
+) -> None:
+    report = make_report()
     options = RenderOptions(verbose=True)
     assert render(report, "text", options) == render_text(report, options) == EXPECTED_VERBOSE
 
 
-def test_colour_only_when_asked_and_only_adds_styling() -> None:
-    report = build_report(errors=False)
+def test_colour_only_when_asked_and_only_adds_styling(make_report: ReportFactory) -> None:
+    report = make_report(errors=False)
     plain = render_text(report, RenderOptions(color=False))
     coloured = render_text(report, RenderOptions(color=True))
     assert not ANSI.search(plain)
@@ -84,8 +92,8 @@ def test_colour_only_when_asked_and_only_adds_styling() -> None:
     assert ANSI.sub("", coloured) == plain
 
 
-def test_verdict_follows_fail_on() -> None:
-    report = build_report(errors=False)
+def test_verdict_follows_fail_on(make_report: ReportFactory) -> None:
+    report = make_report(errors=False)
 
     def last(opts: RenderOptions) -> str:
         return render_text(report, opts).splitlines()[-1]
