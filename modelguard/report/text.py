@@ -7,6 +7,7 @@ move the cursor, recolour the terminal or forge lines of the report.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 
 import click
@@ -17,6 +18,7 @@ from modelguard.report.verdict import Verdict, verdict_for
 from modelguard.rules import all_rules
 
 EVIDENCE_MAX_CHARS = 200
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _INDENT = "    "
 
 _SEVERITY_STYLE: dict[Severity, dict[str, object]] = {
@@ -34,11 +36,16 @@ _VERDICT_STYLE: dict[Verdict, dict[str, object]] = {
 
 
 def printable(text: str) -> str:
-    """Escape control characters (and undecodable-name surrogates) as ``\\xNN``."""
+    """Escape what could steer a terminal or hide text as ``\\xNN`` / ``\\uNNNN``.
+
+    Control characters, line and paragraph separators, format characters (bidi
+    overrides, zero-width joiners: "Trojan Source" spoofing) and the surrogates
+    Python uses for undecodable file names.
+    """
     out: list[str] = []
     for char in text:
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
+        if unicodedata.category(char) in _UNPRINTABLE:
+            code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
             out.append(char)

@@ -134,5 +134,8 @@ def test_hostile_names_and_evidence_cannot_inject_terminal_escapes() -> None:
     assert len(evidence_line.split("evidence: ", 1)[1]) == EVIDENCE_MAX_CHARS
 
 
-def test_printable_escapes_surrogates_from_undecodable_file_names() -> None:
+def test_printable_escapes_surrogates_bidi_overrides_and_separators() -> None:
     assert printable("ok \udcff é") == "ok \\udcff é"
+    assert printable("model\u202egnp.pt") == "model\\u202egnp.pt"  # right-to-left override
+    assert printable("a\u200bb\u2028c\x85") == "a\\u200bb\\u2028c\\x85"
+    assert printable("模型 ✓ naïve") == "模型 ✓ naïve"
