@@ -249,6 +249,24 @@ def test_verbose_shows_info_findings(project: Path) -> None:
     assert "MG001 unsupported-format" in invoke("scan", "blob.bin", "--verbose").stdout
 
 
+def test_root_option_sets_what_paths_are_relative_to(project: Path) -> None:
+    (project / "models").mkdir()
+    (project / "models" / "m.bin").write_bytes(UNKNOWN_BYTES)
+    result = invoke("scan", "models", "--root", "models", "--format", "sarif")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)["runs"][0]
+    [res] = run["results"]
+    assert res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "m.bin"
+    root_uri = run["originalUriBaseIds"]["%SRCROOT%"]["uri"]
+    assert root_uri == (project / "models").resolve().as_uri() + "/"
+
+
+def test_no_paths_is_a_usage_error() -> None:
+    result = invoke("scan")
+    assert result.exit_code == 2
+    assert "PATHS" in result.stderr
+
+
 # -- reading paths from stdin -----------------------------------------------------------
 
 
