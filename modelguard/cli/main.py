@@ -74,7 +74,8 @@ def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Report paths relative to this folder [default: current folder].",
+    help="Report paths relative to this folder [default: current folder]. For SARIF "
+    "uploaded to GitHub code scanning, use the repository root.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel worker processes.")
 @click.option("--color/--no-color", default=None, help="Colour text output [default: auto].")

@@ -134,14 +134,15 @@ def summary_line(report: Report) -> str:
 
 def verdict_line(report: Report, fail_on: Severity | None) -> tuple[Verdict, str]:
     verdict = verdict_for(report, fail_on)
-    if verdict is Verdict.ERROR:
-        detail = f"{_plural(len(report.errors), 'input')} could not be read"
-    elif fail_on is None:
-        detail = "findings do not fail this run (--fail-on never)"
+    if fail_on is None:
+        findings = "findings do not fail this run (--fail-on never)"
     else:
         failing = sum(1 for _ in report.at_or_above(fail_on))
-        detail = f"{_plural(failing, 'finding')} at or above {fail_on.label} (--fail-on)"
-    return verdict, f"{verdict.value.upper()}: {detail}"
+        findings = f"{_plural(failing, 'finding')} at or above {fail_on.label} (--fail-on)"
+    if verdict is Verdict.ERROR:
+        # unreadable input decides the exit code, but the findings still matter
+        findings = f"{_plural(len(report.errors), 'input')} could not be read; {findings}"
+    return verdict, f"{verdict.value.upper()}: {findings}"
 
 
 def render_text(report: Report, options: RenderOptions) -> str:

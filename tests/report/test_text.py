@@ -55,7 +55,7 @@ unreadable inputs
   gone.pt: no such file or directory
 
 3 files scanned: 1 critical, 0 high, 0 medium, 1 low, 2 info; 1 suppressed; 1 error
-ERROR: 1 input could not be read
+ERROR: 1 input could not be read; 1 finding at or above high (--fail-on)
 """
 
 
