@@ -1,0 +1,81 @@
+"""The interface every loaded model offers the analysis, whatever its format.
+
+Analysis code (activations, pruning, fine-tuning) only knows this protocol;
+``torch_model.py`` and ``onnx_model.py`` implement it. Pruning a channel means
+zeroing its filter and bias in the analysed layer, so the layer outputs exactly
+zero there (and, after the ReLU that follows it in the networks the paper
+studies, the neuron is silent) in every format alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer the analysis can profile: its name, kind and output channels."""
+
+    name: str
+    kind: str  # "conv" or "linear"
+    channels: int
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+
+
+class AnalysedModel(Protocol):
+    """A model opened for analysis; ``format`` names what it was loaded from."""
+
+    format: str
+    device: str
+
+    def layers(self) -> list[LayerInfo]:
+        """Candidate layers in execution order (convolutions and linear layers)."""
+        ...
+
+    def run(self, x: FloatArray, layer: str | None) -> tuple[FloatArray, FloatArray | None]:
+        """Logits for a batch and, when ``layer`` is given, that layer's raw output."""
+        ...
+
+    def prune(self, layer: str, pruned: BoolArray) -> None:
+        """Zero the weights and bias of the ``pruned`` channels (others untouched)."""
+        ...
+
+    def snapshot(self) -> object:
+        """An opaque copy of all weights, for :meth:`restore`."""
+        ...
+
+    def restore(self, state: object) -> None: ...
+
+    @property
+    def can_fine_tune(self) -> bool: ...
+
+    def fine_tune(
+        self,
+        x: FloatArray,
+        y: IntArray,
+        layer: str,
+        pruned: BoolArray,
+        settings: FineTuneSettings,
+    ) -> None:
+        """Train on clean data, keeping the ``pruned`` channels at zero."""
+        ...
+
+    def save(self, path: Path) -> str:
+        """Write the model in its input format; return the format written."""
+        ...

@@ -1,0 +1,77 @@
+"""MG5xx: findings of the backdoor analyzer (imports nothing heavy)."""
+
+from __future__ import annotations
+
+from modelguard.findings import Severity
+from modelguard.rules import Rule, register
+
+DORMANT_CHANNELS = "MG501"
+TRIGGER_EFFECTIVE = "MG502"
+BACKDOOR_SURVIVES = "MG503"
+ANALYSIS_SUMMARY = "MG504"
+REPAIRED_MODEL_WRITTEN = "MG505"
+
+RULES = (
+    Rule(
+        DORMANT_CHANNELS,
+        "backdoor-dormant-channels",
+        Severity.MEDIUM,
+        "The analysed layer has channels that clean data leaves dormant but that "
+        "the network is wired to listen to.",
+        "BadNet-style backdoors tend to live in neurons that clean inputs do not "
+        "activate (Liu, Dolan-Gavitt & Garg, RAID 2018). The dormancy score weighs "
+        "each dormant channel by how strongly the layer's own weights could drive "
+        "it; a high score is a hint, not proof: clean networks also have dead units.",
+        "Run the analysis with trigger data if you suspect a specific trigger, and "
+        "repair the model with --fine-prune (prune dormant channels, then fine-tune "
+        "on clean data).",
+        ("security", "backdoor"),
+    ),
+    Rule(
+        TRIGGER_EFFECTIVE,
+        "backdoor-trigger-effective",
+        Severity.HIGH,
+        "Inputs carrying the given trigger are classified as the target label.",
+        "The attack success rate (share of triggered inputs whose true label is not "
+        "the target but which the model labels as the target) is high: the model "
+        "responds to the trigger as a backdoor would.",
+        "Do not deploy the model. Repair it with --fine-prune and re-check, or "
+        "obtain a model trained from trusted data.",
+        ("security", "backdoor"),
+    ),
+    Rule(
+        BACKDOOR_SURVIVES,
+        "backdoor-survives-repair",
+        Severity.HIGH,
+        "After pruning and fine-tuning, the trigger still works.",
+        "Fine-pruning did not bring the attack success rate below the residual "
+        "threshold within the clean-accuracy budget; the backdoor may live in "
+        "channels clean data also uses.",
+        "Try a larger --max-acc-drop or more --epochs, analyse another --layer, or "
+        "retrain the model from trusted data.",
+        ("security", "backdoor"),
+    ),
+    Rule(
+        ANALYSIS_SUMMARY,
+        "backdoor-analysis-summary",
+        Severity.INFO,
+        "Backdoor analysis results: dormancy profile, pruning and fine-pruning.",
+        "Clean accuracy and attack success rate before any defence, after "
+        "fine-tuning only, after pruning only and after fine-pruning, with the "
+        "number of channels pruned within the accuracy budget.",
+        "No action needed; read the numbers.",
+        ("backdoor",),
+    ),
+    Rule(
+        REPAIRED_MODEL_WRITTEN,
+        "backdoor-repaired-model-written",
+        Severity.INFO,
+        "A fine-pruned copy of the model was written.",
+        "The pruned channels are zeroed (weights and bias) and were kept at zero "
+        "during fine-tuning; the file has the input's format where feasible.",
+        "Scan and evaluate the repaired model before using it.",
+        ("backdoor",),
+    ),
+)
+
+register(*RULES)

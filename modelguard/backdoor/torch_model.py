@@ -1,0 +1,353 @@
+"""PyTorch-backed models: plain nn.Module (state_dict + factory), TorchScript and
+torch.export programs, behind the :class:`AnalysedModel` protocol.
+
+A layer is named by its weight parameter (``conv3`` owns ``conv3.weight``), which
+is the same in a state_dict, a TorchScript archive, an exported program and an
+ONNX file exported from them. Its output is captured with a forward hook
+(nn.Module), by adding it as an extra graph output (TorchScript, whose modules
+refuse hooks), or by inserting a recorder node (torch.export's fx graph).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from modelguard.backdoor.model import (
+    BoolArray,
+    FineTuneSettings,
+    FloatArray,
+    IntArray,
+    LayerInfo,
+)
+from modelguard.errors import BackdoorAnalysisError
+
+Runner = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+_CONV_OPS = {"aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::_convolution"}
+_LINEAR_OPS = {"aten::linear"}
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` means CUDA when torch sees a GPU, else CPU."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BackdoorAnalysisError("--device cuda was asked for but torch sees no CUDA device")
+    return requested
+
+
+def _kind_of(weight: Tensor) -> str | None:
+    if weight.dim() in (3, 4, 5):
+        return "conv"
+    if weight.dim() == 2:
+        return "linear"
+    return None
+
+
+class TorchModel:
+    """An nn.Module-like object (nn.Module, RecursiveScriptModule, fx GraphModule)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        fmt: str,
+        device: str,
+        layer_order: list[str] | None = None,
+        example_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        self.format = fmt
+        self.device = device
+        self.module = module.to(device)
+        _set_mode(self.module, training=False)
+        self._layer_order = layer_order
+        self._runners: dict[str, Runner] = {}
+        self.example_shape = example_shape
+
+    # -- structure -------------------------------------------------------------------
+    def _params(self) -> dict[str, Tensor]:
+        return dict(self.module.named_parameters())
+
+    def layers(self) -> list[LayerInfo]:
+        params = self._params()
+        names = self._layer_order or [
+            n.removesuffix(".weight") for n in params if n.endswith(".weight")
+        ]
+        found: list[LayerInfo] = []
+        for name in names:
+            weight = params.get(f"{name}.weight")
+            if weight is None:
+                continue
+            kind = _kind_of(weight)
+            if kind is not None:
+                found.append(LayerInfo(name, kind, int(weight.shape[0])))
+        return found
+
+    def _weight_and_bias(self, layer: str) -> tuple[Tensor, Tensor | None]:
+        params = self._params()
+        weight = params.get(f"{layer}.weight")
+        if weight is None:
+            choices = ", ".join(info.name for info in self.layers())
+            raise BackdoorAnalysisError(f"no layer named {layer!r} (layers: {choices})")
+        return weight, params.get(f"{layer}.bias")
+
+    # -- running ---------------------------------------------------------------------
+    def _runner(self, layer: str) -> Runner:
+        if layer not in self._runners:
+            self._weight_and_bias(layer)  # validates the name
+            self._runners[layer] = self._make_runner(layer)
+        return self._runners[layer]
+
+    def _make_runner(self, layer: str) -> Runner:
+        module = self.module
+        if isinstance(module, torch.jit.ScriptModule):
+            return _script_runner(module, layer)
+        if isinstance(module, torch.fx.GraphModule):
+            return _fx_runner(module, layer)
+        return _hook_runner(module, layer)
+
+    def forward(self, x: Tensor, layer: str | None) -> tuple[Tensor, Tensor | None]:
+        if layer is None:
+            return self.module(x), None
+        return self._runner(layer)(x)
+
+    def run(self, x: FloatArray, layer: str | None) -> tuple[FloatArray, FloatArray | None]:
+        with torch.inference_mode():
+            logits, act = self.forward(torch.from_numpy(x).to(self.device), layer)
+            return (
+                logits.float().cpu().numpy(),
+                None if act is None else act.float().cpu().numpy(),
+            )
+
+    # -- pruning and training ---------------------------------------------------------
+    def prune(self, layer: str, pruned: BoolArray) -> None:
+        weight, bias = self._weight_and_bias(layer)
+        mask = torch.from_numpy(np.asarray(pruned, dtype=bool)).to(weight.device)
+        with torch.no_grad():
+            weight[mask] = 0.0
+            if bias is not None:
+                bias[mask] = 0.0
+
+    def snapshot(self) -> object:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def restore(self, state: object) -> None:
+        assert isinstance(state, dict)
+        with torch.no_grad():
+            current = self.module.state_dict()
+            for key, value in state.items():
+                current[key].copy_(value)
+
+    @property
+    def can_fine_tune(self) -> bool:
+        return True
+
+    def fine_tune(
+        self,
+        x: FloatArray,
+        y: IntArray,
+        layer: str,
+        pruned: BoolArray,
+        settings: FineTuneSettings,
+    ) -> None:
+        """Plain SGD with momentum on clean data; pruned channels re-zeroed every step."""
+        params = [p for p in self.module.parameters() if p.requires_grad or p.is_leaf]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.SGD(params, lr=settings.learning_rate, momentum=0.9)
+        generator = torch.Generator().manual_seed(settings.seed)
+        xt = torch.from_numpy(x)
+        yt = torch.from_numpy(y)
+        keep_zero = bool(np.any(pruned))
+        _set_mode(self.module, training=True)
+        try:
+            for _ in range(settings.epochs):
+                order = torch.randperm(len(yt), generator=generator)
+                for start in range(0, len(yt), settings.batch_size):
+                    idx = order[start : start + settings.batch_size]
+                    optimizer.zero_grad()
+                    logits = self.module(xt[idx].to(self.device))
+                    loss = nn.functional.cross_entropy(logits, yt[idx].to(self.device))
+                    loss.backward()
+                    optimizer.step()
+                    if keep_zero:
+                        self.prune(layer, pruned)
+        finally:
+            _set_mode(self.module, training=False)
+            for p in params:
+                p.requires_grad_(False)
+
+    # -- writing ---------------------------------------------------------------------
+    def save(self, path: Path) -> str:
+        module = self.module.to("cpu")
+        try:
+            if self.format == "torchscript":
+                torch.jit.save(module, str(path))  # type: ignore[no-untyped-call]
+                return "torchscript"
+            if self.format == "torch.export":
+                return _save_exported(module, path, self.example_shape)
+            state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+            if path.suffix == ".safetensors":
+                from safetensors.torch import save_file
+
+                save_file(state, str(path))
+                return "safetensors"
+            torch.save(state, path)
+            return "state_dict"
+        finally:
+            self.module.to(self.device)
+
+
+def _set_mode(module: nn.Module, training: bool) -> None:
+    # An exported program's module has its mode baked in (train()/eval() raise);
+    # its graph already computes what the program was exported for.
+    if isinstance(module, torch.fx.GraphModule) and not isinstance(module, nn.Sequential):
+        if type(module).__name__ != "GraphModule" or hasattr(module, "_exported"):
+            return
+        try:
+            module.train(training)
+        except NotImplementedError:
+            return
+        return
+    module.train(training)
+
+
+def _hook_runner(module: nn.Module, layer: str) -> Runner:
+    named = dict(module.named_modules())
+    target = named.get(layer)
+    if target is None:
+        raise BackdoorAnalysisError(f"layer {layer!r} is not a submodule of the model")
+
+    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+        seen: list[Tensor] = []
+        handle = target.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        try:
+            logits = module(x)
+        finally:
+            handle.remove()
+        if not seen:
+            raise BackdoorAnalysisError(f"layer {layer!r} was not called by forward()")
+        return logits, seen[-1]
+
+    return run
+
+
+def _attr_path(value: Any) -> str:
+    """The dotted attribute path a TorchScript value was read from (``conv3.weight``)."""
+    parts: list[str] = []
+    node = value.node()
+    while node.kind() == "prim::GetAttr":
+        parts.append(node.s("name"))
+        value = node.input()
+        node = value.node()
+    return ".".join(reversed(parts))
+
+
+def script_layer_order(module: torch.jit.ScriptModule) -> list[str]:
+    """Layers in the order the inlined forward graph calls them."""
+    graph = module.forward.graph.copy()  # type: ignore[attr-defined]
+    torch._C._jit_pass_inline(graph)
+    order: list[str] = []
+    for node in graph.nodes():
+        if node.kind() in _CONV_OPS | _LINEAR_OPS:
+            path = _attr_path(list(node.inputs())[1])
+            if path.endswith(".weight") and path.removesuffix(".weight") not in order:
+                order.append(path.removesuffix(".weight"))
+    return order
+
+
+def _script_runner(module: torch.jit.ScriptModule, layer: str) -> Runner:
+    # ScriptModules refuse forward hooks, so build a sibling of forward() whose
+    # graph also returns the layer's output: same weights, same ops.
+    graph = module.forward.graph.copy()  # type: ignore[attr-defined]
+    torch._C._jit_pass_inline(graph)
+    target = None
+    for node in graph.nodes():
+        if node.kind() in _CONV_OPS | _LINEAR_OPS:
+            if _attr_path(list(node.inputs())[1]) == f"{layer}.weight":
+                target = node.output()
+    if target is None:
+        raise BackdoorAnalysisError(
+            f"layer {layer!r}: no convolution or linear op of the TorchScript graph uses it"
+        )
+    ret = graph.return_node()
+    old = ret.input()
+    pair = graph.create("prim::TupleConstruct", [old, target])
+    pair.insertBefore(ret)
+    pair.output().setType(torch._C.TupleType([old.type(), target.type()]))
+    ret.replaceInput(0, pair.output())
+    function = torch._C._create_function_from_graph(f"forward_with_{layer}", graph)
+
+    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+        logits, act = function(module._c, x)
+        return logits, act
+
+    return run
+
+
+def fx_layer_order(module: torch.fx.GraphModule) -> list[str]:
+    order: list[str] = []
+    for node in module.graph.nodes:
+        if node.op == "call_function" and len(node.args) > 1:
+            weight = node.args[1]
+            if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
+                name = str(weight.target)
+                if name.endswith(".weight") and name.removesuffix(".weight") not in order:
+                    order.append(name.removesuffix(".weight"))
+    return order
+
+
+def _fx_runner(module: torch.fx.GraphModule, layer: str) -> Runner:
+    # Copy the program's graph and insert a node after the layer's op that
+    # records its output; the copy shares the original's weights.
+    graph = copy.deepcopy(module.graph)
+    target = None
+    for node in graph.nodes:
+        if node.op == "call_function" and len(node.args) > 1:
+            weight = node.args[1]
+            if (
+                isinstance(weight, torch.fx.Node)
+                and weight.op == "get_attr"
+                and weight.target == f"{layer}.weight"
+            ):
+                target = node
+    if target is None:
+        raise BackdoorAnalysisError(f"layer {layer!r}: no op of the exported program uses it")
+    seen: list[Tensor] = []
+
+    def modelguard_record(value: Tensor) -> Tensor:
+        seen.append(value)
+        return value
+
+    with graph.inserting_after(target):
+        graph.call_function(modelguard_record, (target,))
+    recording = torch.fx.GraphModule(module, graph)
+
+    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+        seen.clear()
+        logits = recording(x)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        if not seen:
+            raise BackdoorAnalysisError(f"layer {layer!r} was not reached by the program")
+        return logits, seen[-1]
+
+    return run
+
+
+def _save_exported(module: nn.Module, path: Path, example_shape: tuple[int, ...] | None) -> str:
+    if example_shape is None:
+        raise BackdoorAnalysisError("cannot re-export the program: no example input shape")
+    example = torch.zeros((2, *example_shape[1:]))
+    # The batch dimension stays dynamic, within whatever range the program allows.
+    program = torch.export.export(
+        module, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
+    )
+    torch.export.save(program, str(path))
+    return "torch.export"
