@@ -1,13 +1,12 @@
 """The ``modelguard scan`` and ``modelguard rules`` commands, end to end.
 
-Findings come from files no scanner recognises (MG001, info) so these tests do
-not depend on the format scanners; exit-code mapping for severe findings uses a
-stubbed API, and the pickle cases run once the pickle scanner is installed.
+Most findings come from files no scanner recognises (MG001, info) so these
+tests barely depend on the format scanners; exit-code mapping for every
+severity uses a stubbed API; two tests use hand-written pickles end to end.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -28,10 +27,6 @@ from modelguard.rules import all_rules
 
 UNKNOWN_BYTES = b"\x00\x00not a model file\n"
 SARIF_SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
-HAS_PICKLE_SCANNER = importlib.util.find_spec("modelguard.scan.pickle") is not None
-needs_pickle_scanner = pytest.mark.skipif(
-    not HAS_PICKLE_SCANNER, reason="modelguard.scan.pickle not available yet"
-)
 # GLOBAL os.system, MARK, STRING, TUPLE, REDUCE, STOP: what a malicious pickle does.
 EVIL_PICKLE = b"cos\nsystem\n(S'echo pwned'\ntR."
 # Calls a class that is neither known-safe nor known-dangerous.
@@ -385,7 +380,6 @@ def test_config_file_with_top_level_keys(project: Path) -> None:
     assert invoke("scan", "blob.bin", "--config", "modelguard.toml").exit_code == 1
 
 
-@needs_pickle_scanner
 def test_malicious_pickle_fails_the_run(project: Path) -> None:
     (project / "evil.pkl").write_bytes(EVIL_PICKLE)
     result = invoke("scan", "evil.pkl", "--format", "json")
@@ -394,7 +388,6 @@ def test_malicious_pickle_fails_the_run(project: Path) -> None:
     assert "MG101" in rules and "MG004" not in rules
 
 
-@needs_pickle_scanner
 def test_pyproject_allow_globals_accepts_a_named_class(project: Path) -> None:
     (project / "net.pkl").write_bytes(CUSTOM_PICKLE)
 
