@@ -184,8 +184,10 @@ class _Reader:
     """Reads ``[start, end)`` of a stream through a buffer; seeks over long arguments."""
 
     def __init__(self, stream: BinaryIO, start: int, limit: int | None) -> None:
-        size = stream.seek(0, io.SEEK_END)
-        self.end = size if limit is None else max(start, min(limit, size))
+        # With a limit, trust it rather than seek to the end: seeking to the end of
+        # a compressed archive member decompresses all of it. A stream shorter than
+        # its limit shows up as a short read, which is reported as truncation.
+        self.end = stream.seek(0, io.SEEK_END) if limit is None else max(start, limit)
         self._stream = stream
         self.base = start  # absolute offset of buf[0]
         self.buf = b""
