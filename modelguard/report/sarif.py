@@ -122,6 +122,9 @@ def artifact_location(path: str) -> dict[str, Any]:
 
 def _location(finding: Finding) -> dict[str, Any]:
     loc = finding.location
+    # GitHub shows an alert only with region.startLine. Known cost: because of it,
+    # codeql-action/upload-sarif reads each flagged file once to add its own
+    # primaryLocationLineHash (it skips results without a startLine).
     region: dict[str, Any] = {"startLine": 1}
     if not loc.members and loc.offset is not None:
         region["byteOffset"] = loc.offset
