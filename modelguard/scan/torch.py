@@ -12,6 +12,8 @@ consecutive pickles followed by raw storage bytes.
 from __future__ import annotations
 
 import enum
+import io
+import pickletools
 import posixpath
 import re
 
@@ -143,6 +145,7 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
 
     ctx.set_format("torch-legacy")
     offset = 0
+    keys_start = 0
     for index in range(LEGACY_PICKLES):
         if offset >= inp.size:
             ctx.report(
@@ -155,4 +158,63 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
         walked = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
         if walked.end is None:
             return  # the walker reported why it could not go on
-        offset = walked.end
+        keys_start, offset = offset, walked.end
+    _check_storage_framing(inp, ctx, keys_start, offset)
+
+
+# Element sizes of torch dtypes: bool/uint8 .. complex128.
+_ELEMENT_SIZES = (1, 2, 4, 8, 16)
+_MAX_FRAMINGS = 256  # distinct candidate offsets followed at once
+_MAX_KEYS_PICKLE = 64 * 1024 * 1024
+_STRING_OPS = frozenset(
+    {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BINSTRING",
+     "SHORT_BINSTRING", "STRING", "BINGET", "LONG_BINGET", "GET"}
+)  # fmt: skip
+
+
+def _check_storage_framing(inp: Input, ctx: ScanContext, keys_start: int, data_start: int) -> None:
+    """After the keys pickle come, per key, an 8-byte element count and the elements.
+
+    Element sizes are not recorded there, so every dtype size is tried; the file
+    must end exactly where some choice of sizes ends, else it was truncated or
+    has bytes appended that torch.load never reads.
+    """
+    keys = _count_storage_keys(inp, keys_start, data_start)
+    if keys is None:
+        return
+    ends = {data_start}
+    for _ in range(keys):
+        following: set[int] = set()
+        for at in ends:
+            head = inp.read_at(at, 8)
+            if len(head) < 8:
+                continue
+            count = int.from_bytes(head, "little")
+            following.update(
+                at + 8 + count * size
+                for size in _ELEMENT_SIZES
+                if at + 8 + count * size <= inp.size
+            )
+        ends = set(sorted(following)[:_MAX_FRAMINGS])
+        if not ends:
+            break
+    if inp.size not in ends:
+        ctx.report(
+            "MG205",
+            f"legacy torch storage data after offset {data_start:,} does not match its "
+            f"{keys} storage keys: the file is truncated or has bytes torch.load ignores",
+            offset=data_start,
+            evidence="legacy-storage-framing",
+        )
+
+
+def _count_storage_keys(inp: Input, start: int, end: int) -> int | None:
+    """Number of strings in the (already scanned) storage keys list, if it is one."""
+    if end - start > _MAX_KEYS_PICKLE:
+        return None
+    # pickletools only parses opcodes; nothing is imported or called.
+    ops = pickletools.genops(io.BytesIO(inp.read_at(start, end - start)))
+    try:
+        return sum(1 for op, _, _ in ops if op.name in _STRING_OPS)
+    except (ValueError, EOFError, UnicodeDecodeError):
+        return None
