@@ -1,0 +1,285 @@
+"""The composite GitHub Action, run locally step by step.
+
+GitHub is not reachable here, so a small runner plays the composite: it reads
+action.yml, evaluates the ``${{ }}`` expressions the steps use, runs each
+``run:`` step with bash and its own GITHUB_OUTPUT file, and records (but skips)
+the ``uses:`` steps, whose wiring is checked separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from integration_models import benign_pickle, malicious_pickle, torch_like_zip, write
+
+REPO = Path(__file__).resolve().parents[2]
+ACTION = yaml.safe_load((REPO / "action.yml").read_text())
+EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
+
+
+@dataclass
+class StepRun:
+    name: str
+    returncode: int
+    output: str
+    outputs: dict[str, str]
+
+
+@dataclass
+class ActionRun:
+    steps: list[StepRun] = field(default_factory=list)
+    skipped_uses: list[str] = field(default_factory=list)
+    summary: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return any(step.returncode != 0 for step in self.steps)
+
+    def step(self, name: str) -> StepRun:
+        (found,) = [s for s in self.steps if s.name == name]
+        return found
+
+
+def _read_outputs(path: Path) -> dict[str, str]:
+    outputs: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        assert sep, f"GITHUB_OUTPUT line without '=': {line!r}"
+        outputs[key] = value
+    return outputs
+
+
+def run_action(workspace: Path, tmp: Path, **inputs: str) -> ActionRun:
+    """Run the composite's run-steps in ``workspace`` with these inputs."""
+    declared: dict[str, Any] = ACTION["inputs"]
+    unknown = set(inputs) - {k.replace("-", "_") for k in declared}
+    assert not unknown, f"not inputs of the action: {unknown}"
+    values = {
+        name: inputs.get(name.replace("-", "_"), str(spec.get("default", "")))
+        for name, spec in declared.items()
+    }
+    step_outputs: dict[str, dict[str, str]] = {}
+    runner_temp = tmp / "runner-temp"
+    runner_temp.mkdir(parents=True, exist_ok=True)
+    summary = tmp / "summary.md"
+    summary.write_text("")
+    result = ActionRun()
+
+    def evaluate(text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            expr = match.group(1)
+            if expr.startswith("inputs."):
+                return values[expr.removeprefix("inputs.")]
+            if expr == "github.action_path":
+                return str(REPO)
+            if expr == "runner.temp":
+                return str(runner_temp)
+            steps = re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expr)
+            if steps:
+                return step_outputs.get(steps.group(1), {}).get(steps.group(2), "")
+            raise AssertionError(f"the test runner does not know the expression {expr!r}")
+
+        return EXPRESSION.sub(one, text)
+
+    for index, step in enumerate(ACTION["runs"]["steps"]):
+        if "uses" in step:
+            result.skipped_uses.append(step["uses"])
+            continue
+        if step.get("id") == "install":
+            continue  # pip-installing the repo is covered by the pre-commit test
+        assert "if" not in step, "run steps must always run (the script decides)"
+        output_file = tmp / f"output-{index}"
+        output_file.write_text("")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INPUT_")}
+        env.update({k: evaluate(str(v)) for k, v in step.get("env", {}).items()})
+        env.update(
+            GITHUB_OUTPUT=str(output_file),
+            GITHUB_STEP_SUMMARY=str(summary),
+            MODELGUARD_CACHE_DIR=str(tmp / "cache"),
+        )
+        assert step["shell"] == "bash"
+        # GitHub runs `shell: bash` as `bash --noprofile --norc -eo pipefail {0}`.
+        script = tmp / f"step-{index}.sh"
+        script.write_text(evaluate(step["run"]))
+        completed = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        outputs = _read_outputs(output_file)
+        if "id" in step:
+            step_outputs[step["id"]] = outputs
+        result.steps.append(
+            StepRun(
+                step["name"], completed.returncode, completed.stdout + completed.stderr, outputs
+            )
+        )
+        if completed.returncode != 0:
+            break  # later steps without `if: always()` would not run on GitHub either
+    result.summary = summary.read_text()
+    return result
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    write(root / "models" / "weights.pkl", benign_pickle())
+    write(root / "models" / "checkpoint.pt", torch_like_zip(benign_pickle()))
+    return root
+
+
+def sarif_results(path: str) -> list[dict[str, Any]]:
+    log = json.loads(Path(path).read_text())
+    assert log["version"] == "2.1.0"
+    return [r for run in log["runs"] for r in run["results"]]
+
+
+# -- wiring -----------------------------------------------------------------------
+
+
+def test_action_is_composite_with_setup_python_and_sarif_upload() -> None:
+    assert ACTION["runs"]["using"] == "composite"
+    uses = [s["uses"] for s in ACTION["runs"]["steps"] if "uses" in s]
+    assert uses[0].startswith("actions/setup-python@")
+    uploads = [s for s in ACTION["runs"]["steps"] if "upload-sarif" in s.get("uses", "")]
+    assert uploads and all(
+        s["uses"].startswith("github/codeql-action/upload-sarif@") for s in uploads
+    )
+    # Uploads run even when findings were found (the last step fails the job).
+    assert all("!cancelled()" in s["if"] for s in uploads)
+    assert {s["with"]["category"] for s in uploads} == {"modelguard-scan", "modelguard-verify"}
+    assert set(ACTION["inputs"]) >= {"paths", "fail-on", "config", "lock-file", "extra-args"}
+
+
+def test_install_pins_modelguard_to_the_actions_own_checkout() -> None:
+    (install,) = [s for s in ACTION["runs"]["steps"] if s.get("id") == "install"]
+    assert install["env"]["ACTION_PATH"] == "${{ github.action_path }}"
+    assert '"${ACTION_PATH}[supply]"' in install["run"]
+    assert "pip install" in install["run"]
+
+
+def test_inputs_never_spliced_into_scripts() -> None:
+    """Inputs go through env: a path like `$(rm -rf ~)` cannot become shell code."""
+    for step in ACTION["runs"]["steps"]:
+        if "run" in step:
+            assert "${{" not in step["run"], step["name"]
+
+
+# -- behaviour --------------------------------------------------------------------
+
+
+def test_clean_models_pass_and_write_sarif_and_summary(workspace: Path, tmp_path: Path) -> None:
+    run = run_action(workspace, tmp_path, paths="models")
+    assert not run.failed, [s.output for s in run.steps]
+    scan = run.step("Scan").outputs
+    assert scan["exit-code"] == "0"
+    assert scan["verify-sarif"] == ""
+    assert sarif_results(scan["scan-sarif"]) == []
+    assert "## modelguard" in run.summary and "**Scan** passed" in run.summary
+    assert "2 files scanned" in run.summary
+    assert run.skipped_uses[0].startswith("actions/setup-python@")
+
+
+def test_malicious_model_fails_the_job_after_writing_sarif(workspace: Path, tmp_path: Path) -> None:
+    write(workspace / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+    run = run_action(workspace, tmp_path, paths="models", fail_on="high")
+    scan = run.step("Scan")
+    assert scan.returncode == 0  # so the SARIF upload still happens
+    assert scan.outputs["exit-code"] == "1"
+    results = sarif_results(scan.outputs["scan-sarif"])
+    assert {r["ruleId"] for r in results} == {"MG101"}
+    uri = results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert uri.startswith("models/evil.pt")
+    enforce = run.step("Enforce fail-on")
+    assert enforce.returncode == 1
+    assert "::error title=modelguard::findings at or above fail-on" in enforce.output
+    assert "failed: findings" in run.summary and "models/evil.pt" in run.summary
+
+
+def test_fail_on_never_reports_without_failing(workspace: Path, tmp_path: Path) -> None:
+    write(workspace / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+    run = run_action(workspace, tmp_path, paths="models", fail_on="never")
+    assert not run.failed
+    assert len(sarif_results(run.step("Scan").outputs["scan-sarif"])) == 1
+
+
+def test_fail_on_critical_vs_config(workspace: Path, tmp_path: Path) -> None:
+    """fail-on comes from the config file unless the input overrides it."""
+    write(workspace / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+    config = workspace / "policy.toml"
+    config.write_text('fail-on = "never"\n')
+    from_config = run_action(workspace, tmp_path / "a", paths="models", config="policy.toml")
+    assert from_config.step("Scan").outputs["exit-code"] == "0"
+    overridden = run_action(
+        workspace, tmp_path / "b", paths="models", config="policy.toml", fail_on="critical"
+    )
+    assert overridden.step("Scan").outputs["exit-code"] == "1"
+
+
+def test_multiline_paths_with_spaces_and_quoted_extra_args(workspace: Path, tmp_path: Path) -> None:
+    write(workspace / "odd dir" / "evil model.pkl", malicious_pickle())
+    run = run_action(
+        workspace,
+        tmp_path,
+        paths="models\n  odd dir/evil model.pkl  \n",
+        extra_args="--workers 1 --root 'odd dir'",
+    )
+    results = sarif_results(run.step("Scan").outputs["scan-sarif"])
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
+    assert any(u.startswith("evil%20model.pkl") or u.startswith("evil model.pkl") for u in uris)
+    assert run.step("Scan").outputs["exit-code"] == "1"
+
+
+def test_unreadable_path_is_an_error(workspace: Path, tmp_path: Path) -> None:
+    run = run_action(workspace, tmp_path, paths="models missing.pt")
+    assert run.step("Scan").outputs["exit-code"] == "2"
+    assert run.step("Enforce fail-on").returncode == 2
+    assert "error" in run.summary
+
+
+def test_unparsable_extra_args_fail_the_step(workspace: Path, tmp_path: Path) -> None:
+    run = run_action(workspace, tmp_path, paths="models", extra_args="--root 'unclosed")
+    assert run.step("Scan").returncode == 2
+    assert "cannot parse extra-args" in run.step("Scan").output
+
+
+def test_lock_file_is_verified(workspace: Path, tmp_path: Path) -> None:
+    subprocess.run(
+        ["modelguard", "lock", "models", "--lock", "models/modelguard.lock"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MODELGUARD_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    intact = run_action(
+        workspace, tmp_path / "a", paths="models", lock_file="models/modelguard.lock"
+    )
+    assert not intact.failed, [s.output for s in intact.steps]
+    outputs = intact.step("Scan").outputs
+    assert outputs["verify-exit-code"] == "0" and outputs["verify-sarif"]
+    assert "**Verify**" in intact.summary
+
+    # Same size, different bytes: the lock's digest no longer matches.
+    weights = workspace / "models" / "weights.pkl"
+    data = bytearray(weights.read_bytes())
+    data[-2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    tampered = run_action(
+        workspace, tmp_path / "b", paths="models", lock_file="models/modelguard.lock"
+    )
+    outputs = tampered.step("Scan").outputs
+    assert outputs["verify-exit-code"] != "0"
+    assert outputs["exit-code"] != "0"
+    assert sarif_results(outputs["verify-sarif"])
+    assert tampered.step("Enforce fail-on").returncode != 0
