@@ -14,7 +14,6 @@ here through the registry, so this works on any seekable member stream.
 from __future__ import annotations
 
 import ast
-import math
 import re
 import struct
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ _HEADER_LAYOUT: dict[tuple[int, int], tuple[str, str]] = {
     (2, 0): ("<I", "latin1"),
     (3, 0): ("<I", "utf8"),
 }
+# Declared sizes beyond this are reported as such, not computed exactly.
+_SIZE_CAP = 2**64
 _EXPECTED_KEYS = frozenset({"descr", "fortran_order", "shape"})
 # Python 2 wrote long integers with an "L" suffix; numpy strips it before parsing again.
 _PY2_LONG = re.compile(r"\b(\d+)L\b")
@@ -60,7 +61,22 @@ class NpyHeader:
     @property
     def data_bytes(self) -> int:
         """Bytes of raw data the header declares (meaningless for object arrays)."""
-        return math.prod(self.shape) * int(self.dtype.itemsize)
+        return self.data_bytes_capped(_SIZE_CAP)
+
+    def data_bytes_capped(self, cap: int) -> int:
+        """``data_bytes``, or just past ``cap`` as soon as it exceeds it.
+
+        Stopping early keeps a hostile shape of many huge dimensions from costing
+        a multi-million-digit multiplication.
+        """
+        if 0 in self.shape:
+            return 0
+        total = int(self.dtype.itemsize)
+        for dim in self.shape:
+            total *= dim
+            if total > cap:
+                return cap + 1
+        return total
 
 
 def scan_npy(inp: Input, ctx: ScanContext) -> None:
@@ -210,11 +226,12 @@ def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
 
 def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
     available = inp.size - header.data_offset
-    declared = header.data_bytes
+    declared = header.data_bytes_capped(_SIZE_CAP)
     if declared > available:
+        amount = f"{declared:,}" if declared <= _SIZE_CAP else "more than 2**64"
         _malformed(
             ctx,
-            f"header declares {declared:,} data bytes (shape {header.shape} x "
+            f"header declares {amount} data bytes (shape {_short(header.shape)} x "
             f"{header.dtype.itemsize}-byte items) but only {available:,} follow",
             "data-size",
             header.data_offset,
