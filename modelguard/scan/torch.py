@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import io
+import itertools
 import pickletools
 import posixpath
 import re
@@ -145,7 +146,7 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
 
     ctx.set_format("torch-legacy")
     offset = 0
-    keys_start = 0
+    starts: list[int] = []
     for index in range(LEGACY_PICKLES):
         if offset >= inp.size:
             ctx.report(
@@ -158,32 +159,57 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
         walked = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
         if walked.end is None:
             return  # the walker reported why it could not go on
-        keys_start, offset = offset, walked.end
-    _check_storage_framing(inp, ctx, keys_start, offset)
+        starts.append(offset)
+        offset = walked.end
+    _check_storage_framing(
+        inp, ctx, object_start=starts[3], keys_start=starts[4], data_start=offset
+    )
 
 
-# Element sizes of torch dtypes: bool/uint8 .. complex128.
-_ELEMENT_SIZES = (1, 2, 4, 8, 16)
+# Bytes per element of the storage classes torch.save names in persistent ids.
+_STORAGE_ELEMENT_SIZES = {
+    **dict.fromkeys(
+        ("ByteStorage", "CharStorage", "BoolStorage", "QInt8Storage", "QUInt8Storage",
+         "QUInt4x2Storage", "QUInt2x4Storage", "Float8_e4m3fnStorage", "Float8_e5m2Storage"),
+        1,
+    ),
+    **dict.fromkeys(("HalfStorage", "BFloat16Storage", "ShortStorage"), 2),
+    **dict.fromkeys(("FloatStorage", "IntStorage", "QInt32Storage"), 4),
+    **dict.fromkeys(("DoubleStorage", "LongStorage", "ComplexFloatStorage"), 8),
+    "ComplexDoubleStorage": 16,
+}  # fmt: skip
+_ANY_SIZE = (1, 2, 4, 8, 16)  # when a key's storage class is not known
 _MAX_FRAMINGS = 256  # distinct candidate offsets followed at once
-_MAX_KEYS_PICKLE = 64 * 1024 * 1024
+_MAX_PARSED_PICKLE = 64 * 1024 * 1024
 _STRING_OPS = frozenset(
     {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BINSTRING",
-     "SHORT_BINSTRING", "STRING", "BINGET", "LONG_BINGET", "GET"}
+     "SHORT_BINSTRING", "STRING"}
 )  # fmt: skip
+_GET_OPS = frozenset({"BINGET", "LONG_BINGET", "GET"})
+_PUT_OPS = frozenset({"BINPUT", "LONG_BINPUT", "PUT"})
 
 
-def _check_storage_framing(inp: Input, ctx: ScanContext, keys_start: int, data_start: int) -> None:
+class _Global(str):
+    """A global's dotted name, told apart from a string value."""
+
+
+def _check_storage_framing(
+    inp: Input, ctx: ScanContext, *, object_start: int, keys_start: int, data_start: int
+) -> None:
     """After the keys pickle come, per key, an 8-byte element count and the elements.
 
-    Element sizes are not recorded there, so every dtype size is tried; the file
-    must end exactly where some choice of sizes ends, else it was truncated or
-    has bytes appended that torch.load never reads.
+    The element size of each key comes from the object pickle's persistent ids
+    (``('storage', torch.FloatStorage, key, location, numel)``); where it cannot
+    be known every dtype size is tried. The file must end exactly where the
+    storages end, else it was truncated or has bytes torch.load never reads.
     """
-    keys = _count_storage_keys(inp, keys_start, data_start)
-    if keys is None:
+    keys = [v for v in _pickle_values(inp, keys_start, data_start) or [] if type(v) is str]
+    if not keys:
         return
+    sizes = _storage_sizes(_pickle_values(inp, object_start, keys_start) or [])
     ends = {data_start}
-    for _ in range(keys):
+    for key in keys:
+        choices = (sizes[key],) if key in sizes else _ANY_SIZE
         following: set[int] = set()
         for at in ends:
             head = inp.read_at(at, 8)
@@ -191,9 +217,7 @@ def _check_storage_framing(inp: Input, ctx: ScanContext, keys_start: int, data_s
                 continue
             count = int.from_bytes(head, "little")
             following.update(
-                at + 8 + count * size
-                for size in _ELEMENT_SIZES
-                if at + 8 + count * size <= inp.size
+                at + 8 + count * size for size in choices if at + 8 + count * size <= inp.size
             )
         ends = set(sorted(following)[:_MAX_FRAMINGS])
         if not ends:
@@ -202,19 +226,58 @@ def _check_storage_framing(inp: Input, ctx: ScanContext, keys_start: int, data_s
         ctx.report(
             "MG205",
             f"legacy torch storage data after offset {data_start:,} does not match its "
-            f"{keys} storage keys: the file is truncated or has bytes torch.load ignores",
+            f"{len(keys)} storage keys: the file is truncated or has bytes torch.load ignores",
             offset=data_start,
             evidence="legacy-storage-framing",
         )
 
 
-def _count_storage_keys(inp: Input, start: int, end: int) -> int | None:
-    """Number of strings in the (already scanned) storage keys list, if it is one."""
-    if end - start > _MAX_KEYS_PICKLE:
+def _pickle_values(inp: Input, start: int, end: int) -> list[str] | None:
+    """The strings and globals an (already scanned) pickle pushes, in order.
+
+    Memo references are resolved to what they name. pickletools only parses
+    opcodes; nothing is imported or called.
+    """
+    if end - start > _MAX_PARSED_PICKLE:
         return None
-    # pickletools only parses opcodes; nothing is imported or called.
-    ops = pickletools.genops(io.BytesIO(inp.read_at(start, end - start)))
+    values: list[str] = []
+    memo: dict[int, str] = {}
+    last: str | None = None
+    strings: list[str] = []  # for STACK_GLOBAL: the two strings before it
     try:
-        return sum(1 for op, _, _ in ops if op.name in _STRING_OPS)
+        for op, arg, _ in pickletools.genops(io.BytesIO(inp.read_at(start, end - start))):
+            name = op.name
+            if name in _STRING_OPS:
+                last = arg if isinstance(arg, str) else str(arg)
+                strings = [*strings[-1:], last]
+            elif name == "GLOBAL":
+                last = _Global(str(arg).replace(" ", "."))
+            elif name == "STACK_GLOBAL" and len(strings) == 2:
+                last = _Global(".".join(strings))
+            elif name in _PUT_OPS and last is not None:
+                memo[int(str(arg))] = last
+                continue
+            elif name == "MEMOIZE" and last is not None:
+                memo[len(memo)] = last
+                continue
+            elif name in _GET_OPS:
+                last = memo.get(int(str(arg)))
+            else:
+                last = None
+                continue
+            if last is not None:
+                values.append(last)
     except (ValueError, EOFError, UnicodeDecodeError):
         return None
+    return values
+
+
+def _storage_sizes(values: list[str]) -> dict[str, int]:
+    """Key -> element size, from each storage class global followed by its key."""
+    sizes: dict[str, int] = {}
+    for value, following in itertools.pairwise(values):
+        if isinstance(value, _Global) and not isinstance(following, _Global):
+            module, _, cls = value.rpartition(".")
+            if module == "torch" and cls in _STORAGE_ELEMENT_SIZES:
+                sizes.setdefault(following, _STORAGE_ELEMENT_SIZES[cls])
+    return sizes
