@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +59,7 @@ def detect_format(path: Path) -> str:
 
 def load_factory(spec: str) -> Callable[[], Any]:
     """Resolve ``module:function`` or ``file.py:function`` from the user's own code."""
-    module_name, sep, attr = spec.partition(":")
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"--factory {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
     try:
@@ -72,6 +73,10 @@ def load_factory(spec: str) -> Callable[[], Any]:
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
         else:
+            # Like ``python -m``: the user's own modules in the working folder import.
+            cwd = str(Path.cwd())
+            if cwd not in sys.path:
+                sys.path.insert(0, cwd)
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"--factory {spec!r}: cannot import {module_name}: {exc}") from exc

@@ -33,8 +33,8 @@ class OnnxModel:
 
     def __init__(self, model: onnx.ModelProto, device: str) -> None:
         self.model = model
-        self.device = device
         self._providers = _providers(device)
+        self.device = "cuda" if self._providers[0] == "CUDAExecutionProvider" else "cpu"
         self._sessions: dict[str | None, Any] = {}
         self._inits = {init.name: init for init in model.graph.initializer}
         self._layers = self._find_layers()
