@@ -188,6 +188,10 @@ class FakeHub:
         self.repos[repo_id] = repo
         return repo
 
+    def tamper(self, repo_id: str, name: str, body: bytes, **kwargs: object) -> None:
+        """Make the download of ``name`` answer ``body`` while the metadata stays honest."""
+        self.repos[repo_id].served[name] = Route(body, **kwargs)  # type: ignore[arg-type]
+
     def _json(self, value: object) -> Route:
         return Route(json.dumps(value).encode(), headers={"Content-Type": "application/json"})
 
