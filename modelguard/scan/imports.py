@@ -214,6 +214,9 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         "collections.OrderedDict",
         "collections.Counter",
         "_codecs.encode",  # how protocol 2 pickles bytes
+        # joblib's array placeholder: instantiated without arguments and given a
+        # plain state dict; the scanner understands the array bytes it precedes.
+        "joblib.numpy_pickle.NumpyArrayWrapper",
         # Reconstruction helpers of protocols 0-2: they only call the __new__ /
         # __init__ of a class the stream imports, which is classified itself.
         "copyreg._reconstructor",

@@ -22,7 +22,7 @@ import codecs
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
 from modelguard.scan.context import Input, ScanContext
@@ -138,6 +138,10 @@ class _Malformed(_WalkStop):
     pass
 
 
+class _AlreadyReported(_WalkStop):
+    """A nested walk failed and reported why; the outer walk just stops."""
+
+
 class _CapReached(_WalkStop):
     def __init__(self, what: str, limit: int, offset: int) -> None:
         super().__init__(what, offset)
@@ -169,13 +173,38 @@ class _Unresolved:
     why: str
 
 
-# Known strings are plain str (not tracked by the cycle collector: cheap in bulk).
-_Value = _Data | str | _Global | _Called | _Unresolved
+@dataclass(frozen=True)
+class _NumpyDtype:
+    """A numpy.dtype(spec, ...) call result; joblib needs its item size."""
 
-# Opcodes that push opaque data and take a fixed-size argument: opcode -> size.
-_FIXED_DATA: dict[int, int] = {
-    ord("N"): 0, ord("}"): 0, ord("]"): 0, ord(")"): 0, 0x88: 0, 0x89: 0, 0x8F: 0,
-    ord("K"): 1, ord("M"): 2, ord("J"): 4, ord("G"): 8,
+    spec: str
+
+
+class _JoblibState:
+    """The state dict BUILD gives a joblib NumpyArrayWrapper (str keys only)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: dict[str, _Value] = {}
+
+
+# Known strings are plain str and small ints plain int (neither is tracked by
+# the cycle collector: cheap in bulk); short tuples are tuples of values.
+_Value = (
+    _Data | str | int | tuple["_Value", ...] | _Global | _Called | _Unresolved
+    | _NumpyDtype | _JoblibState
+)  # fmt: skip
+_MAX_TRACKED_TUPLE = 32  # longer tuples are opaque data
+_JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+_MAX_JOBLIB_KEYS = 32
+_MAX_NESTED_PICKLES = 8  # joblib object arrays nest a pickle inside the pickle
+_DTYPE_SPEC = re.compile(r"[<>|=]?([biufcmMSUVO])(\d+)")
+
+# Opcodes that push a constant and take a fixed-size argument: opcode -> (size, value).
+_FIXED_DATA: dict[int, tuple[int, _Value]] = {
+    ord("N"): (0, _DATA), ord("]"): (0, _DATA), ord(")"): (0, ()), 0x88: (0, _DATA),
+    0x89: (0, _DATA), 0x8F: (0, _DATA), ord("G"): (8, _DATA),
 }  # fmt: skip
 
 
@@ -188,7 +217,7 @@ class _Reader:
         # a compressed archive member decompresses all of it. A stream shorter than
         # its limit shows up as a short read, which is reported as truncation.
         self.end = stream.seek(0, io.SEEK_END) if limit is None else max(start, limit)
-        self._stream = stream
+        self.stream = stream
         self.base = start  # absolute offset of buf[0]
         self.buf = b""
         self.pos = 0
@@ -212,8 +241,8 @@ class _Reader:
         self.base += self.pos
         chunk = max(_CHUNK, need - have)
         want = min(chunk, self.end - self.base - have)
-        self._stream.seek(self.base + have)
-        more = self._stream.read(want)
+        self.stream.seek(self.base + have)
+        more = self.stream.read(want)
         self.buf = self.buf[self.pos :] + more
         self.pos = 0
         if len(self.buf) < need:  # the stream was shorter than it said
@@ -295,7 +324,9 @@ class _Walker:
         allow: frozenset[str],
         sink: _Sink,
         start: int,
+        nesting: int = 0,
     ) -> None:
+        self.nesting = nesting
         self.r = reader
         self.limits = limits
         self.allow = allow
@@ -325,6 +356,8 @@ class _Walker:
         except _CapReached as stop:
             result.limited = True
             self.sink.limit(stop.message, stop.limit, stop.offset)
+        except _AlreadyReported:
+            result.malformed = True
         self._report_unknown_imports()
         return result
 
@@ -347,7 +380,7 @@ class _Walker:
         max_depth = self.limits.max_stack_depth
         max_memo = self.limits.max_memo_entries
         fixed_data = _FIXED_DATA
-        data = _DATA
+        from_bytes = int.from_bytes
         stack = self.stack
         buf = r.buf
         pos = r.pos
@@ -370,10 +403,31 @@ class _Walker:
             count += 1
             if count > max_ops:
                 raise _CapReached("pickle opcodes", max_ops, offset)
-            size = fixed_data.get(op)
-            if size is not None and pos + size <= buflen:
-                pos += size
-                stack.append(data)
+            fixed = fixed_data.get(op)
+            if fixed is not None and pos + fixed[0] <= buflen:
+                pos += fixed[0]
+                stack.append(fixed[1])
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if op == 0x4B and pos < buflen:  # BININT1
+                stack.append(buf[pos])
+                pos += 1
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if op == 0x4A and pos + 4 <= buflen:  # BININT
+                stack.append(from_bytes(buf[pos : pos + 4], "little", signed=True))
+                pos += 4
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if op == 0x4D and pos + 2 <= buflen:  # BININT2
+                stack.append(buf[pos] | buf[pos + 1] << 8)
+                pos += 2
                 if len(stack) > max_depth:
                     raise _CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
@@ -404,7 +458,12 @@ class _Walker:
                     raise _CapReached("pickle MARK nesting", max_depth, offset)
                 self._parsed = count
                 continue
-            if (op == 0x65 or op == 0x75) and metastack and metastack[-1]:  # APPENDS, SETITEMS
+            if (
+                (op == 0x65 or op == 0x75)  # APPENDS, SETITEMS
+                and metastack
+                and metastack[-1]
+                and type(metastack[-1][-1]) is not _JoblibState
+            ):
                 stack = self.stack = metastack.pop()
                 self._parsed = count
                 continue
@@ -423,7 +482,7 @@ class _Walker:
                     raise _CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
-            if op == 0x73 and len(stack) >= 3:  # SETITEM
+            if op == 0x73 and len(stack) >= 3 and type(stack[-3]) is not _JoblibState:  # SETITEM
                 del stack[-2:]
                 self._parsed = count
                 continue
@@ -527,6 +586,10 @@ class _Walker:
         except ValueError:
             raise _Malformed(f"invalid integer argument at offset {offset}", offset) from None
 
+    def push_int(self, raw: bytes, offset: int, *, signed: bool) -> bool:
+        self.push(int.from_bytes(raw, "little", signed=signed), offset)
+        return False
+
     def push_unicode(self, length: int, offset: int, kind: str) -> bool:
         data = self.blob(length, offset, kind)
         if data is None:
@@ -583,9 +646,13 @@ class _Walker:
             raise _Malformed(f"{opcode} at offset {offset} is not valid UTF-8", offset) from None
         return self.import_global(module, name, offset, opcode)
 
-    def call(self, callee: _Value, offset: int, opcode: str) -> None:
+    def call(self, callee: _Value, offset: int, opcode: str, args: _Value = _DATA) -> None:
         if isinstance(callee, _Global):
             ref = callee.ref
+            spec = args[0] if isinstance(args, tuple) and args else None
+            if ref.dotted == "numpy.dtype" and isinstance(spec, str):
+                self.push(_NumpyDtype(spec), offset)
+                return
             if opcode in _CALL_OPCODES:
                 ref.called = True
                 if ref.verdict is Verdict.UNKNOWN:
@@ -655,10 +722,10 @@ class _Walker:
             ord("2"): self.op_dup,
             ord("F"): line_data(_check_float),
             ord("I"): line_data(_check_int),
-            ord("J"): fixed(4),
-            ord("K"): fixed(1),
+            ord("J"): lambda o: self.push_int(self.r.read(4, o), o, signed=True),
+            ord("K"): lambda o: self.push_int(self.r.read(1, o), o, signed=False),
             ord("L"): line_data(_check_long),
-            ord("M"): fixed(2),
+            ord("M"): lambda o: self.push_int(self.r.read(2, o), o, signed=False),
             ord("N"): push_data,
             ord("P"): line_data(_check_ascii),
             ord("Q"): self.op_binpersid,
@@ -672,7 +739,7 @@ class _Walker:
             ord("b"): self.op_build,
             ord("c"): self.op_global,
             ord("d"): self.op_collect,
-            ord("}"): push_data,
+            ord("}"): self.op_empty_dict,
             ord("e"): self.op_extend,
             ord("g"): lambda o: self.op_get(self.int_line(o), o),
             ord("h"): lambda o: self.op_get(self.u1(o), o),
@@ -685,8 +752,8 @@ class _Walker:
             ord("q"): lambda o: self.op_put(self.u1(o), o),
             ord("r"): lambda o: self.op_put(self.uint(4, o), o),
             ord("s"): self.op_setitem,
-            ord("t"): self.op_collect,
-            ord(")"): push_data,
+            ord("t"): self.op_tuple,
+            ord(")"): self.op_empty_tuple,
             ord("u"): self.op_extend,
             ord("G"): fixed(8),
             # protocol 2
@@ -804,14 +871,40 @@ class _Walker:
         return False
 
     def op_extend(self, offset: int) -> bool:  # APPENDS, SETITEMS, ADDITEMS
-        self.pop_mark(offset)
-        self.top(offset)
+        items = self.pop_mark(offset)
+        target = self.top(offset)
+        if isinstance(target, _JoblibState):
+            for key, value in zip(items[::2], items[1::2], strict=False):
+                target_set(target, key, value)
         return False
 
     def op_setitem(self, offset: int) -> bool:
-        self.pop(offset)
-        self.pop(offset)
-        self.top(offset)
+        value = self.pop(offset)
+        key = self.pop(offset)
+        target = self.top(offset)
+        if isinstance(target, _JoblibState):
+            target_set(target, key, value)
+        return False
+
+    def op_empty_tuple(self, offset: int) -> bool:
+        self.push((), offset)
+        return False
+
+    def op_empty_dict(self, offset: int) -> bool:
+        below = self.stack[-1] if self.stack else None
+        if (
+            isinstance(below, _Called)
+            and below.callee is not None
+            and below.callee.dotted == _JOBLIB_WRAPPER
+        ):
+            self.push(_JoblibState(), offset)
+        else:
+            self.push(_DATA, offset)
+        return False
+
+    def op_tuple(self, offset: int) -> bool:
+        items = self.pop_mark(offset)
+        self.push(tuple(items) if len(items) <= _MAX_TRACKED_TUPLE else _DATA, offset)
         return False
 
     def op_collect(self, offset: int) -> bool:  # LIST, TUPLE, DICT, FROZENSET
@@ -820,9 +913,8 @@ class _Walker:
         return False
 
     def op_tuple_n(self, n: int, offset: int) -> bool:
-        for _ in range(n):
-            self.pop(offset)
-        self.push(_DATA, offset)
+        items = [self.pop(offset) for _ in range(n)]
+        self.push(tuple(reversed(items)), offset)
         return False
 
     def op_get(self, index: int, offset: int) -> bool:
@@ -882,8 +974,8 @@ class _Walker:
         return False
 
     def op_reduce(self, offset: int) -> bool:
-        self.pop(offset)  # arguments
-        self.call(self.pop(offset), offset, "REDUCE")
+        args = self.pop(offset)
+        self.call(self.pop(offset), offset, "REDUCE", args)
         return False
 
     def op_inst(self, offset: int) -> bool:
@@ -911,8 +1003,15 @@ class _Walker:
         return False
 
     def op_build(self, offset: int) -> bool:
-        self.pop(offset)  # state
+        state = self.pop(offset)
         target = self.top(offset)
+        if (
+            isinstance(target, _Called)
+            and target.callee is not None
+            and target.callee.dotted == _JOBLIB_WRAPPER
+            and isinstance(state, _JoblibState)
+        ):
+            self.skip_joblib_array(state, offset)
         if isinstance(target, _Global):
             # BUILD on a class or function (not an instance) sets attributes on
             # it: a way to swap an allowlisted callable for an arbitrary one.
@@ -924,6 +1023,72 @@ class _Walker:
                 f"BUILD:{target.ref.dotted}",
             )
         return False
+
+    # -- joblib ------------------------------------------------------------------------
+    def skip_joblib_array(self, state: _JoblibState, offset: int) -> None:
+        """Step over the array joblib writes right after a NumpyArrayWrapper's BUILD.
+
+        joblib.load reads those bytes as array data (or, for object arrays, as a
+        nested pickle, which is walked). pickle.load would read them as opcodes,
+        so a payload hidden there is looked for too. When shape or dtype are not
+        statically known the walk simply carries on, and damage gets reported.
+        """
+        shape = state.items.get("shape")
+        dtype = state.items.get("dtype")
+        if not isinstance(shape, tuple) or not isinstance(dtype, _NumpyDtype):
+            return
+        dims = [n for n in shape if isinstance(n, int) and n >= 0]
+        if len(dims) != len(shape):
+            return
+        match = _DTYPE_SPEC.fullmatch(dtype.spec)
+        if match is None:
+            return
+        kind, size = match.group(1), int(match.group(2))
+        start = self.r.tell()
+        if kind == "O" or (kind == "V" and self.r.remaining() > 0 and self._peek() == 0x80):
+            self.walk_nested(offset)
+            return
+        self.look_for_payload(start, offset)
+        if "numpy_array_alignment_bytes" in state.items:
+            padding = self.u1(offset)
+            self.r.skip(padding, offset)
+        count = 1
+        for n in dims:
+            count *= n
+        self.r.skip(count * (size * 4 if kind == "U" else size), offset)
+
+    def _peek(self) -> int:
+        byte = self.r.read(1, self.r.tell())[0]
+        self.r.pos -= 1
+        return byte
+
+    def walk_nested(self, offset: int) -> None:
+        if self.nesting >= _MAX_NESTED_PICKLES:
+            raise _CapReached("nested joblib pickles", _MAX_NESTED_PICKLES, offset)
+        used = self._parsed
+        limits = replace(
+            self.limits, max_pickle_opcodes=max(1, self.limits.max_pickle_opcodes - used)
+        )
+        nested = _Walker(self.r, limits, self.allow, self.sink, self.r.tell(), self.nesting + 1)
+        result = nested.run()
+        self.result.imports.extend(result.imports)
+        self._parsed += result.opcodes
+        if not result.complete:
+            raise _AlreadyReported("nested pickle ended early", offset)
+
+    def look_for_payload(self, start: int, offset: int) -> None:
+        # What pickle.load (not joblib.load) would execute from the array bytes.
+        _, sink = _trial_walk(self.r.stream, start, self.r.end, self.limits, self.allow)
+        for rule_id, message, at, evidence in sink.findings:
+            if rule_id in ("MG101", "MG103", "MG104"):
+                self.sink.finding(
+                    rule_id, f"in joblib array data (read by pickle.load): {message}", at, evidence
+                )
+
+
+def target_set(target: _JoblibState, key: _Value, value: _Value) -> None:
+    if isinstance(key, str) and len(target.items) < _MAX_JOBLIB_KEYS:
+        target.items[key] = value
 
 
 def _describe(value: _Value) -> str:

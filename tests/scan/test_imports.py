@@ -100,6 +100,7 @@ SAFE = [
     ("__builtin__", "set"),  # py2 protocol-2 checkpoints
     ("copy_reg", "_reconstructor"),
     ("copyreg", "_reconstructor"),
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"),
 ]
 
 
@@ -125,6 +126,7 @@ def test_allowlist_covers_what_torch_weights_only_allows() -> None:
         ("scipy.signal", "lfilter"),  # "signal" inside a path is not the signal module
         ("sklearn.linear_model", "LogisticRegression"),
         ("torch", "Tensor.foo"),  # dotted past an allowed path: not allowlisted itself
+        ("joblib.numpy_pickle", "NDArrayWrapper"),  # old format: reads a file it names
     ],
 )
 def test_other_globals_are_unknown(module: str, name: str) -> None:

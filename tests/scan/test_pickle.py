@@ -612,3 +612,80 @@ def test_walk_pickle_limit_beyond_a_short_stream(extra: int) -> None:
         result = walk_pickle(io.BytesIO(data[:cut]), ctx, start=0, limit=len(data) + extra)
         assert result.end is None and result.truncated
         assert rules(ctx.findings) == {"MG105"}
+
+
+# ---- joblib: raw array bytes inside the pickle ---------------------------------------------
+def _joblib_dump(obj: object, protocol: int | None = None) -> bytes:
+    joblib = pytest.importorskip("joblib")
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, protocol=protocol)
+    return buffer.getvalue()
+
+
+_JOBLIB_ARRAYS: dict[str, object] = {
+    "int32": np.arange(5, dtype=np.int32),
+    "fortran": np.asfortranarray(np.ones((3, 2))),
+    "unicode": np.array(["ab", "c"]),
+    "bytes": np.array([b"xy"]),
+    "bool": np.array([True, False]),
+    "empty": np.zeros((0, 4)),
+    "scalar": np.array(3.5),
+    "structured": np.zeros(3, dtype=[("a", "i4"), ("b", "f8")]),
+    "structured-object": np.zeros(2, dtype=[("a", "i4"), ("b", "O")]),
+    "datetime": np.array(["2020-01-01"], dtype="M8[D]"),
+    "complex": np.ones(3, dtype=np.complex64),
+    "object": np.array([1, "x", None], dtype=object),
+    "nested-object": np.array([np.array([1, None], dtype=object)], dtype=object),
+    "large": np.zeros(200_000),
+}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_joblib_arrays_are_skipped_not_malformed(protocol: int) -> None:
+    data = _joblib_dump({**_JOBLIB_ARRAYS, "after": [1, 2, "end"]}, protocol)
+    assert scan(data) == []
+
+
+@pytest.mark.parametrize("name", sorted(_JOBLIB_ARRAYS))
+def test_joblib_each_array_kind(name: str) -> None:
+    assert scan(_joblib_dump({name: _JOBLIB_ARRAYS[name], "after": 1})) == []
+
+
+def test_joblib_object_array_payload_is_found() -> None:
+    data = _joblib_dump({"o": np.array([_Reduces(os.system, ("id",)), 1], dtype=object)})
+    assert ("MG101", f"{os.system.__module__}.system") in hits(scan(data))
+
+
+def test_joblib_truncated_array_bytes() -> None:
+    data = _joblib_dump({"a": np.zeros(1000)})
+    findings = scan(data[: len(data) // 2])
+    assert "MG105" in rules(findings)
+
+
+def _joblib_by_hand(array_bytes: bytes, *, aligned: bool) -> bytes:
+    """A NumpyArrayWrapper for a uint8 array of len(array_bytes), then the bytes."""
+    data = proto(4) + sbu("joblib.numpy_pickle") + sbu("NumpyArrayWrapper") + STACK_GLOBAL
+    data += EMPTY_TUPLE + NEWOBJ + EMPTY_DICT + MARK
+    data += sbu("shape") + b"J" + struct.pack("<i", len(array_bytes)) + TUPLE1
+    data += sbu("dtype") + sbu("numpy") + sbu("dtype") + STACK_GLOBAL
+    data += sbu("u1") + b"\x89\x88\x87" + REDUCE  # dtype("u1", False, True)
+    data += sbu("order") + sbu("C")
+    if aligned:
+        data += sbu("numpy_array_alignment_bytes") + b"K\x10"
+    data += b"u" + BUILD
+    if aligned:
+        data += b"\x03" + b"\xff" * 3  # padding length, then padding
+    return data + array_bytes + STOP
+
+
+def test_joblib_hand_built_wrapper_is_clean() -> None:
+    assert scan(_joblib_by_hand(b"\x00" * 64, aligned=True)) == []
+    assert scan(_joblib_by_hand(b"\x07" * 64, aligned=False)) == []
+
+
+def test_joblib_array_bytes_hiding_a_payload_for_pickle_load() -> None:
+    # joblib.load reads these bytes as array data; pickle.load would execute them
+    payload = glob("os", "system") + MARK + string0("id") + TUPLE + REDUCE + b"0"
+    findings = scan(_joblib_by_hand(payload, aligned=False))
+    assert ("MG101", "os.system") in hits(findings)
+    assert "MG105" not in rules(findings)
