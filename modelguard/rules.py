@@ -116,8 +116,10 @@ _RULES: tuple[Rule, ...] = (
         Severity.HIGH,
         "Pickle obtains or calls a callable that cannot be resolved statically.",
         "The module or name of a STACK_GLOBAL was not a plain string, or a call "
-        "targets the result of another call, or an EXT opcode names the copyreg "
-        "extension registry. Static analysis cannot say what runs, which is how "
+        "targets the result of another call or a value that is not an imported "
+        "global, or an EXT opcode names the copyreg extension registry, or BUILD "
+        "sets attributes on an imported class or function itself (replacing what "
+        "later uses of it call). Static analysis cannot say what runs, which is how "
         "scanner evasions are built.",
         "Do not load the file unless its origin is trusted and signed.",
     ),
