@@ -1,4 +1,8 @@
-"""Tiny model files for the integration tests, made here (never loaded)."""
+"""Tiny model files for the integration tests, made here (never loaded).
+
+Tests get them through the ``models`` fixture (pytest runs with
+--import-mode=importlib, so test modules cannot import a sibling helper).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 
 class _RunsShell:
@@ -46,3 +53,15 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+@pytest.fixture
+def models() -> SimpleNamespace:
+    """The model makers above, for tests."""
+    return SimpleNamespace(
+        malicious_pickle=malicious_pickle,
+        malicious_text_pickle=malicious_text_pickle,
+        benign_pickle=benign_pickle,
+        torch_like_zip=torch_like_zip,
+        write=write,
+    )

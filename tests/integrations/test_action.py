@@ -14,11 +14,11 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from integration_models import benign_pickle, malicious_pickle, torch_like_zip, write
 
 REPO = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
@@ -132,10 +132,10 @@ def run_action(workspace: Path, tmp: Path, **inputs: str) -> ActionRun:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
+def workspace(models: SimpleNamespace, tmp_path: Path) -> Path:
     root = tmp_path / "ws"
-    write(root / "models" / "weights.pkl", benign_pickle())
-    write(root / "models" / "checkpoint.pt", torch_like_zip(benign_pickle()))
+    models.write(root / "models" / "weights.pkl", models.benign_pickle())
+    models.write(root / "models" / "checkpoint.pt", models.torch_like_zip(models.benign_pickle()))
     return root
 
 
@@ -191,8 +191,10 @@ def test_clean_models_pass_and_write_sarif_and_summary(workspace: Path, tmp_path
     assert run.skipped_uses[0].startswith("actions/setup-python@")
 
 
-def test_malicious_model_fails_the_job_after_writing_sarif(workspace: Path, tmp_path: Path) -> None:
-    write(workspace / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+def test_malicious_model_fails_the_job_after_writing_sarif(
+    models: SimpleNamespace, workspace: Path, tmp_path: Path
+) -> None:
+    models.write(workspace / "models" / "evil.pt", models.torch_like_zip(models.malicious_pickle()))
     run = run_action(workspace, tmp_path, paths="models", fail_on="high")
     scan = run.step("Scan")
     assert scan.returncode == 0  # so the SARIF upload still happens
@@ -207,16 +209,20 @@ def test_malicious_model_fails_the_job_after_writing_sarif(workspace: Path, tmp_
     assert "failed: findings" in run.summary and "models/evil.pt" in run.summary
 
 
-def test_fail_on_never_reports_without_failing(workspace: Path, tmp_path: Path) -> None:
-    write(workspace / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+def test_fail_on_never_reports_without_failing(
+    models: SimpleNamespace, workspace: Path, tmp_path: Path
+) -> None:
+    models.write(workspace / "models" / "evil.pt", models.torch_like_zip(models.malicious_pickle()))
     run = run_action(workspace, tmp_path, paths="models", fail_on="never")
     assert not run.failed
     assert len(sarif_results(run.step("Scan").outputs["scan-sarif"])) == 1
 
 
-def test_fail_on_critical_vs_config(workspace: Path, tmp_path: Path) -> None:
+def test_fail_on_critical_vs_config(
+    models: SimpleNamespace, workspace: Path, tmp_path: Path
+) -> None:
     """fail-on comes from the config file unless the input overrides it."""
-    write(workspace / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+    models.write(workspace / "models" / "evil.pt", models.torch_like_zip(models.malicious_pickle()))
     config = workspace / "policy.toml"
     config.write_text('fail-on = "never"\n')
     from_config = run_action(workspace, tmp_path / "a", paths="models", config="policy.toml")
@@ -227,8 +233,10 @@ def test_fail_on_critical_vs_config(workspace: Path, tmp_path: Path) -> None:
     assert overridden.step("Scan").outputs["exit-code"] == "1"
 
 
-def test_multiline_paths_with_spaces_and_quoted_extra_args(workspace: Path, tmp_path: Path) -> None:
-    write(workspace / "odd dir" / "evil model.pkl", malicious_pickle())
+def test_multiline_paths_with_spaces_and_quoted_extra_args(
+    models: SimpleNamespace, workspace: Path, tmp_path: Path
+) -> None:
+    models.write(workspace / "odd dir" / "evil model.pkl", models.malicious_pickle())
     run = run_action(
         workspace,
         tmp_path,

@@ -12,15 +12,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from integration_models import (
-    benign_pickle,
-    malicious_pickle,
-    malicious_text_pickle,
-    torch_like_zip,
-    write,
-)
 
 REPO = Path(__file__).resolve().parents[2]
 PRE_COMMIT = [sys.executable, "-m", "pre_commit"]
@@ -92,22 +86,27 @@ def try_repo(
     )
 
 
-def new_project(root: Path, env: dict[str, str], files: dict[str, bytes]) -> Path:
+def new_project(
+    models: SimpleNamespace, root: Path, env: dict[str, str], files: dict[str, bytes]
+) -> Path:
     root.mkdir()
     subprocess.run(["git", "init", "-q", str(root)], check=True, env=env)
     for name, data in files.items():
-        write(root / name, data)
+        models.write(root / name, data)
     subprocess.run(["git", "add", *files], cwd=root, check=True, env=env)
     return root
 
 
-def test_benign_models_pass(hook_repo: tuple[Path, str, dict[str, str]], tmp_path: Path) -> None:
+def test_benign_models_pass(
+    models: SimpleNamespace, hook_repo: tuple[Path, str, dict[str, str]], tmp_path: Path
+) -> None:
     project = new_project(
+        models,
         tmp_path / "benign",
         hook_repo[2],
         {
-            "models/weights.pkl": benign_pickle(),
-            "models/checkpoint.pt": torch_like_zip(benign_pickle()),
+            "models/weights.pkl": models.benign_pickle(),
+            "models/checkpoint.pt": models.torch_like_zip(models.benign_pickle()),
             "README.md": b"# a project\n",
         },
     )
@@ -120,16 +119,17 @@ def test_benign_models_pass(hook_repo: tuple[Path, str, dict[str, str]], tmp_pat
 
 
 def test_malicious_model_blocks_the_commit(
-    hook_repo: tuple[Path, str, dict[str, str]], tmp_path: Path
+    models: SimpleNamespace, hook_repo: tuple[Path, str, dict[str, str]], tmp_path: Path
 ) -> None:
     project = new_project(
+        models,
         tmp_path / "mixed",
         hook_repo[2],
         {
-            "models/weights.pkl": benign_pickle(),
-            "models/evil.pt": torch_like_zip(malicious_pickle()),
-            "models/legacy.pkl": malicious_text_pickle(),  # ASCII: caught by extension
-            "data/innocent.dat": malicious_pickle(),  # renamed: caught as binary
+            "models/weights.pkl": models.benign_pickle(),
+            "models/evil.pt": models.torch_like_zip(models.malicious_pickle()),
+            "models/legacy.pkl": models.malicious_text_pickle(),  # ASCII: caught by extension
+            "data/innocent.dat": models.malicious_pickle(),  # renamed: caught as binary
         },
     )
     result = try_repo(hook_repo, project)
