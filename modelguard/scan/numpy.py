@@ -34,6 +34,10 @@ _HEADER_LAYOUT: dict[tuple[int, int], tuple[str, str]] = {
     (2, 0): ("<I", "latin1"),
     (3, 0): ("<I", "utf8"),
 }
+# Characters of header literal we parse. np.save writes headers under 10 kB
+# (numpy.load refuses longer ones unless allow_pickle=True); real structured
+# dtypes with thousands of fields still fit.
+_LITERAL_CAP = 256 * 1024
 # Declared sizes beyond this are reported as such, not computed exactly.
 _SIZE_CAP = 2**64
 _EXPECTED_KEYS = frozenset({"descr", "fortran_order", "shape"})
@@ -126,6 +130,12 @@ def read_npy_header(inp: Input, ctx: ScanContext) -> NpyHeader | None:
         text = raw.decode(encoding)
     except UnicodeDecodeError:
         _malformed(ctx, f"header is not valid {encoding}", "header-encoding", header_start)
+        return None
+    if len(text.strip()) > _LITERAL_CAP:
+        # numpy.load(allow_pickle=True) accepts any header size, so a big one can
+        # still hide an object dtype; but literal_eval costs ~0.5 GB and seconds
+        # per MB of dense literal. Past the cap we stop (fail closed, MG002).
+        ctx.limit_reached("npy header literal", _LITERAL_CAP, offset=header_start)
         return None
     fields = _parse_header_dict(ctx, text, version, header_start)
     if fields is None:
