@@ -246,6 +246,12 @@ def test_metadata_must_be_an_object() -> None:
     assert pairs(scan(data)) == [("MG313", "not-object")]
 
 
+def test_null_metadata_is_no_metadata() -> None:
+    data = build({"__metadata__": None})
+    assert reference_accepts(data)
+    assert scan(data) == []
+
+
 def test_metadata_beside_tensors_is_fine() -> None:
     data = build({"__metadata__": {"k": "v"}, "a": tensor("I16", [2], 0, 4)}, b"\0" * 4)
     assert reference_accepts(data)
