@@ -27,12 +27,11 @@ _PICKLE_V0_START = frozenset(b"(cKNIJLFSUVX]}N)lde.0124GTBCMqrgph\x8a\x8c\x94\x9
 
 
 def _zip_eocd_near_end(inp: Input) -> bool:
-    """True if an end-of-central-directory record lies where zipfile looks for one."""
-    tail_len = min(inp.size, 22 + 65535)
-    if tail_len < 22:
-        return False
-    tail = inp.read_at(inp.size - tail_len, tail_len)
-    return ZIP_EOCD in tail
+    """True if an end-of-central-directory record lies where zipfile looks for one
+    and points at a central directory (not four stray bytes in tensor data)."""
+    from modelguard.scan.zip_layout import archive_present
+
+    return archive_present(inp)
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

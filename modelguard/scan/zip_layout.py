@@ -101,6 +101,25 @@ def _find_eocd(inp: Input) -> tuple[int, bytes]:
     return inp.size - tail_len + pos, tail[pos : pos + EOCD_SIZE]
 
 
+def archive_present(inp: Input) -> bool:
+    """True if zipfile would find an archive here: an end record whose central
+    directory lies inside the file and starts with a directory record.
+
+    Four stray bytes ``PK\\x05\\x06`` in tensor data are not an archive.
+    """
+    try:
+        eocd_offset, eocd = _find_eocd(inp)
+    except ZipStructureError:
+        return False
+    (_, _, _, _, total, cd_size, cd_offset, _) = struct.unpack("<4sHHHHIIH", eocd)
+    if inp.read_at(eocd_offset - EOCD64_LOCATOR_SIZE, 4) == EOCD64_LOCATOR_SIG:
+        return True  # zip64: zipfile goes on to read it, and so do we
+    cd_start = eocd_offset - cd_size
+    if cd_start < 0 or cd_offset > cd_start:
+        return False
+    return total == 0 or inp.read_at(cd_start, 4) == CENTRAL_SIG
+
+
 def read_directory(inp: Input, ctx: ScanContext) -> Directory:
     """Parse the end record (zip64 too) and central directory, like zipfile locates them."""
     eocd_offset, eocd = _find_eocd(inp)
