@@ -108,36 +108,53 @@ def scan_file(
                 return _apply_policy(
                     target.display, hit.format, info.st_size, list(hit.findings), policy
                 )
-        ctx = ScanContext(
-            location=Location(target.display),
-            limits=policy.limits,
-            allow_globals=policy.allow_globals,
-        )
         inp = Input(
             stream=handle, size=info.st_size, name=target.display, fs_path=Path(target.fs_path)
         )
-        try:
-            fmt = dispatch(inp, ctx)
-        except OSError as exc:
-            return InputError(target.display, f"read error: {exc.strerror or exc}")
-        except Exception as exc:  # noqa: BLE001 - fail closed: a scanner bug becomes a HIGH finding
-            ctx.report(
-                "MG004",
-                f"scanner error ({type(exc).__name__}: {exc}); file not fully inspected",
-                evidence=type(exc).__name__,
-            )
-            fmt = "unknown"
+        scanned = _scan_input(inp, policy)
+        if isinstance(scanned, InputError):
+            return scanned
+        fmt, findings = scanned
         # Remember the result only if the file did not change while it was read.
         if (
             cache is not None
             and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
         ):
-            cache.store(
-                identity, policy.limits, policy.allow_globals, ctx.format_label or fmt, ctx.findings
-            )
-    return _apply_policy(
-        target.display, ctx.format_label or fmt, info.st_size, ctx.findings, policy
+            cache.store(identity, policy.limits, policy.allow_globals, fmt, findings)
+    return _apply_policy(target.display, fmt, info.st_size, findings, policy)
+
+
+def _scan_input(inp: Input, policy: Policy) -> tuple[str, list[Finding]] | InputError:
+    """Dispatch ``inp`` to its scanners; returns (format, raw findings) or a read error."""
+    ctx = ScanContext(
+        location=Location(inp.name),
+        limits=policy.limits,
+        allow_globals=policy.allow_globals,
     )
+    try:
+        fmt = dispatch(inp, ctx)
+    except OSError as exc:
+        return InputError(inp.name, f"read error: {exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - fail closed: a scanner bug becomes a HIGH finding
+        ctx.report(
+            "MG004",
+            f"scanner error ({type(exc).__name__}: {exc}); file not fully inspected",
+            evidence=type(exc).__name__,
+        )
+        fmt = "unknown"
+    return ctx.format_label or fmt, ctx.findings
+
+
+def scan_input(inp: Input, policy: Policy) -> ArtifactResult | InputError:
+    """Scan bytes that are not a local file (e.g. a remote file read by HTTP ranges).
+
+    ``inp.name`` is the display name; read errors (``OSError``) become an InputError.
+    """
+    scanned = _scan_input(inp, policy)
+    if isinstance(scanned, InputError):
+        return scanned
+    fmt, findings = scanned
+    return _apply_policy(inp.name, fmt, inp.size, findings, policy)
 
 
 def _apply_policy(
