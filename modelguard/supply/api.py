@@ -211,6 +211,9 @@ def fetch(
         options=options,
     )
     existing = read_lock(lock_path) if lock_path is not None and lock_path.exists() else None
+    if lock_path is not None:
+        for remote in plan.files:  # fail before downloading, not after placing
+            lock_relative(dest_dir / remote.name, lock_path)
     if existing is not None and lock_path is not None:
         plan = replace(
             plan, files=tuple(_pin_from_lock(f, dest_dir, lock_path, existing) for f in plan.files)
@@ -408,7 +411,6 @@ def _verify_scan_place(
 
     formats: dict[str, str] = {}
     scan_findings: dict[str, list[Finding]] = {}
-    errors: list[InputError] = []
     if scan:
         to_scan = [item for item in staged if item.name not in bad_digest]
         scanned = _scan_staged(to_scan, policy, shown)
@@ -417,7 +419,6 @@ def _verify_scan_place(
             if art is not None:
                 formats[item.name] = art.format
                 scan_findings[item.name] = list(art.findings)
-        errors.extend(scanned_errors(scanned))
 
     flagged = {
         name
@@ -441,9 +442,9 @@ def _verify_scan_place(
         )
         for item in staged
     )
-    report = Report(artifacts=artifacts, errors=tuple(errors), root=_display(dest))
+    report = Report(artifacts=artifacts, root=_display(dest))
 
-    if bad_digest or flagged or errors:
+    if bad_digest or flagged:
         qdir = Path(quarantine_dir) if quarantine_dir is not None else default_quarantine()
         moved = tuple(quarantine(item, qdir) for item in staged if item.name in flagged)
         return FetchResult(report, (), moved, plan.source, plan.revision)
@@ -470,10 +471,6 @@ def _evict_from_snapshot(cache_root: Path, plan: DownloadPlan, remote: RemoteFil
     folder = cache_root / ("models--" + (plan.hf_repo or "").replace("/", "--"))
     if plan.revision:
         _evict_hf_cache(folder / "snapshots" / plan.revision / (remote.hf_filename or remote.name))
-
-
-def scanned_errors(scanned: Mapping[str, ArtifactResult | InputError]) -> list[InputError]:
-    return [v for v in scanned.values() if isinstance(v, InputError)]
 
 
 def _scan_staged(

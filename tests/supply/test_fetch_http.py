@@ -234,3 +234,14 @@ def test_unsafe_zoo_file_name_rejected(work: Path) -> None:
     )
     with pytest.raises(FetchError, match="unsafe file name"):
         modelguard.fetch(str(readme), "dest")
+
+
+def test_lock_outside_destination_tree_fails_before_download(
+    server: LoopbackServer, work: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = server.serve("/m/weights.bin", WEIGHTS)
+    lock = tmp_path_factory.mktemp("other") / "modelguard.lock"
+    with pytest.raises(UsageError, match="outside the lock file's folder"):
+        modelguard.fetch(url, "dest", allow_http=True, lock=lock, options=FAST)
+    assert server.requests == []
+    assert listing(work / "dest") == []

@@ -205,3 +205,19 @@ def test_cli_verify_missing_path_exits_2(project: Path) -> None:
     result = CliRunner().invoke(cli, ["verify", "nope", "--sha256", "0" * 64])
     assert result.exit_code == 2
     assert "nope" in result.output
+
+
+def test_cli_lock_missing_path_exits_2_and_writes_nothing(project: Path) -> None:
+    result = CliRunner().invoke(cli, ["lock", "model", "nope.bin"])
+    assert result.exit_code == 2
+    assert "nope.bin" in result.output
+    assert not (project / "modelguard.lock").exists()
+
+
+def test_lock_outside_lock_folder_is_usage_error(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "w.bin"
+    elsewhere.write_bytes(b"x")
+    with pytest.raises(UsageError, match="outside the lock file's folder"):
+        modelguard.lock([elsewhere])
