@@ -247,8 +247,10 @@ _RULES: tuple[Rule, ...] = (
         "numpy-malformed",
         Severity.MEDIUM,
         "NumPy .npy header is malformed or disagrees with the file size.",
-        "The header is not a valid dict literal, names an unknown dtype, or declares "
-        "more data than the file holds.",
+        "The header is not a valid dict literal with exactly the keys numpy.load "
+        "expects, names an unknown dtype, declares more data than the file holds, or "
+        "(low severity) is followed by bytes beyond the array data that numpy.load "
+        "ignores and a second payload could hide in.",
         "Re-export the array.",
         ("security", "integrity"),
     ),
@@ -257,8 +259,10 @@ _RULES: tuple[Rule, ...] = (
         "safetensors-malformed-header",
         Severity.MEDIUM,
         "safetensors header is malformed.",
-        "The header length exceeds the file, the header is not a JSON object, or a "
-        "tensor entry lacks dtype, shape or data_offsets.",
+        "The header length exceeds the file, the header is not UTF-8 JSON with an "
+        "object at the top, a key appears twice (readers disagree on which copy "
+        "counts), or a tensor entry lacks dtype, shape or data_offsets or gives them "
+        "the wrong types.",
         "Re-export the tensors with the safetensors library.",
         ("security", "integrity"),
     ),
@@ -267,9 +271,10 @@ _RULES: tuple[Rule, ...] = (
         "safetensors-bad-layout",
         Severity.MEDIUM,
         "safetensors tensor byte ranges are invalid.",
-        "Offsets out of range, overlapping or gapped tensors, or a byte range whose "
-        "size is not shape x dtype size. The reference loader rejects such files; "
-        "other loaders may read out of bounds.",
+        "Offsets out of range, overlapping or gapped tensors, bytes after the last "
+        "tensor, or a byte range whose size is not shape x dtype size (in bits for "
+        "sub-byte types). The reference loader rejects such files; other loaders may "
+        "read out of bounds or alias tensors.",
         "Re-export the tensors with the safetensors library.",
         ("security", "integrity"),
     ),
@@ -297,7 +302,8 @@ _RULES: tuple[Rule, ...] = (
         Severity.HIGH,
         "ONNX external data location is absolute or leaves the model's folder.",
         "Loading the model reads (and some tools write) the named file: a path "
-        "outside the model folder can exfiltrate or clobber arbitrary files.",
+        "outside the model folder can exfiltrate or clobber arbitrary files. For a "
+        "model file on disk, symbolic links are resolved too.",
         "Keep external data files beside the model with relative names.",
     ),
     Rule(
@@ -306,7 +312,9 @@ _RULES: tuple[Rule, ...] = (
         Severity.MEDIUM,
         "ONNX graph uses an operator from a non-standard domain.",
         "Custom-domain operators are implemented by native code that the runtime "
-        "must load from a custom-op library; they are outside the ONNX standard.",
+        "must load from a custom-op library; they are outside the ONNX standard. "
+        "Nodes in every graph, subgraph (If/Loop/Scan) and model-local function are "
+        "checked; calls of a model-local function are not flagged, its body is.",
         "Verify the custom-op library's origin, or export with standard operators.",
     ),
     Rule(
@@ -314,7 +322,9 @@ _RULES: tuple[Rule, ...] = (
         "onnx-checker-failed",
         Severity.LOW,
         "The ONNX checker rejects the model.",
-        "onnx.checker.check_model reported the model as invalid.",
+        "onnx.checker.check_model reported the model as invalid. The checker runs on "
+        "a copy whose external-data files are empty placeholders, so it judges the "
+        "graph and never touches the files the model names.",
         "Re-export the model; see the checker message.",
         ("integrity",),
     ),
@@ -323,7 +333,7 @@ _RULES: tuple[Rule, ...] = (
         "onnx-malformed",
         Severity.MEDIUM,
         "ONNX model cannot be parsed.",
-        "The protobuf message is damaged or truncated.",
+        "The protobuf message is damaged or truncated, or holds no graph.",
         "Re-export the model.",
         ("security", "integrity"),
     ),
@@ -332,8 +342,9 @@ _RULES: tuple[Rule, ...] = (
         "keras-lambda-layer",
         Severity.HIGH,
         "Keras model contains a Lambda layer with serialized Python code.",
-        "Lambda layers store marshalled Python bytecode or source that runs when "
-        "the model is loaded with safe_mode=False (and in older Keras always).",
+        "Lambda layers store marshalled Python bytecode that runs when the model is "
+        "loaded with safe_mode=False (and in older Keras always), or name a Python "
+        "function by module that loading imports.",
         "Replace the Lambda layer with a registered custom layer from your own code.",
     ),
     Rule(
@@ -341,7 +352,9 @@ _RULES: tuple[Rule, ...] = (
         "keras-custom-object",
         Severity.MEDIUM,
         "Keras config references a class from a module outside Keras.",
-        "Deserialising imports the named module and instantiates the class.",
+        "Deserialising imports the named module and instantiates the class. Flagged: "
+        "a module outside keras, tensorflow.keras and tf_keras, or a registered_name "
+        "or class_name with a package prefix ('Package>Name') of another package.",
         "Verify the module is your own trusted code.",
     ),
     Rule(
@@ -349,7 +362,8 @@ _RULES: tuple[Rule, ...] = (
         "keras-malformed",
         Severity.MEDIUM,
         "Keras model file or its config is malformed.",
-        "The model_config / config.json is missing or is not valid JSON.",
+        "The HDF5 file cannot be read, or the model_config / config.json is missing, "
+        "is not a single string, is not valid JSON or lacks class_name and config.",
         "Re-save the model with Keras.",
         ("security", "integrity"),
     ),
