@@ -9,9 +9,11 @@ functions, and the subgraphs in If/Loop/Scan attributes) to judge
 * external-data locations that are absolute or leave the model's folder (MG320),
 * operators from domains outside the ONNX standard (MG321),
 
-and run ``onnx.checker`` on a copy whose external references are removed, so
-the checker neither touches the file system nor depends on the current folder
-(MG322). Unparsable protobuf is MG323.
+and run ``onnx.checker`` (MG322). Given a model with external data the checker
+would stat the named files relative to the current folder, so it checks a copy
+whose locations point at empty placeholders in a private temporary folder: it
+judges the graph and never touches a file the model names. Unparsable protobuf
+is MG323. The whole protobuf is held in memory, so ``max_member_bytes`` caps it.
 """
 
 from __future__ import annotations
