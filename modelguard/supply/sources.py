@@ -191,6 +191,7 @@ def hf_plan(source: str, token: str | None = None) -> DownloadPlan:
     """Resolve the revision to its commit and list files with the Hub's own digests."""
     parsed = parse_hf(source)
     try:
+        import httpx2
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HfHubHTTPError
     except ModuleNotFoundError:
@@ -202,8 +203,8 @@ def hf_plan(source: str, token: str | None = None) -> DownloadPlan:
         info = api.model_info(parsed.repo, revision=parsed.revision, files_metadata=True)
     except HfHubHTTPError as exc:
         raise FetchError(f"{source}: the Hub refused the metadata request: {exc}") from None
-    except OSError as exc:
-        raise FetchError(f"{source}: cannot reach the Hub: {exc}") from None
+    except (httpx2.HTTPError, OSError) as exc:
+        raise FetchError(f"{source}: cannot reach the Hub at {api.endpoint}: {exc}") from None
     commit = info.sha
     if not commit or not re.fullmatch(r"[0-9a-f]{40}", commit):
         raise FetchError(f"{source}: the Hub did not resolve the revision to a commit sha")

@@ -161,3 +161,19 @@ def test_lock_pin_overrides_a_moved_branch(repo: FakeHub, work: Path) -> None:
     with pytest.raises(FetchError, match="refusing to guess"):
         modelguard.fetch("hf://acme/tiny/model.bin", "dest", lock="modelguard.lock")
     assert (work / "dest" / "model.bin").read_bytes() == WEIGHTS
+
+
+def test_unreachable_hub_is_a_clean_error(
+    work: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    result = CliRunner().invoke(cli, ["fetch", "hf://acme/tiny", "--dest", "dest"])
+    assert result.exit_code == 2
+    assert "cannot reach the Hub" in result.output
+    assert listing(work / "dest") == []

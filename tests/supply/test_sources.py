@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modelguard.errors import FetchError, UsageError
@@ -105,3 +107,18 @@ def test_readme_detection() -> None:
     assert is_zoo_readme("https://example.test/zoo/README.md")
     assert not is_zoo_readme("https://example.test/model.caffemodel")
     assert is_zoo_readme("local/readme.md")
+
+
+def test_missing_supply_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from modelguard.errors import MissingExtra
+    from modelguard.supply import signing
+    from modelguard.supply.sources import hf_plan
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(MissingExtra, match=r"modelguard\[supply\]"):
+        hf_plan("hf://a/b")
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.serialization", None)
+    with pytest.raises(MissingExtra, match=r"modelguard\[supply\]"):
+        signing.load_public_key(tmp_path / "k.pem")
