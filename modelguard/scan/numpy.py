@@ -98,8 +98,11 @@ def scan_npy(inp: Input, ctx: ScanContext) -> None:
 def read_npy_header(inp: Input, ctx: ScanContext) -> NpyHeader | None:
     """Parse and validate the header; report MG302 (or MG002) and return None if unusable."""
     prefix = inp.read_at(0, len(MAGIC) + 2)
-    if len(prefix) < len(MAGIC) + 2 or not prefix.startswith(MAGIC):
+    if len(prefix) < len(MAGIC) + 2:
         _malformed(ctx, "file ends inside the magic string and version", "truncated-magic", 0)
+        return None
+    if not prefix.startswith(MAGIC):
+        _malformed(ctx, "the magic string \\x93NUMPY is missing", "magic", 0)
         return None
     version = (prefix[6], prefix[7])
     layout = _HEADER_LAYOUT.get(version)
@@ -114,9 +117,6 @@ def read_npy_header(inp: Input, ctx: ScanContext) -> NpyHeader | None:
         return None
     (header_length,) = struct.unpack(length_format, raw_length)
     header_start = 8 + length_size
-    if header_length > ctx.limits.max_header_bytes:
-        ctx.limit_reached("npy header length", ctx.limits.max_header_bytes, offset=8)
-        return None
     if header_start + header_length > inp.size:
         _malformed(
             ctx,
@@ -124,6 +124,9 @@ def read_npy_header(inp: Input, ctx: ScanContext) -> NpyHeader | None:
             "truncated-header",
             8,
         )
+        return None
+    if header_length > ctx.limits.max_header_bytes:
+        ctx.limit_reached("npy header length", ctx.limits.max_header_bytes, offset=8)
         return None
     raw = inp.read_at(header_start, header_length)
     try:
