@@ -518,33 +518,49 @@ def default_quarantine() -> Path:
 # ---- lock ------------------------------------------------------------------------------
 
 
-def _expand(paths: Iterable[PathLike], skip: set[Path]) -> tuple[list[Path], list[InputError]]:
-    files: list[Path] = []
-    errors: list[InputError] = []
+@dataclass(frozen=True)
+class _Expanded:
+    files: list[Path]
+    links: list[Path]  # symbolic links and special files found inside folders
+    errors: list[InputError]
+
+
+def _expand(paths: Iterable[PathLike], skip: set[Path]) -> _Expanded:
+    """Files named or found below folders (not following links), in a stable order."""
+    out = _Expanded([], [], [])
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            errors.append(InputError(_display(path), "no such file or directory"))
+            out.errors.append(InputError(_display(path), "no such file or directory"))
         elif path.is_dir():
             for folder, dirnames, filenames in os.walk(path, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if d not in signing.GIT_PATHS)
+                kept = []
+                for d in sorted(dirnames):
+                    if d in signing.GIT_PATHS:
+                        continue
+                    if Path(folder, d).is_symlink():
+                        out.links.append(Path(folder, d))
+                    else:
+                        kept.append(d)
+                dirnames[:] = kept
                 for name in sorted(filenames):
                     candidate = Path(folder, name)
-                    if _skippable(candidate, skip):
+                    if _skipped(candidate, skip):
                         continue
-                    files.append(candidate)
-        elif not _skippable(path, skip):
-            files.append(path)
-    return files, errors
+                    if candidate.is_symlink() or not candidate.is_file():
+                        out.links.append(candidate)
+                    else:
+                        out.files.append(candidate)
+        elif not _skipped(path, skip):
+            out.files.append(path)  # a file the user named: links to it are followed
+    return out
 
 
-def _skippable(path: Path, skip: set[Path]) -> bool:
+def _skipped(path: Path, skip: set[Path]) -> bool:
     return (
         path.name.startswith(PARTIAL_PREFIX)
         or path.name in signing.GIT_PATHS
-        or path.resolve() in skip
-        or path.is_symlink()
-        or not path.is_file()
+        or Path(os.path.abspath(path)) in skip
     )
 
 
@@ -564,9 +580,14 @@ def lock(
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     lock_path = Path(lockfile)
     existing = read_lock(lock_path) if lock_path.exists() else LockFile()
-    files, errors = _expand(items, {lock_path.resolve()})
+    expanded = _expand(items, {Path(os.path.abspath(lock_path))})
+    errors = expanded.errors + [
+        InputError(_display(link), "symbolic link or special file: lock its target instead")
+        for link in expanded.links
+    ]
     if errors:
         return Report(errors=tuple(errors))
+    files = expanded.files
     old = existing.by_path()
     rels = [lock_relative(f, lock_path) for f in files]
     need_sha1 = any(old.get(r) is not None and old[r].sha1 for r in rels)
@@ -710,8 +731,8 @@ def _verify_lock(target: Path, lock_path: Path) -> Report:
         return _group(
             [_finding(R.FILE_UNEXPECTED, f"{shown} is not in {lock_path}", shown)], target
         )
-    present, _ = _expand([target], {lock_path.resolve()})
-    on_disk = {lock_relative(p, lock_path): p for p in present}
+    expanded = _expand([target], {Path(os.path.abspath(lock_path))})
+    on_disk = {lock_relative(p, lock_path): p for p in expanded.files}
     need = {e.path for e in entries if e.path in on_disk}
     algos = ("sha256", "sha1") if any(e.sha1 and not e.sha256 for e in entries) else ("sha256",)
     sized = [
@@ -762,6 +783,16 @@ def _verify_lock(target: Path, lock_path: Path) -> Report:
     for rel in sorted(set(on_disk) - locked_paths):
         found.append(
             _finding(R.FILE_UNEXPECTED, f"{rel} is not in {lock_path}", _display(on_disk[rel]), rel)
+        )
+    for link in expanded.links:
+        found.append(
+            _finding(
+                R.FILE_UNEXPECTED,
+                f"{_display(link)} is a symbolic link or special file; locked models hold "
+                "regular files only",
+                _display(link),
+                _display(link),
+            )
         )
     return _group(found, target)
 

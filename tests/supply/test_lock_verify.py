@@ -221,3 +221,23 @@ def test_lock_outside_lock_folder_is_usage_error(
     elsewhere.write_bytes(b"x")
     with pytest.raises(UsageError, match="outside the lock file's folder"):
         modelguard.lock([elsewhere])
+
+
+def test_symlink_added_to_locked_folder_is_reported(project: Path, tmp_path: Path) -> None:
+    modelguard.lock(["model"])
+    outside = tmp_path / "outside.py"
+    outside.write_text("import os\n")
+    (project / "model" / "hook.py").symlink_to(outside)
+    (project / "model" / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    report = modelguard.verify("model")
+    unexpected = sorted(f.location.path for f in report.findings if f.rule_id == "MG403")
+    assert unexpected == ["model/hook.py", "model/linked_dir"]
+    assert report.exit_code(modelguard.Severity.HIGH) == 1
+
+
+def test_lock_refuses_symlinks_inside_folders(project: Path) -> None:
+    (project / "model" / "alias.bin").symlink_to(project / "model" / "weights.bin")
+    result = CliRunner().invoke(cli, ["lock", "model"])
+    assert result.exit_code == 2
+    assert "alias.bin" in result.output and "symbolic link" in result.output
+    assert not (project / "modelguard.lock").exists()
