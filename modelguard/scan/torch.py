@@ -60,6 +60,7 @@ class MemberRole(enum.Enum):
     TORCHSCRIPT_PICKLE = "torchscript-pickle"  # unpickled by torch.jit.load's unpickler
     STORAGE = "storage"  # raw tensor bytes: never read
     METADATA = "metadata"  # torch bookkeeping / TorchScript source: not sniffed
+    KERAS_CONFIG = "keras-config"  # a .keras archive's config.json: scanned as a model config
     OTHER = "other"  # unknown purpose: sniffed and scanned
 
 
@@ -82,6 +83,9 @@ def zip_flavour(names: list[str]) -> tuple[str, list[MemberRole]]:
         flavour = "keras"
     else:
         flavour = "zip"
+    if flavour == "keras":
+        special = {"config.json": MemberRole.KERAS_CONFIG, "metadata.json": MemberRole.METADATA}
+        roles = [special.get(name, role) for name, role in zip(names, roles, strict=True)]
     return flavour, roles
 
 

@@ -176,19 +176,33 @@ def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, la
         return
     if entry.local is None or (entry.name.endswith("/") and entry.size == 0):
         return
+    if role is MemberRole.KERAS_CONFIG and entry.size > ctx.limits.max_header_bytes:
+        ctx.limit_reached(f"size of Keras config {label!r}", ctx.limits.max_header_bytes)
+        return
     member = _open_member(inp, ctx, entry, label)
     if member is None:
         return
     stream, size = member
     try:
         inner = Input(stream=stream, size=size, name=f"{inp.name}!/{label}")
-        if role is MemberRole.PICKLE or role is MemberRole.TORCHSCRIPT_PICKLE:
+        if role is MemberRole.KERAS_CONFIG:
+            _scan_keras_config(label, inner, ctx)
+        elif role is MemberRole.PICKLE or role is MemberRole.TORCHSCRIPT_PICKLE:
             torchscript = role is MemberRole.TORCHSCRIPT_PICKLE
             scan_pickle_member(label, inner, ctx, torchscript=torchscript)
         else:
             ctx.scan_member(label, inner)
     finally:
         stream.close()
+
+
+def _scan_keras_config(label: str, inner: Input, ctx: ScanContext) -> None:
+    from modelguard.scan.keras import scan_keras_config
+
+    if ctx.depth + 1 > ctx.limits.max_archive_depth:
+        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
+        return
+    scan_keras_config(inner.read_at(0, inner.size), ctx.child(label), source=label)
 
 
 def _declares_bomb(entry: Entry, ctx: ScanContext) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 
@@ -248,6 +249,36 @@ def test_zip64_archive_parses() -> None:
     result = scan_bytes(buffer.getvalue())
     assert result.members_with("MG101") == {("big/data.pkl",)}
     assert "MG205" not in result.rules
+
+
+def _keras_config(layer: dict[str, object]) -> bytes:
+    model = {"module": "keras", "class_name": "Sequential", "config": {"layers": [layer]}}
+    return json.dumps(model).encode()
+
+
+def _keras(config: bytes) -> bytes:
+    return make_zip([("metadata.json", b"{}"), ("config.json", config), ("model.weights.h5", b"")])
+
+
+def test_keras_config_is_scanned_as_a_model_config() -> None:
+    lambda_layer = {
+        "module": "keras.layers",
+        "class_name": "Lambda",
+        "config": {"name": "l", "function": {"class_name": "__lambda__", "config": {}}},
+    }
+    result = scan_bytes(_keras(_keras_config(lambda_layer)))
+    assert result.format == "keras"
+    assert result.members_with("MG330") == {("config.json",)}
+    foreign = {"module": "evilpkg.layers", "class_name": "Backdoor", "config": {}}
+    assert scan_bytes(_keras(_keras_config(foreign))).members_with("MG331") == {("config.json",)}
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"units": 2}}
+    assert scan_bytes(_keras(_keras_config(dense))).serious() == []
+
+
+def test_keras_config_over_header_cap() -> None:
+    config = _keras_config({"module": "keras.layers", "class_name": "Dense", "config": {}})
+    result = scan_bytes(_keras(config + b" " * 2000), limits=Limits(max_header_bytes=1000))
+    assert "MG002" in result.rules
 
 
 def test_npz_and_keras_flavours() -> None:
