@@ -21,11 +21,17 @@ def scan(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     cache: bool | ScanCache = False,
+    allow_http: bool = False,
 ) -> Report:
     """Statically scan model files and folders without ever loading them.
 
     Args:
         paths: a file or folder, or several. Folders are walked recursively.
+            ``hf://owner/repo[@revision][/path]`` and ``https://…`` sources are
+            scanned remotely: HTTP range requests fetch only what the scanners
+            read (a checkpoint's zip directory and pickles), with a full
+            download (to a temporary file, deleted after) where the server
+            does not support ranges.
         policy: the policy to apply; when None it is read from ``config`` or
             discovered from ``[tool.modelguard]`` in pyproject.toml.
         config: a policy file (pyproject.toml or a TOML file with the same keys).
@@ -37,6 +43,8 @@ def scan(
             ``$XDG_CACHE_HOME/modelguard``, else ``~/.cache/modelguard``); a
             :class:`~modelguard.scan.cache.ScanCache` names another folder. The
             CLI caches unless ``--no-cache`` is given; the API defaults to off.
+            Remote sources are not cached.
+        allow_http: accept plain ``http://`` sources (default: https only).
 
     Returns:
         A :class:`~modelguard.findings.Report`; ``report.exit_code(policy.fail_on)``
@@ -44,6 +52,9 @@ def scan(
 
     Raises:
         modelguard.errors.ConfigError: the policy file is invalid.
+        modelguard.errors.UsageError: a malformed remote source, or http:// without
+            ``allow_http``.
+        modelguard.errors.FetchError: a Hub repository could not be listed.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -54,6 +65,16 @@ def scan(
         scan_cache = cache
     elif cache:
         scan_cache = ScanCache.default()
-    return run_scan(
-        paths, policy=policy, root=root, workers=workers, progress=progress, cache=scan_cache
+    from modelguard.remote.scan import is_remote
+
+    remote = [str(p) for p in paths if is_remote(p)]
+    local = [p for p in paths if not is_remote(p)]
+    report = run_scan(
+        local, policy=policy, root=root, workers=workers, progress=progress, cache=scan_cache
     )
+    if remote:
+        from modelguard.remote.scan import RemoteOptions, scan_remote_sources
+
+        remote_report, _ = scan_remote_sources(remote, policy, RemoteOptions(allow_http=allow_http))
+        report = report.merged(remote_report)
+    return report

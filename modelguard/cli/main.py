@@ -88,6 +88,9 @@ def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
     help="Reuse results for files unchanged since the last scan (user cache folder, "
     "or $MODELGUARD_CACHE_DIR).",
 )
+@click.option(
+    "--allow-http", is_flag=True, help="Accept plain http:// sources (default: https only)."
+)
 def scan(
     paths: tuple[str, ...],
     fmt: str,
@@ -100,10 +103,13 @@ def scan(
     progress: bool | None,
     verbose: bool,
     cache: bool,
+    allow_http: bool,
 ) -> None:
     """Scan model files and folders without loading them.
 
     PATHS are files or folders; '-' reads a list of paths from stdin.
+    hf://owner/repo[@revision][/path] and https:// URLs are scanned remotely,
+    fetching only the bytes the scanners need (HTTP range requests).
     Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage error or
     unreadable input.
     """
@@ -123,6 +129,7 @@ def scan(
                 workers=workers,
                 progress=callback,
                 cache=cache,
+                allow_http=allow_http,
             )
         )
     use_color = (output is None and sys.stdout.isatty()) if color is None else color

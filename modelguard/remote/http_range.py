@@ -1,0 +1,284 @@
+"""A read-only, seekable file over HTTP Range requests.
+
+The scanners read little of a checkpoint: a torch zip's end record, central
+directory and pickle members, a safetensors header. Given this file object
+instead of a local file, they fetch just those bytes. Reads are served from
+aligned blocks kept in a small LRU cache; consecutive missing blocks are fetched
+in one request. Every response is checked: a 206 must carry exactly the range
+asked for and the size first announced, and when the server gave a strong ETag
+it is sent back as If-Range, so a file replaced mid-scan fails loudly (an
+``OSError``, which the engine reports as a read error) instead of being scanned
+as a mix of two files.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import re
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from modelguard._version import __version__
+
+BLOCK_BYTES = 64 * 1024
+CACHE_BLOCKS = 256  # 16 MiB of blocks
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class RemoteReadError(OSError):
+    """A range request failed or the server answered something inconsistent."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientReadError(RemoteReadError):
+    """A failure worth retrying: connection lost, timeout, HTTP 5xx or 429."""
+
+
+@dataclass
+class TransferStats:
+    """What went over the wire for one remote file."""
+
+    requests: int = 0
+    bytes_received: int = 0
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the first request learned about a URL."""
+
+    url: str
+    size: int | None
+    ranges: bool
+    etag: str | None
+
+
+def probe(
+    url: str, headers: Mapping[str, str], timeout: float, stats: TransferStats
+) -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
+    """Ask for the first block with a Range header.
+
+    Returns the probe, and either the first block (the server honoured the range)
+    or the still-open full response (it did not: the caller downloads it all).
+    """
+    try:
+        response = open_url(url, {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}, timeout)
+    except RemoteReadError as exc:
+        if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
+            raise
+        stats.requests += 1
+        response = open_url(url, headers, timeout)
+    stats.requests += 1
+    final_url = response.geturl() or url
+    etag = _strong_etag(response.headers.get("ETag"))
+    if response.status == 206:
+        got = _parse_content_range(response.headers.get("Content-Range"))
+        if got is not None and got[0] == 0 and got[2] is not None:
+            with response:
+                try:
+                    data = response.read(got[1] + 1)
+                except (http.client.IncompleteRead, OSError) as exc:
+                    raise TransientReadError(f"{url}: connection lost ({exc})") from None
+            stats.bytes_received += len(data)
+            stats.ranges.append((0, got[1]))
+            if len(data) == got[1] + 1:
+                # Later ranges go to the URL redirects led to (a CDN), not back through them.
+                return Probe(final_url, got[2], True, etag), data, None
+        response.close()
+        raise RemoteReadError(
+            f"{url}: unusable answer to a range request "
+            f"(Content-Range {response.headers.get('Content-Range')!r})"
+        )
+    length = response.headers.get("Content-Length")
+    size = int(length) if length and length.isdigit() else None
+    return Probe(final_url, size, False, etag), None, response
+
+
+def _request(url: str, headers: Mapping[str, str]) -> urllib.request.Request:
+    return urllib.request.Request(  # noqa: S310 - callers check the scheme
+        url,
+        headers={
+            "User-Agent": f"modelguard/{__version__}",
+            "Accept-Encoding": "identity",
+            **headers,
+        },
+    )
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    match = _CONTENT_RANGE.match((value or "").strip())
+    if match is None:
+        return None
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), int(match.group(2)), total
+
+
+def _strong_etag(value: str | None) -> str | None:
+    return value if value and not value.startswith("W/") else None
+
+
+def open_url(url: str, headers: Mapping[str, str], timeout: float) -> http.client.HTTPResponse:
+    """GET with the given headers; HTTP errors become RemoteReadError naming the URL."""
+    try:
+        response: http.client.HTTPResponse = urllib.request.urlopen(  # noqa: S310
+            _request(url, headers), timeout=timeout
+        )
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        kind = TransientReadError if exc.code >= 500 or exc.code == 429 else RemoteReadError
+        raise kind(f"{url}: HTTP {exc.code} {exc.reason}", exc.code) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
+        raise TransientReadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    return response
+
+
+class RangeFile(io.RawIOBase):
+    """A remote file read through Range requests (after a probe said they work)."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        stats: TransferStats | None = None,
+        first_block: bytes | None = None,
+    ) -> None:
+        """``first_block``: bytes 0.. already received by the probe (kept, not refetched)."""
+        super().__init__()
+        if probe.size is None or not probe.ranges:
+            raise ValueError("RangeFile needs a probe with ranges and a known size")
+        self.url = probe.url
+        self.size = probe.size
+        self._etag = probe.etag
+        self._headers = dict(headers or {})
+        self._timeout = timeout
+        self._retries = retries
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._pos = 0
+        self.stats = stats if stats is not None else TransferStats()
+        if first_block is not None and (
+            len(first_block) == BLOCK_BYTES or len(first_block) == self.size
+        ):
+            self._blocks[0] = first_block
+
+    # -- io.RawIOBase ------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), max(0, self.size - self._pos))
+        if want == 0:
+            return 0
+        data = self._read_range(self._pos, want)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    # -- blocks ------------------------------------------------------------------------
+    def _read_range(self, start: int, length: int) -> bytes:
+        first, last = start // BLOCK_BYTES, (start + length - 1) // BLOCK_BYTES
+        missing = [b for b in range(first, last + 1) if b not in self._blocks]
+        # Fetch runs of consecutive missing blocks, one request per run.
+        run_start: int | None = None
+        previous = -2
+        for block in [*missing, -1]:
+            if run_start is not None and block != previous + 1:
+                self._fetch_blocks(run_start, previous)
+                run_start = None
+            if block == -1:
+                break
+            if run_start is None:
+                run_start = block
+            previous = block
+        parts = []
+        for block in range(first, last + 1):
+            data = self._blocks[block]
+            self._blocks.move_to_end(block)
+            parts.append(data)
+        joined = b"".join(parts)
+        offset = start - first * BLOCK_BYTES
+        return joined[offset : offset + length]
+
+    def _fetch_blocks(self, first: int, last: int) -> None:
+        start = first * BLOCK_BYTES
+        end = min(self.size, (last + 1) * BLOCK_BYTES) - 1
+        data = self._get_range(start, end)
+        for block in range(first, last + 1):
+            offset = (block - first) * BLOCK_BYTES
+            self._blocks[block] = data[offset : offset + BLOCK_BYTES]
+        while len(self._blocks) > max(CACHE_BLOCKS, last - first + 1):
+            self._blocks.popitem(last=False)
+
+    def _get_range(self, start: int, end: int) -> bytes:
+        headers = {**self._headers, "Range": f"bytes={start}-{end}"}
+        if self._etag is not None:
+            headers["If-Range"] = self._etag
+        attempt = 0
+        while True:
+            try:
+                return self._get_range_once(headers, start, end)
+            except TransientReadError:
+                if attempt >= self._retries:
+                    raise
+                time.sleep(0.2 * (2**attempt))
+                attempt += 1
+
+    def _get_range_once(self, headers: Mapping[str, str], start: int, end: int) -> bytes:
+        response = open_url(self.url, headers, self._timeout)
+        with response:
+            self.stats.requests += 1
+            if response.status != 206:
+                raise RemoteReadError(
+                    f"{self.url}: asked for bytes {start}-{end}, got HTTP {response.status} "
+                    "(the file changed on the server, or ranges stopped working)"
+                )
+            got = _parse_content_range(response.headers.get("Content-Range"))
+            if got is None or got[0] != start or got[1] != end or got[2] != self.size:
+                raise RemoteReadError(
+                    f"{self.url}: asked for bytes {start}-{end} of {self.size}, server sent "
+                    f"Content-Range {response.headers.get('Content-Range')!r}"
+                )
+            try:
+                data = response.read(end - start + 1)
+            except (http.client.IncompleteRead, OSError) as exc:
+                raise TransientReadError(
+                    f"{self.url}: connection lost reading a range ({exc})"
+                ) from None
+        self.stats.bytes_received += len(data)
+        self.stats.ranges.append((start, end))
+        if len(data) != end - start + 1:
+            raise TransientReadError(
+                f"{self.url}: server sent {len(data)} of {end - start + 1} bytes of a range"
+            )
+        return data
