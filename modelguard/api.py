@@ -65,7 +65,7 @@ def scan(
         scan_cache = cache
     elif cache:
         scan_cache = ScanCache.default()
-    from modelguard.remote.scan import is_remote
+    from modelguard.remote import is_remote
 
     remote = [str(p) for p in paths if is_remote(p)]
     local = [p for p in paths if not is_remote(p)]

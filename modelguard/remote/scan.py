@@ -38,14 +38,8 @@ from modelguard.scan.context import Input
 from modelguard.scan.engine import Target, scan_file, scan_input
 
 HF_SCHEME = "hf://"
-URL_SCHEMES = ("https://", "http://")
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 _CHUNK = 1 << 20
-
-
-def is_remote(source: str | object) -> bool:
-    """True for ``hf://`` and ``http(s)://`` sources (everything else is a local path)."""
-    return isinstance(source, str) and source.startswith((HF_SCHEME, *URL_SCHEMES))
 
 
 @dataclass(frozen=True)

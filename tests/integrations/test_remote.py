@@ -16,9 +16,10 @@ from modelguard.cli.main import cli
 from modelguard.errors import UsageError
 from modelguard.findings import Report
 from modelguard.policy import Policy
-from modelguard.remote import RemoteOptions, scan_remote_sources
+from modelguard.remote import is_remote
 from modelguard.remote import scan as remote_scan
 from modelguard.remote.http_range import BLOCK_BYTES
+from modelguard.remote.scan import RemoteOptions, scan_remote_sources
 
 LOOPBACK = RemoteOptions(allow_http=True, timeout=10)
 PADDING = 8 * 1024 * 1024  # tensor bytes a range scan must not fetch
@@ -257,3 +258,8 @@ def test_hf_single_file_path(hub_env: Any, models: SimpleNamespace) -> None:
     report, details = scan_remote_sources(["hf://acme/tiny/a.pkl"], Policy(), RemoteOptions())
     assert [d.source for d in details] == [f"hf://acme/tiny@{COMMIT}/a.pkl"]
     assert report.findings == ()
+
+
+def test_is_remote() -> None:
+    assert is_remote("hf://a/b") and is_remote("https://x/y.pt") and is_remote("http://x/y")
+    assert not is_remote("models/https.pt") and not is_remote(Path("hf://x"))
