@@ -143,13 +143,22 @@ def plan_source(
     return plan
 
 
+class _PinConflict(Exception):
+    """Internal: two parties vouch for different digests of the same file."""
+
+    def __init__(self, remote: RemoteFile, message: str) -> None:
+        super().__init__(message)
+        self.remote = remote
+
+
 def _with_expected(remote: RemoteFile, extra: Mapping[str, str], who: str) -> RemoteFile:
     merged = dict(remote.expected)
     for name, value in extra.items():
         if name in merged and merged[name] != value:
-            raise FetchError(
+            raise _PinConflict(
+                remote,
                 f"{remote.source}: {who} pins {name} {value} but {remote.vouched_by} "
-                f"publishes {merged[name]}; refusing to guess which is right"
+                f"publishes {merged[name]}; not downloaded (refusing to guess which is right)",
             )
         merged[name] = value
     vouched = f"{remote.vouched_by} and {who}" if remote.vouched_by else who
@@ -203,21 +212,31 @@ def fetch(
         policy = load_policy()
     dest_dir = Path(dest)
     lock_path = Path(lock) if lock is not None else None
-    plan = plan_source(
-        source,
-        expected=_user_digests(sha256, sha1),
-        allow_http=allow_http,
-        token=token,
-        options=options,
-    )
-    existing = read_lock(lock_path) if lock_path is not None and lock_path.exists() else None
-    if lock_path is not None:
-        for remote in plan.files:  # fail before downloading, not after placing
-            lock_relative(dest_dir / remote.name, lock_path)
-    if existing is not None and lock_path is not None:
-        plan = replace(
-            plan, files=tuple(_pin_from_lock(f, dest_dir, lock_path, existing) for f in plan.files)
+    try:
+        plan = plan_source(
+            source,
+            expected=_user_digests(sha256, sha1),
+            allow_http=allow_http,
+            token=token,
+            options=options,
         )
+        existing = read_lock(lock_path) if lock_path is not None and lock_path.exists() else None
+        if lock_path is not None:
+            for remote in plan.files:  # fail before downloading, not after placing
+                lock_relative(dest_dir / remote.name, lock_path)
+        if existing is not None and lock_path is not None:
+            plan = replace(
+                plan,
+                files=tuple(_pin_from_lock(f, dest_dir, lock_path, existing) for f in plan.files),
+            )
+    except _PinConflict as conflict:
+        shown = _display(dest_dir / conflict.remote.name)
+        finding = _finding(R.DIGEST_MISMATCH, str(conflict), shown, conflict.remote.source)
+        report = Report(
+            artifacts=(ArtifactResult(shown, "unknown", 0, findings=(finding,)),),
+            root=_display(dest_dir),
+        )
+        return FetchResult(report, source=source)
 
     staged = _stage_all(plan, dest_dir, token=token, cache_dir=cache_dir, options=options)
     try:

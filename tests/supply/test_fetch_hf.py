@@ -158,9 +158,22 @@ def test_lock_pin_overrides_a_moved_branch(repo: FakeHub, work: Path) -> None:
     repo.repos["acme/tiny"].files["model.bin"] = WEIGHTS[:1000]
     repo.repos["acme/tiny"].commit = "f" * 40
     # ...but the lock pins the old sha256, so the refetch is refused before download.
-    with pytest.raises(FetchError, match="refusing to guess"):
-        modelguard.fetch("hf://acme/tiny/model.bin", "dest", lock="modelguard.lock")
+    requests_before = len(repo.server.requests)
+    result = CliRunner().invoke(
+        cli, ["fetch", "hf://acme/tiny/model.bin", "--dest", "dest", "--lock", "modelguard.lock"]
+    )
+    assert result.exit_code == 1
+    assert "refusing to guess" in result.output
+    assert hashlib.sha256(WEIGHTS).hexdigest() in result.output
+    assert not any("/resolve/" in p for _, p in repo.server.requests[requests_before:])
     assert (work / "dest" / "model.bin").read_bytes() == WEIGHTS
+
+
+def test_user_digest_conflicting_with_hub_is_a_finding(repo: FakeHub, work: Path) -> None:
+    result = modelguard.fetch("hf://acme/tiny/model.bin", "dest", sha256="0" * 64)
+    assert not result.placed
+    assert provenance(result.report) == ["MG401"]
+    assert "Hub LFS sha256" in result.report.findings[0].message
 
 
 def test_unreachable_hub_is_a_clean_error(
