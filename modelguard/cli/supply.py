@@ -73,6 +73,8 @@ def _byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], N
 
     def update(name: str, so_far: int, total: int | None) -> None:
         bar = bars.get(name)
+        if bar is None and total is None:
+            return  # no announced size: nothing meaningful to draw
         if bar is None:
             bar = click.progressbar(length=total, label=name, file=sys.stderr, show_percent=True)
             bar.__enter__()

@@ -245,3 +245,14 @@ def test_lock_outside_destination_tree_fails_before_download(
         modelguard.fetch(url, "dest", allow_http=True, lock=lock, options=FAST)
     assert server.requests == []
     assert listing(work / "dest") == []
+
+
+def test_progress_bar_draws_on_request(server: LoopbackServer, work: Path) -> None:
+    url = server.serve("/m/weights.bin", WEIGHTS)
+    digest = hashlib.sha256(WEIGHTS).hexdigest()
+    result = CliRunner().invoke(
+        cli, ["fetch", url, "--dest", "dest", "--allow-http", "--sha256", digest, "--progress"]
+    )
+    assert result.exit_code == 0, result.output
+    # Off a terminal click prints only the bar's label; on one it draws the bar.
+    assert result.stderr.startswith("weights.bin\n")
