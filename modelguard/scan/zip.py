@@ -24,7 +24,7 @@ from modelguard.scan.zip_layout import (
     Entry,
     ZipStructureError,
     descriptor_lengths,
-    read_directory,
+    read_directories,
 )
 
 METHOD_STORED = 0
@@ -40,21 +40,39 @@ _CRC_CHUNK = 1024 * 1024
 def scan_zip(inp: Input, ctx: ScanContext) -> None:
     """Scan a zip archive (also one preceded by other data) and its members."""
     try:
-        directory = read_directory(inp, ctx)
+        directories = read_directories(inp, ctx)
     except ZipStructureError as exc:
         ctx.report("MG205", f"zip archive cannot be read: {exc}", evidence="unreadable")
         if ctx.depth == 0:
             ctx.set_format("zip")
         return
+    directory = directories[0]
     for problem in directory.problems:
         ctx.report("MG205", f"zip archive: {problem}", evidence=problem)
     flavour, roles = zip_flavour([e.name for e in directory.entries])
     ctx.set_format(flavour)
     _check_prefix(directory, ctx)
     _check_layout(directory, ctx)
+    _scan_entries(inp, ctx, directory, roles, suffix="")
+    for other in directories[1:]:
+        ctx.report(
+            "MG205",
+            f"a second central directory lies at offset {other.cd_start:,}: Python's zipfile "
+            "reads the one after the prefix, PyTorch's reader the one at the recorded offset; "
+            "both were scanned",
+            offset=other.cd_start,
+            evidence="second-directory",
+        )
+        _, other_roles = zip_flavour([e.name for e in other.entries])
+        _scan_entries(inp, ctx, other, other_roles, suffix=" (as PyTorch reads it)")
+
+
+def _scan_entries(
+    inp: Input, ctx: ScanContext, directory: Directory, roles: list[MemberRole], *, suffix: str
+) -> None:
     labels = _member_labels(directory.entries, ctx)
     for entry, role, label in zip(directory.entries, roles, labels, strict=True):
-        _scan_entry(inp, ctx, entry, role, label)
+        _scan_entry(inp, ctx, entry, role, label + suffix)
 
 
 def _check_prefix(directory: Directory, ctx: ScanContext) -> None:

@@ -120,6 +120,34 @@ def archive_present(inp: Input) -> bool:
     return total == 0 or inp.read_at(cd_start, 4) == CENTRAL_SIG
 
 
+def read_directories(inp: Input, ctx: ScanContext) -> list[Directory]:
+    """The central directory as zipfile finds it, then, if different, as miniz does.
+
+    zipfile shifts every offset by the bytes found before the archive ("prefix");
+    miniz (PyTorch's reader) takes the recorded offsets as they are. When data
+    precedes the directory that zipfile finds and a directory record also sits
+    at the recorded offset, the two readers see two different archives.
+    """
+    directory = read_directory(inp, ctx)
+    if directory.prefix == 0:
+        return [directory]
+    recorded = directory.cd_start - directory.prefix
+    if inp.read_at(recorded, 4) != CENTRAL_SIG:
+        return [directory]
+    unshifted = Directory(
+        entries=[],
+        prefix=0,
+        cd_start=recorded,
+        cd_end=recorded + (directory.cd_end - directory.cd_start),
+        eocd_offset=directory.eocd_offset,
+        declared_entries=directory.declared_entries,
+    )
+    _read_entries(inp, ctx, unshifted, directory.cd_end - directory.cd_start)
+    for entry in unshifted.entries:
+        _read_local(inp, entry)
+    return [directory, unshifted]
+
+
 def read_directory(inp: Input, ctx: ScanContext) -> Directory:
     """Parse the end record (zip64 too) and central directory, like zipfile locates them."""
     eocd_offset, eocd = _find_eocd(inp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import io
 import os
 import struct
@@ -232,3 +233,36 @@ def test_storage_slot_needs_its_pickle() -> None:
 
 def test_benign_pickle_is_not_mistaken_for_legacy() -> None:
     assert scan_bytes(BENIGN_PICKLE).format == "pickle"
+
+
+def test_second_directory_is_what_torch_load_reads() -> None:
+    # The zip scanner's two-directory case, checked against torch itself: torch.load
+    # returns archive A while zipfile reads archive B. A carries an import
+    # (fractions.Fraction) that only a scan of PyTorch's view can report.
+    def save(obj: object) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return buffer.getvalue()
+
+    def split(archive: bytes) -> tuple[bytes, bytes, int]:
+        eocd = archive.rfind(b"PK\x05\x06")
+        count, size, offset = struct.unpack_from("<HII", archive, eocd + 10)
+        return archive[:offset], archive[offset : offset + size], count
+
+    a_body, a_cd, count = split(save({"v": fractions.Fraction(1, 3)}))
+    for width in range(1, 200):  # a plain-string B whose layout matches A's byte for byte
+        b_body, b_cd, _ = split(save({"v": "x" * width}))
+        if (len(b_body), len(b_cd)) == (len(a_body), len(a_cd)):
+            break
+    else:
+        pytest.fail("no same-size benign archive")
+    eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(b_cd), len(a_body), 0)
+    data = a_body + a_cd + b_body + b_cd + eocd
+    # Our own benign objects: loading them runs nothing.
+    assert torch.load(io.BytesIO(data), weights_only=False) == {"v": fractions.Fraction(1, 3)}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert b"Fraction" not in archive.read("archive/data.pkl")
+    result = scan_bytes(data)
+    assert "second-directory" in {f.evidence for f in result.with_rule("MG205")}
+    flagged = {f.location.members for f in result.findings if f.rule_id in ("MG102", "MG103")}
+    assert flagged == {("archive/data.pkl (as PyTorch reads it)",)}

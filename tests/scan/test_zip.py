@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import struct
 import zipfile
 
@@ -303,3 +304,28 @@ def test_garbage_directory_is_a_finding() -> None:
     data[cd_start + 60 : cd_start + 80] = b"\xff" * 20
     result = scan_bytes(bytes(data))
     assert "MG205" in result.rules
+
+
+def _split(archive: bytes) -> tuple[bytes, bytes]:
+    """(local entries, central directory) of a zip without comment."""
+    eocd = archive.rfind(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack_from("<II", archive, eocd + 12)
+    return archive[:cd_offset], archive[cd_offset : cd_offset + cd_size]
+
+
+def test_two_central_directories_zipfile_and_pytorch_disagree() -> None:
+    # One end record, two readings: miniz (torch.load) takes the recorded directory
+    # offset as is and reads archive A; zipfile subtracts the "prefix" it infers
+    # and reads archive B, built to sit exactly where that shift lands.
+    benign = pickle.dumps("x" * (len(MALICIOUS_PICKLE) - 10), protocol=2)
+    assert len(benign) == len(MALICIOUS_PICKLE)
+    a_body, a_cd = _split(make_zip([("archive/data.pkl", MALICIOUS_PICKLE)]))
+    b_body, b_cd = _split(make_zip([("archive/data.pkl", benign)]))
+    assert len(a_body) == len(b_body) and len(a_cd) == len(b_cd)
+    eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(b_cd), len(a_body), 0)
+    data = a_body + a_cd + b_body + b_cd + eocd
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("archive/data.pkl") == benign  # what zipfile-based tools see
+    result = scan_bytes(data)
+    assert "second-directory" in {f.evidence for f in result.with_rule("MG205")}
+    assert result.members_with("MG101") == {("archive/data.pkl (as PyTorch reads it)",)}
