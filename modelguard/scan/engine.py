@@ -94,9 +94,12 @@ def scan_file(
     and a fresh result is stored (see :mod:`modelguard.scan.cache`).
     """
     try:
-        handle = open(target.fs_path, "rb")  # noqa: SIM115 - closed below; open errors reported
+        # Non-blocking open: a FIFO met in a folder would otherwise wait forever
+        # for a writer. It is rejected below as not a regular file.
+        fd = os.open(target.fs_path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         return InputError(target.display, exc.strerror or str(exc))
+    handle = os.fdopen(fd, "rb")
     with handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):

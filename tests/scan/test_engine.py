@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -139,3 +141,20 @@ def test_truncated_files_in_a_folder_never_crash(tmp_path: Path) -> None:
     assert len(report.artifacts) >= 25
     assert not [f for f in report.findings if f.rule_id == "MG004"]
     assert report.errors == ()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_in_a_folder_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    # Opening a FIFO for reading blocks until a writer appears; a scan must not.
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "state.pkl").write_bytes(BENIGN_PICKLE)
+    code = (
+        "import sys, modelguard\n"
+        "r = modelguard.scan(sys.argv[1], root=sys.argv[1], workers=1)\n"
+        "print(sorted(str(e) for e in r.errors), [a.path for a in r.artifacts])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['pipe: not a regular file'] ['state.pkl']"
