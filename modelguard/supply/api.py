@@ -274,6 +274,12 @@ def _stage_all(
     staged: list[StagedFile] = []
     try:
         if plan.hf_repo is not None:
+            for remote in plan.files:  # the Hub announces sizes: refuse before downloading
+                if remote.size is not None and remote.size > options.max_bytes:
+                    raise FetchError(
+                        f"{remote.source}: {remote.size} bytes, over the size cap of "
+                        f"{options.max_bytes} bytes"
+                    )
             cached = _hf_download(plan, token, cache_dir, options)
             for remote in plan.files:
                 staged.append(

@@ -190,3 +190,12 @@ def test_unreachable_hub_is_a_clean_error(
     assert result.exit_code == 2
     assert "cannot reach the Hub" in result.output
     assert listing(work / "dest") == []
+
+
+def test_size_cap_applies_before_download(repo: FakeHub, work: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["fetch", "hf://acme/tiny", "--dest", "dest", "--max-size", "10000"]
+    )
+    assert result.exit_code == 2
+    assert "size cap of 10000 bytes" in result.output
+    assert not any("/resolve/" in p for _, p in repo.server.requests)
