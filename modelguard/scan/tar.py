@@ -14,6 +14,7 @@ from collections import Counter
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.streams import SliceReader
 from modelguard.scan.torch import scan_pickle_member
+from modelguard.scan.torch_tar import scan_record_member
 
 # torch.save before 0.4 wrote a tar with these members; each starts with a pickle.
 TORCH_TAR_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
@@ -130,7 +131,9 @@ def _scan_member(
         )
     window = SliceReader(inp.stream, member.offset_data, available)
     inner = Input(stream=window, size=available, name=f"{inp.name}!/{label}")  # type: ignore[arg-type]
-    if legacy_torch and member.name in TORCH_TAR_MEMBERS:
+    if legacy_torch and member.name in ("storages", "tensors"):
+        scan_record_member(label, member.name, inner, ctx)
+    elif legacy_torch and member.name in TORCH_TAR_MEMBERS:
         scan_pickle_member(label, inner, ctx)
     else:
         ctx.scan_member(label, inner)

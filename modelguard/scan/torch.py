@@ -171,7 +171,7 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
 
 
 # Bytes per element of the storage classes torch.save names in persistent ids.
-_STORAGE_ELEMENT_SIZES = {
+STORAGE_ELEMENT_SIZES = {
     **dict.fromkeys(
         ("ByteStorage", "CharStorage", "BoolStorage", "QInt8Storage", "QUInt8Storage",
          "QUInt4x2Storage", "QUInt2x4Storage", "Float8_e4m3fnStorage", "Float8_e5m2Storage"),
@@ -193,7 +193,7 @@ _GET_OPS = frozenset({"BINGET", "LONG_BINGET", "GET"})
 _PUT_OPS = frozenset({"BINPUT", "LONG_BINPUT", "PUT"})
 
 
-class _Global(str):
+class GlobalName(str):
     """A global's dotted name, told apart from a string value."""
 
 
@@ -207,10 +207,10 @@ def _check_storage_framing(
     be known every dtype size is tried. The file must end exactly where the
     storages end, else it was truncated or has bytes torch.load never reads.
     """
-    keys = [v for v in _pickle_values(inp, keys_start, data_start) or [] if type(v) is str]
+    keys = [v for v in pickle_values(inp, keys_start, data_start) or [] if type(v) is str]
     if not keys:
         return
-    sizes = _storage_sizes(_pickle_values(inp, object_start, keys_start) or [])
+    sizes = _storage_sizes(pickle_values(inp, object_start, keys_start) or [])
     ends = {data_start}
     for key in keys:
         choices = (sizes[key],) if key in sizes else _ANY_SIZE
@@ -236,7 +236,7 @@ def _check_storage_framing(
         )
 
 
-def _pickle_values(inp: Input, start: int, end: int) -> list[str] | None:
+def pickle_values(inp: Input, start: int, end: int) -> list[str] | None:
     """The strings and globals an (already scanned) pickle pushes, in order.
 
     Memo references are resolved to what they name. pickletools only parses
@@ -255,9 +255,9 @@ def _pickle_values(inp: Input, start: int, end: int) -> list[str] | None:
                 last = arg if isinstance(arg, str) else str(arg)
                 strings = [*strings[-1:], last]
             elif name == "GLOBAL":
-                last = _Global(str(arg).replace(" ", "."))
+                last = GlobalName(str(arg).replace(" ", "."))
             elif name == "STACK_GLOBAL" and len(strings) == 2:
-                last = _Global(".".join(strings))
+                last = GlobalName(".".join(strings))
             elif name in _PUT_OPS and last is not None:
                 memo[int(str(arg))] = last
                 continue
@@ -280,8 +280,8 @@ def _storage_sizes(values: list[str]) -> dict[str, int]:
     """Key -> element size, from each storage class global followed by its key."""
     sizes: dict[str, int] = {}
     for value, following in itertools.pairwise(values):
-        if isinstance(value, _Global) and not isinstance(following, _Global):
+        if isinstance(value, GlobalName) and not isinstance(following, GlobalName):
             module, _, cls = value.rpartition(".")
-            if module == "torch" and cls in _STORAGE_ELEMENT_SIZES:
-                sizes.setdefault(following, _STORAGE_ELEMENT_SIZES[cls])
+            if module == "torch" and cls in STORAGE_ELEMENT_SIZES:
+                sizes.setdefault(following, STORAGE_ELEMENT_SIZES[cls])
     return sizes

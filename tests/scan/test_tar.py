@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import pickle
+import struct
 import tarfile
 
 import pytest
@@ -81,19 +83,80 @@ def test_duplicates_every_copy_scanned() -> None:
     assert result.members_with("MG101") == {("w.pkl (copy 1 of 2)",)}
 
 
-def test_legacy_torch_tar_pickles_are_scanned() -> None:
-    # torch.save before 0.4: a tar whose members are unpickled whatever they look like.
-    data = make_tar([
-        ("sys_info", BENIGN_PICKLE), ("pickle", b"\x00" + MALICIOUS_PICKLE),
-        ("storages", BENIGN_PICKLE), ("tensors", BENIGN_PICKLE),
-    ])  # fmt: skip
-    result = scan_bytes(data)
+def _text(value: str) -> bytes:
+    return b"X" + struct.pack("<I", len(value)) + value.encode()
+
+
+def _record(*parts: bytes) -> bytes:
+    """A protocol 2 pickle of a 3-tuple built from already-pickled parts."""
+    return b"\x80\x02" + b"".join(parts) + b"\x87."
+
+
+FLOAT_STORAGE = b"ctorch\nFloatStorage\n"
+DOUBLE_STORAGE = b"ctorch\nDoubleStorage\n"
+FLOAT_TENSOR = b"ctorch\nFloatTensor\n"
+
+
+def _storages(records: list[bytes]) -> bytes:
+    return pickle.dumps(len(records), protocol=2) + b"".join(records)
+
+
+def _storage(key: str, storage_class: bytes, numel: int, element: int) -> bytes:
+    record = _record(_text(key), _text("cpu"), storage_class)
+    return record + struct.pack("<q", numel) + b"\x00" * (numel * element)
+
+
+def _tensor(key: str, storage: str, shape: tuple[int, ...]) -> bytes:
+    record = _record(_text(key), _text(storage), FLOAT_TENSOR)
+    strides = (1,) * len(shape)
+    raw = struct.pack("<i", len(shape)) + b"\x00" * 4
+    return record + raw + struct.pack(f"<{2 * len(shape)}q", *shape, *strides) + b"\x00" * 8
+
+
+def _legacy_tar(storages: bytes, tensors: bytes, pickled: bytes = BENIGN_PICKLE) -> bytes:
+    sys_info = pickle.dumps({"protocol_version": 1000, "little_endian": True}, protocol=2)
+    return make_tar(
+        [("sys_info", sys_info), ("pickle", pickled), ("storages", storages), ("tensors", tensors)]
+    )
+
+
+def _clean_records() -> tuple[bytes, bytes]:
+    storages = _storages([_storage("0", FLOAT_STORAGE, 6, 4), _storage("1", DOUBLE_STORAGE, 3, 8)])
+    tensors = _storages([_tensor("t0", "0", (2, 3)), _tensor("t1", "1", (3,))])
+    return storages, tensors
+
+
+def test_legacy_torch_tar_clean() -> None:
+    result = scan_bytes(_legacy_tar(*_clean_records()))
     assert result.format == "torch-legacy-tar"
-    assert "MG105" in result.rules  # scanned as a pickle even with a bad first byte
-    clean = make_tar([(n, BENIGN_PICKLE) for n in ("sys_info", "pickle", "storages", "tensors")])
-    assert scan_bytes(clean).serious() == []
-    evil = make_tar([(n, MALICIOUS_PICKLE) for n in ("sys_info", "pickle", "storages", "tensors")])
-    assert len(scan_bytes(evil).members_with("MG101")) == 4
+    assert result.serious() == []
+    assert "MG106" not in result.rules
+
+
+def test_legacy_torch_tar_every_record_pickle_is_walked() -> None:
+    storages, tensors = _clean_records()
+    # A payload as the last storage record, after raw bytes of the earlier ones.
+    evil = MALICIOUS_PICKLE + struct.pack("<q", 0)
+    storages = _storages(
+        [_storage("0", FLOAT_STORAGE, 6, 4), _storage("1", DOUBLE_STORAGE, 3, 8), evil]
+    )
+    result = scan_bytes(_legacy_tar(storages, tensors))
+    assert result.members_with("MG101") == {("storages",)}
+
+
+def test_legacy_torch_tar_main_pickle_is_scanned_whatever_it_looks_like() -> None:
+    result = scan_bytes(_legacy_tar(*_clean_records(), pickled=b"\x00" + MALICIOUS_PICKLE))
+    assert "MG105" in result.rules  # walked as a pickle despite the bad first byte
+    evil = scan_bytes(_legacy_tar(*_clean_records(), pickled=MALICIOUS_PICKLE))
+    assert evil.members_with("MG101") == {("pickle",)}
+
+
+def test_legacy_torch_tar_broken_framing() -> None:
+    storages, tensors = _clean_records()
+    result = scan_bytes(_legacy_tar(storages[:-5], tensors))
+    assert "legacy-record-framing" in {f.evidence for f in result.with_rule("MG205")}
+    result = scan_bytes(_legacy_tar(storages + b"hidden", tensors))
+    assert result.members_with("MG106") == {("storages",)}
 
 
 def test_legacy_torch_tar_with_symlink() -> None:

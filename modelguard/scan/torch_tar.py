@@ -1,0 +1,106 @@
+"""The record streams of the oldest torch.save format (a tar, before PyTorch 0.4).
+
+Its ``storages`` and ``tensors`` members interleave pickles with raw bytes, and
+torch.load unpickles every one of those pickles:
+
+* ``storages``: a pickled count, then per storage a pickled
+  ``(key, location, storage_type)``, an 8-byte element count and the elements
+  (their size given by ``storage_type``, e.g. ``torch.FloatStorage``);
+* ``tensors``: a pickled count, then per tensor a pickled
+  ``(key, storage_id, tensor_type)``, a 4-byte ``ndim``, 4 bytes skipped, then
+  ``ndim`` sizes and ``ndim`` strides (8 bytes each) and an 8-byte offset.
+
+Every pickle is walked; the raw bytes are skipped by their framing. A record
+whose framing cannot be followed ends the walk with a finding.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.torch import STORAGE_ELEMENT_SIZES, GlobalName, pickle_values
+
+
+def scan_record_member(label: str, kind: str, inp: Input, ctx: ScanContext) -> None:
+    """Walk the ``storages`` or ``tensors`` (``kind``) member of a legacy torch tar."""
+    from modelguard.scan.pickle import walk_pickle
+
+    if ctx.depth + 1 > ctx.limits.max_archive_depth:
+        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
+        return
+    child = ctx.child(label)
+    head = walk_pickle(inp.stream, child, start=0, limit=inp.size)
+    if head.end is None:
+        return
+    count = _pickled_int(inp, 0, head.end)
+    if count is None:
+        _broken(child, "does not start with a pickled record count", 0)
+        return
+    offset = head.end
+    for index in range(count):
+        if index >= ctx.limits.max_pickle_streams:
+            child.limit_reached("legacy torch records", ctx.limits.max_pickle_streams)
+            return
+        record = walk_pickle(inp.stream, child, start=offset, limit=inp.size)
+        if record.end is None:
+            return
+        skip = _raw_length(inp, kind, record.start, record.end)
+        if skip is None or record.end + skip > inp.size:
+            _broken(child, f"record {index} has raw data that cannot be framed", record.end)
+            return
+        offset = record.end + skip
+    if offset != inp.size:
+        child.report(
+            "MG106",
+            f"{inp.size - offset:,} bytes follow the last of {count} records",
+            offset=offset,
+            evidence="trailing-data",
+        )
+
+
+def _raw_length(inp: Input, kind: str, start: int, end: int) -> int | None:
+    """Bytes of raw data after the record pickle at ``start``..``end``."""
+    if kind == "tensors":
+        head = inp.read_at(end, 8)
+        if len(head) < 8:
+            return None
+        (ndim,) = struct.unpack_from("<i", head)
+        return None if ndim < 0 else 8 + 16 * ndim + 8
+    values = pickle_values(inp, start, end) or []
+    sizes = [
+        STORAGE_ELEMENT_SIZES.get(v.rpartition(".")[2])
+        for v in values
+        if isinstance(v, GlobalName) and v.startswith("torch.")
+    ]
+    element = next((s for s in sizes if s is not None), None)
+    count = inp.read_at(end, 8)
+    if element is None or len(count) < 8:
+        return None
+    return 8 + int.from_bytes(count, "little") * element
+
+
+def _pickled_int(inp: Input, start: int, end: int) -> int | None:
+    """The small non-negative int a count pickle holds (pickletools parse only)."""
+    import io
+    import pickletools
+
+    try:
+        ops = list(pickletools.genops(io.BytesIO(inp.read_at(start, min(end - start, 64)))))
+    except (ValueError, EOFError):
+        return None
+    ints = [
+        arg for op, arg, _ in ops if op.name in ("BININT", "BININT1", "BININT2", "INT", "LONG1")
+    ]
+    if len(ints) != 1 or not isinstance(ints[0], int) or isinstance(ints[0], bool) or ints[0] < 0:
+        return None
+    return ints[0]
+
+
+def _broken(ctx: ScanContext, problem: str, offset: int) -> None:
+    ctx.report(
+        "MG205",
+        f"legacy torch record stream {problem}; the rest was not inspected",
+        offset=offset,
+        evidence="legacy-record-framing",
+    )
