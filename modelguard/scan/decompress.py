@@ -190,8 +190,13 @@ def inflate(
             if not data:
                 result.truncated = True
                 break
+        room = min(CHUNK, want - result.size)
+        if room <= 0:  # never ask for 0 bytes: zlib reads that as "no limit"
+            ctx.limit_reached(f"decompressed size of {what}", cap)
+            result.stopped = "member cap"
+            break
         try:
-            out = decomp.pull(data, min(CHUNK, want - result.size))
+            out = decomp.pull(data, room)
         except DecompressError as exc:
             result.error = str(exc) or type(exc).__name__
             break

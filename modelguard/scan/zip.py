@@ -187,11 +187,11 @@ def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, la
             evidence=label,
         )
         return
-    if role is MemberRole.STORAGE or role is MemberRole.METADATA:
-        return  # tensor bytes / torch bookkeeping: read by loaders as raw bytes only
     if entry.encrypted:
         ctx.report("MG203", f"member {label!r} is encrypted; not inspected", evidence=label)
         return
+    if role is MemberRole.STORAGE or role is MemberRole.METADATA:
+        return  # tensor bytes / torch bookkeeping: read by loaders as raw bytes only
     if entry.local is None or (entry.name.endswith("/") and entry.size == 0):
         return
     if role is MemberRole.KERAS_CONFIG and entry.size > ctx.limits.max_header_bytes:

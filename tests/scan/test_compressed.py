@@ -13,7 +13,10 @@ from collections.abc import Callable
 import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, scan_bytes
 
+from modelguard.findings import Location
 from modelguard.scan.compressed import content_name
+from modelguard.scan.context import ScanContext
+from modelguard.scan.decompress import gzip_stream, inflate
 from modelguard.scan.limits import Limits
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -120,3 +123,16 @@ def test_nested_compression_stops_at_depth_cap() -> None:
 )  # fmt: skip
 def test_content_name(name: str, expected: str) -> None:
     assert content_name(name, (".gz", ".tgz", ".bz2", ".xz")) == expected
+
+
+def test_output_never_exceeds_the_member_cap_across_streams() -> None:
+    # A first stream ending exactly at the cap must not leave the next one unbounded.
+    data = gzip.compress(b"\x00" * 1000) + gzip.compress(b"\x00" * 3_000_000)
+    ctx = ScanContext(location=Location("x"), limits=Limits(max_member_bytes=1000))
+    result = inflate(
+        io.BytesIO(data), len(data), gzip_stream, ctx, what="x", multi_stream=True,
+        stream_magic=b"\x1f\x8b",
+    )  # fmt: skip
+    assert result.size <= 1000
+    assert result.stopped == "member cap"
+    assert [f.rule_id for f in ctx.findings] == ["MG002"]
