@@ -72,6 +72,11 @@ def _display(path: Path) -> str:
         return absolute.as_posix()
 
 
+def _root() -> str:
+    """Reports name paths relative to the working folder, as ``modelguard scan`` does."""
+    return Path(os.path.abspath(Path.cwd())).as_posix()
+
+
 def _verdict(findings: Iterable[Finding]) -> str:
     worst = max((f.severity for f in findings), default=None)
     return "clean" if worst is None or worst == Severity.INFO else worst.label
@@ -234,7 +239,7 @@ def fetch(
         finding = _finding(R.DIGEST_MISMATCH, str(conflict), shown, conflict.remote.source)
         report = Report(
             artifacts=(ArtifactResult(shown, "unknown", 0, findings=(finding,)),),
-            root=_display(dest_dir),
+            root=_root(),
         )
         return FetchResult(report, source=source)
 
@@ -467,7 +472,7 @@ def _verify_scan_place(
         )
         for item in staged
     )
-    report = Report(artifacts=artifacts, root=_display(dest))
+    report = Report(artifacts=artifacts, root=_root())
 
     if bad_digest or flagged:
         qdir = Path(quarantine_dir) if quarantine_dir is not None else default_quarantine()
@@ -611,7 +616,7 @@ def lock(
         for link in expanded.links
     ]
     if errors:
-        return Report(errors=tuple(errors))
+        return Report(errors=tuple(errors), root=_root())
     files = expanded.files
     old = existing.by_path()
     rels = [lock_relative(f, lock_path) for f in files]
@@ -645,7 +650,7 @@ def lock(
             else ArtifactResult(path=shown, format="unknown", size=path.stat().st_size)
         )
     write_lock(lock_path, existing.updated(entries))
-    return Report(artifacts=tuple(artifacts), errors=report.errors)
+    return Report(artifacts=tuple(artifacts), errors=report.errors, root=_root())
 
 
 # ---- verify ----------------------------------------------------------------------------
@@ -682,7 +687,7 @@ def verify(
         raise UsageError(
             "--signature needs --key PUBLIC.pem (keyless certificate verification is not supported)"
         )
-    report = Report()
+    report = Report(root=_root())
     digests = _user_digests(sha256, sha1)
     if digests:
         report = report.merged(_verify_digests(target, digests))
@@ -713,7 +718,7 @@ def _group(findings: Iterable[Finding], target: Path) -> Report:
         artifacts.append(
             ArtifactResult(path=shown, format="unknown", size=size, findings=tuple(found))
         )
-    return Report(artifacts=tuple(artifacts))
+    return Report(artifacts=tuple(artifacts), root=_root())
 
 
 def _verify_digests(target: Path, expected: Mapping[str, str]) -> Report:
@@ -735,8 +740,9 @@ def _verify_digests(target: Path, expected: Mapping[str, str]) -> Report:
                     f"{algorithm}:{got}",
                 )
             )
+    size = target.stat().st_size
     return Report(
-        artifacts=(ArtifactResult(shown, "unknown", target.stat().st_size, findings=tuple(found)),)
+        artifacts=(ArtifactResult(shown, "unknown", size, findings=tuple(found)),), root=_root()
     )
 
 

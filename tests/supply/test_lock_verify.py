@@ -241,3 +241,14 @@ def test_lock_refuses_symlinks_inside_folders(project: Path) -> None:
     assert result.exit_code == 2
     assert "alias.bin" in result.output and "symbolic link" in result.output
     assert not (project / "modelguard.lock").exists()
+
+
+def test_report_root_is_the_working_folder(project: Path) -> None:
+    modelguard.lock(["model"])
+    report = modelguard.verify("model")
+    assert Path(report.root) == project.resolve() or Path(report.root) == project.absolute()
+    assert {a.path for a in report.artifacts} == {
+        "model/config.json",
+        "model/sub/tokenizer.txt",
+        "model/weights.bin",
+    }
