@@ -252,3 +252,15 @@ def test_report_root_is_the_working_folder(project: Path) -> None:
         "model/sub/tokenizer.txt",
         "model/weights.bin",
     }
+
+
+def test_cli_verify_json_matches_report_schema(project: Path) -> None:
+    import jsonschema
+
+    from modelguard.report.json import load_schema
+
+    CliRunner().invoke(cli, ["lock", "model"])
+    (project / "model" / "config.json").unlink()
+    result = CliRunner().invoke(cli, ["verify", "model", "--format", "json", "-v"])
+    assert result.exit_code == 1
+    jsonschema.validate(json.loads(result.stdout), load_schema())
