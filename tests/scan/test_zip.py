@@ -19,6 +19,8 @@ from archive_helpers import (
     scan_bytes,
     torch_zip,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelguard.scan.limits import Limits
 
@@ -329,3 +331,29 @@ def test_two_central_directories_zipfile_and_pytorch_disagree() -> None:
     result = scan_bytes(data)
     assert "second-directory" in {f.evidence for f in result.with_rule("MG205")}
     assert result.members_with("MG101") == {("archive/data.pkl (as PyTorch reads it)",)}
+
+
+_SEED = make_zip(
+    [("archive/data.pkl", MALICIOUS_PICKLE), ("archive/data/0", b"\x00" * 64),
+     ("inner.zip", make_zip([("x.pkl", BENIGN_PICKLE)], zipfile.ZIP_DEFLATED))],
+    zipfile.ZIP_DEFLATED,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(_SEED) - 1), st.integers(0, 255), st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_damaged_archives_never_crash(edits: list[tuple[int, int, bool]]) -> None:
+    data = bytearray(_SEED)
+    for pos, value, delete in edits:
+        if delete:
+            del data[pos % max(1, len(data)) : pos % max(1, len(data)) + 7]
+        else:
+            data[pos % len(data)] = value
+    result = scan_bytes(bytes(data))  # raises on any scanner bug
+    assert "MG004" not in result.rules
