@@ -188,15 +188,39 @@ def read_directory(inp: Input, ctx: ScanContext) -> Directory:
     return directory
 
 
+class _Window:
+    """Reads a region in bounded chunks, so a directory size taken from the file
+    (up to 2**64 in zip64) never decides how much is held in memory."""
+
+    CHUNK = 1024 * 1024
+
+    def __init__(self, inp: Input, start: int, length: int) -> None:
+        self._inp = inp
+        self._start = start
+        self.length = max(0, min(length, inp.size - start))
+        self._buf = b""
+        self._buf_at = 0
+
+    def take(self, pos: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``pos`` (relative), fewer at the end of the region."""
+        n = max(0, min(n, self.length - pos))
+        if not (self._buf_at <= pos and pos + n <= self._buf_at + len(self._buf)):
+            self._buf_at = pos
+            self._buf = self._inp.read_at(
+                self._start + pos, min(max(n, self.CHUNK), self.length - pos)
+            )
+        return self._buf[pos - self._buf_at : pos - self._buf_at + n]
+
+
 def _read_entries(inp: Input, ctx: ScanContext, directory: Directory, cd_size: int) -> None:
-    data = inp.read_at(directory.cd_start, cd_size)
+    data = _Window(inp, directory.cd_start, cd_size)
     pos = 0
-    while pos < len(data):
+    while pos < data.length:
         if len(directory.entries) >= ctx.limits.max_archive_members:
             ctx.limit_reached("archive members", ctx.limits.max_archive_members)
             directory.complete = False
             return
-        record = data[pos : pos + CENTRAL_SIZE]
+        record = data.take(pos, CENTRAL_SIZE)
         if len(record) < CENTRAL_SIZE or record[:4] != CENTRAL_SIG:
             directory.problems.append(
                 f"central directory record {len(directory.entries)} is damaged "
@@ -209,13 +233,13 @@ def _read_entries(inp: Input, ctx: ScanContext, directory: Directory, cd_size: i
         name_len, extra_len, comment_len = fields[10], fields[11], fields[12]
         header_offset = fields[16]
         end = pos + CENTRAL_SIZE + name_len + extra_len + comment_len
-        if end > len(data):
+        if end > data.length:
             directory.problems.append(
                 f"central directory record {len(directory.entries)} runs past the directory"
             )
             return
-        raw_name = data[pos + CENTRAL_SIZE : pos + CENTRAL_SIZE + name_len]
-        extra = data[pos + CENTRAL_SIZE + name_len : pos + CENTRAL_SIZE + name_len + extra_len]
+        raw_name = data.take(pos + CENTRAL_SIZE, name_len)
+        extra = data.take(pos + CENTRAL_SIZE + name_len, extra_len)
         usize, csize, header_offset = _apply_zip64(extra, usize, csize, header_offset)
         encoding = "utf-8" if flags & FLAG_UTF8 else "cp437"
         name = raw_name.decode(encoding, errors="replace")

@@ -22,6 +22,7 @@ from archive_helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelguard.scan import zip_layout
 from modelguard.scan.limits import Limits
 
 
@@ -357,3 +358,13 @@ def test_damaged_archives_never_crash(edits: list[tuple[int, int, bool]]) -> Non
             data[pos % len(data)] = value
     result = scan_bytes(bytes(data))  # raises on any scanner bug
     assert "MG004" not in result.rules
+
+
+def test_directory_is_read_in_bounded_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Records straddle chunk borders; every one must still be parsed.
+    monkeypatch.setattr(zip_layout._Window, "CHUNK", 50)
+    members = [(f"dir/member-{i:03d}.txt", b"x") for i in range(40)]
+    members.append(("dir/evil.pkl", MALICIOUS_PICKLE))
+    result = scan_bytes(make_zip(members))
+    assert result.members_with("MG101") == {("dir/evil.pkl",)}
+    assert "MG205" not in result.rules
