@@ -18,10 +18,13 @@ import io
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.client import HTTPMessage
+from typing import IO
 
 from modelguard._version import __version__
 
@@ -125,12 +128,37 @@ def _strong_etag(value: str | None) -> str | None:
     return value if value and not value.startswith("W/") else None
 
 
+class _OriginBoundRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never carry credentials to another origin (a CDN)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and not same_origin(req.full_url, new.full_url):
+            for name in ("Authorization", "Cookie"):
+                new.remove_header(name)
+        return new
+
+
+def same_origin(a: str, b: str) -> bool:
+    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
+    return (pa.scheme, pa.netloc) == (pb.scheme, pb.netloc)
+
+
+_OPENER = urllib.request.build_opener(_OriginBoundRedirects)
+
+
 def open_url(url: str, headers: Mapping[str, str], timeout: float) -> http.client.HTTPResponse:
     """GET with the given headers; HTTP errors become RemoteReadError naming the URL."""
     try:
-        response: http.client.HTTPResponse = urllib.request.urlopen(  # noqa: S310
-            _request(url, headers), timeout=timeout
-        )
+        response: http.client.HTTPResponse = _OPENER.open(_request(url, headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         kind = TransientReadError if exc.code >= 500 or exc.code == 429 else RemoteReadError

@@ -33,6 +33,7 @@ from modelguard.remote.http_range import (
     RemoteReadError,
     TransferStats,
     probe,
+    same_origin,
 )
 from modelguard.scan.context import Input
 from modelguard.scan.engine import Target, scan_file, scan_input
@@ -67,11 +68,6 @@ def _display_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def _same_origin(a: str, b: str) -> bool:
-    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
-    return (pa.scheme, pa.netloc) == (pb.scheme, pb.netloc)
-
-
 def scan_url(
     url: str,
     display: str,
@@ -87,7 +83,7 @@ def scan_url(
     except RemoteReadError as exc:
         return RemoteScan(display, InputError(display, str(exc)), "failed", None, stats)
     if response is None:
-        if not _same_origin(url, found.url):
+        if not same_origin(url, found.url):
             # Redirected to a CDN: its signed URL is the credential; keep ours to ourselves.
             headers.pop("Authorization", None)
         remote = RangeFile(

@@ -97,6 +97,7 @@ class RangeServer:
         self.json_routes: dict[str, object] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self.bytes_sent = 0
+        self.authorizations: list[str | None] = []  # Authorization header of each request
         self._lock = threading.Lock()
         server = self
 
@@ -110,6 +111,7 @@ class RangeServer:
                 path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
                 with server._lock:
                     server.requests.append(("GET", self.path, self.headers.get("Range")))
+                    server.authorizations.append(self.headers.get("Authorization"))
                 if path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[path])

@@ -193,7 +193,7 @@ def test_cli_scans_urls(
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def fake_hub(server: Any, repo: str, files: dict[str, bytes]) -> None:
+def fake_hub(server: Any, repo: str, files: dict[str, bytes], cdn: Any = None) -> None:
     """The slice of the Hub API that model_info(files_metadata=True) and /resolve/ use."""
     siblings = []
     for name, data in files.items():
@@ -210,9 +210,12 @@ def fake_hub(server: Any, repo: str, files: dict[str, bytes]) -> None:
             }
         )
         # /resolve/ redirects to a "CDN" path, as the Hub does for LFS files.
-        cdn = f"/cdn/{hashlib.sha256(data).hexdigest()}"
-        server.redirects[f"/{repo}/resolve/{COMMIT}/{name}"] = cdn
-        server.serve(cdn, data, etag=f'"{hashlib.sha256(data).hexdigest()}"')
+        cdn_path = f"/cdn/{hashlib.sha256(data).hexdigest()}"
+        host = cdn or server
+        host.serve(cdn_path, data, etag=f'"{hashlib.sha256(data).hexdigest()}"')
+        server.redirects[f"/{repo}/resolve/{COMMIT}/{name}"] = (
+            cdn_path if cdn is None else f"{cdn.url}{cdn_path}"
+        )
     info = {"id": repo, "sha": COMMIT, "siblings": siblings}
     server.json_routes[f"/api/models/{repo}"] = info
     server.json_routes[f"/api/models/{repo}/revision/main"] = info
@@ -263,3 +266,19 @@ def test_hf_single_file_path(hub_env: Any, models: SimpleNamespace) -> None:
 def test_is_remote() -> None:
     assert is_remote("hf://a/b") and is_remote("https://x/y.pt") and is_remote("http://x/y")
     assert not is_remote("models/https.pt") and not is_remote(Path("hf://x"))
+
+
+def test_hf_token_is_not_sent_to_a_cdn_on_another_origin(
+    hub_env: Any, evil_checkpoint: bytes
+) -> None:
+    cdn = type(hub_env)(ranges=True)
+    try:
+        fake_hub(hub_env, "acme/private", {"model.bin": evil_checkpoint}, cdn=cdn)
+        options = RemoteOptions(hf_token="hf_secret")
+        report, (detail,) = scan_remote_sources(["hf://acme/private"], Policy(), options)
+        assert [f.rule_id for f in report.findings] == ["MG101"]
+        assert detail.method == "ranges"
+        assert cdn.requests and all(auth is None for auth in cdn.authorizations)
+        assert "Bearer hf_secret" in hub_env.authorizations
+    finally:
+        cdn.close()
