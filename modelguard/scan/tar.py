@@ -47,6 +47,9 @@ def scan_tar(inp: Input, ctx: ScanContext) -> None:
 
 def _read_headers(inp: Input, ctx: ScanContext) -> list[tarfile.TarInfo] | None:
     members: list[tarfile.TarInfo] = []
+    if _oversized_meta(inp, ctx, 0):
+        return None
+    inp.stream.seek(0)  # tarfile starts reading where the stream stands
     try:
         archive = tarfile.open(fileobj=inp.stream, mode="r:")  # noqa: SIM115 - closed below
     except tarfile.TarError as exc:
@@ -56,6 +59,8 @@ def _read_headers(inp: Input, ctx: ScanContext) -> list[tarfile.TarInfo] | None:
         while True:
             if len(members) >= ctx.limits.max_archive_members:
                 ctx.limit_reached("archive members", ctx.limits.max_archive_members)
+                return members
+            if _oversized_meta(inp, ctx, archive.offset):
                 return members
             try:
                 member = archive.next()
@@ -71,6 +76,42 @@ def _read_headers(inp: Input, ctx: ScanContext) -> list[tarfile.TarInfo] | None:
             members.append(member)
         _check_hidden_tail(inp, ctx, archive.offset)
     return members
+
+
+_META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_MAX_META_CHAIN = 64
+
+
+def _oversized_meta(inp: Input, ctx: ScanContext, offset: int) -> bool:
+    """True (after MG002) if pax / GNU long-name headers at ``offset`` are bigger than
+    the header cap: tarfile reads their data into memory whole."""
+    for _ in range(_MAX_META_CHAIN):
+        block = inp.read_at(offset, tarfile.BLOCKSIZE)
+        if len(block) < tarfile.BLOCKSIZE or block[156:157] not in _META_TYPES:
+            return False
+        size = _tar_number(block[124:136])
+        if size is None:
+            return False  # tarfile reports the damaged header itself
+        if size > ctx.limits.max_header_bytes:
+            ctx.limit_reached(
+                "tar extended header size", ctx.limits.max_header_bytes, offset=offset
+            )
+            return True
+        offset += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return False
+
+
+def _tar_number(field: bytes) -> int | None:
+    """A header number field: octal text, or GNU base-256 when the top bit is set."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] == b"\xff":
+        return None  # negative
+    text = field.split(b"\x00", 1)[0].strip()
+    try:
+        return int(text or b"0", 8)
+    except ValueError:
+        return None
 
 
 def _check_hidden_tail(inp: Input, ctx: ScanContext, end: int) -> None:

@@ -193,3 +193,24 @@ def test_truncated_tar(cut: int) -> None:
     result = scan_bytes(data[:cut])
     assert result.findings
     assert "MG004" not in result.rules
+
+
+def test_oversized_pax_header_is_not_read_into_memory() -> None:
+    info = tarfile.TarInfo("weights.pkl")
+    info.size = len(BENIGN_PICKLE)
+    info.pax_headers = {"comment": "x" * 5000}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(info, io.BytesIO(BENIGN_PICKLE))
+    data = buffer.getvalue()
+    result = scan_bytes(data, limits=Limits(max_header_bytes=1000))
+    assert "tar extended header size" in {f.evidence for f in result.with_rule("MG002")}
+    assert "MG002" not in scan_bytes(data).rules
+
+
+def test_oversized_long_name_after_first_member() -> None:
+    long_name = "d/" * 3000 + "evil.pkl"
+    data = make_tar([("a.txt", b"x"), (long_name, MALICIOUS_PICKLE)], tarfile.GNU_FORMAT)
+    result = scan_bytes(data, limits=Limits(max_header_bytes=1000))
+    assert "tar extended header size" in {f.evidence for f in result.with_rule("MG002")}
+    assert "MG101" in scan_bytes(data).rules
