@@ -336,10 +336,57 @@ def _parse_bundle(data: bytes) -> _Envelope:
     return _Envelope(payload, sig, hint or None)
 
 
+# hash_type -> hex digest length; blake3 would need a third-party package.
+_DIGEST_HEX = {"sha256": 64, "blake2b": 128}
+
+
 @dataclass(frozen=True)
 class _Statement:
-    resources: dict[str, str]
+    """The signed manifest: per file, its digest (``files``) or its shards' digests."""
+
+    method: str  # "files" or "shards"
+    hash_type: str
+    shard_size: int | None
+    files: dict[str, dict[tuple[int, int] | None, str]]  # file -> {shard range or None: hex}
     ignore_paths: tuple[str, ...]
+
+
+def _resource_key(name: str, method: str, where: str) -> tuple[str, tuple[int, int] | None]:
+    shard: tuple[int, int] | None = None
+    path = name
+    if method == "shards":
+        path, _, rest = name.rpartition(":")
+        path, _, first = path.rpartition(":")
+        if not (first.isdigit() and rest.isdigit()) or int(first) > int(rest):
+            raise _Malformed(f"{where}: shard name {name!r} is not path:start:end")
+        shard = (int(first), int(rest))
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or ".." in pure.parts:
+        raise _Malformed(f"{where}: bad resource name {name!r}")
+    return path, shard
+
+
+def _parse_serialization(serialization: dict[str, Any]) -> tuple[str, str, int | None]:
+    method = serialization.get("method")
+    hash_type = serialization.get("hash_type")
+    if method not in ("files", "shards") or hash_type not in _DIGEST_HEX:
+        raise _Malformed(
+            f"serialization method={method!r} hash_type={hash_type!r} is not supported "
+            f"(modelguard verifies files or shards with {' or '.join(_DIGEST_HEX)})"
+        )
+    shard_size: int | None = None
+    if method == "shards":
+        raw = serialization.get("shard_size")
+        # protobuf JSON turns integers into floats (4 -> 4.0)
+        if (
+            isinstance(raw, bool)
+            or not isinstance(raw, (int, float))
+            or raw != int(raw)
+            or raw <= 0
+        ):
+            raise _Malformed(f"serialization.shard_size {raw!r} is not a positive integer")
+        shard_size = int(raw)
+    return method, hash_type, shard_size
 
 
 def _parse_statement(payload: bytes) -> _Statement:
@@ -360,35 +407,68 @@ def _parse_statement(payload: bytes) -> _Statement:
     )
     predicate = _field(statement, "predicate", dict, "statement")
     serialization = _field(predicate, "serialization", dict, "predicate")
-    method = serialization.get("method")
-    hash_type = serialization.get("hash_type")
-    if method != "files" or hash_type != "sha256":
-        raise _Malformed(
-            f"serialization method={method!r} hash_type={hash_type!r} is not supported "
-            "(modelguard verifies method='files' with sha256)"
-        )
+    method, hash_type, shard_size = _parse_serialization(serialization)
     ignore = serialization.get("ignore_paths", [])
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise _Malformed("serialization.ignore_paths: expected a list of strings")
-    resources: dict[str, str] = {}
-    ordered: list[tuple[str, str]] = []
+    files: dict[str, dict[tuple[int, int] | None, str]] = {}
+    in_order: list[tuple[str, str]] = []
     for index, item in enumerate(_field(predicate, "resources", list, "predicate")):
         where = f"resources[{index}]"
         name = _field(item, "name", str, where)
-        if _field(item, "algorithm", str, where) != "sha256":
-            raise _Malformed(f"{where}: algorithm {item['algorithm']!r} is not supported")
+        algorithm = _field(item, "algorithm", str, where)
+        if not algorithm.startswith(hash_type):
+            raise _Malformed(f"{where}: algorithm {algorithm!r} does not match {hash_type}")
         digest = _field(item, "digest", str, where).lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise _Malformed(f"{where}: digest is not a sha256 hex string")
-        pure = PurePosixPath(name)
-        if pure.is_absolute() or ".." in pure.parts or name in resources:
-            raise _Malformed(f"{where}: bad or duplicate resource name {name!r}")
-        resources[name] = digest
-        ordered.append((name, digest))
-    ordered.sort(key=lambda pair: PurePosixPath(pair[0]))
-    if root_digest(ordered) != subject_digest.lower():
+        if len(digest) != _DIGEST_HEX[hash_type] or any(
+            c not in "0123456789abcdef" for c in digest
+        ):
+            raise _Malformed(f"{where}: digest is not a {hash_type} hex string")
+        path, shard = _resource_key(name, method, where)
+        if shard in files.setdefault(path, {}):
+            raise _Malformed(f"{where}: duplicate resource {name!r}")
+        files[path][shard] = digest
+        in_order.append((name, digest))
+    # As model_signing does: the subject digest covers the resources in listed order.
+    if root_digest(in_order) != subject_digest.lower():
         raise _Malformed("manifest is inconsistent: resources do not hash to the subject digest")
-    return _Statement(resources, tuple(ignore))
+    return _Statement(method, hash_type, shard_size, files, tuple(ignore))
+
+
+def _hash_shards(path: Path, shard_size: int, algorithm: str) -> dict[tuple[int, int] | None, str]:
+    """Digest of each [start, end) shard, read once; an empty file has no shards."""
+    out: dict[tuple[int, int] | None, str] = {}
+    start = 0
+    with path.open("rb") as handle:
+        while True:
+            h = hashlib.new(algorithm)
+            remaining = shard_size
+            while remaining:
+                chunk = handle.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                remaining -= len(chunk)
+            end = start + shard_size - remaining
+            if end == start:
+                return out
+            out[(start, end)] = h.hexdigest()
+            start = end
+
+
+def _actual_manifest(
+    files: dict[str, Path], statement: _Statement
+) -> dict[str, dict[tuple[int, int] | None, str]]:
+    if statement.method == "files":
+        digests = hash_files(files.values(), (statement.hash_type,))
+        return {name: {None: digests[path][statement.hash_type]} for name, path in files.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = statement.shard_size or 1
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        results = pool.map(lambda p: _hash_shards(p, size, statement.hash_type), files.values())
+        # model_signing lists no resource for an empty file in shard mode
+        return {name: shards for name, shards in zip(files, results, strict=True) if shards}
 
 
 def _signature_ok(public_key: EllipticCurvePublicKey, envelope: _Envelope) -> bool:
@@ -470,29 +550,41 @@ def _compare_manifest(
 ) -> list[Finding]:
     ignore = [*statement.ignore_paths, *GIT_PATHS, *_signature_ignore(model, bundle_path)]
     listing = list_model_files(model, ignore)
-    digests = hash_files(listing.files.values())
-    actual = {name: digests[path]["sha256"] for name, path in listing.files.items()}
+    actual = _actual_manifest(listing.files, statement)
 
     def shown(name: str) -> str:
         return display if name == "." else f"{display.rstrip('/')}/{name}"
 
+    def summary(parts: dict[tuple[int, int] | None, str]) -> str:
+        if None in parts:
+            return parts[None]
+        return f"{len(parts)} shard(s)"
+
     findings: list[Finding] = []
-    for name in _sorted_names(statement.resources):
-        expected = statement.resources[name]
-        if name not in actual:
+    for name in _sorted_names(statement.files):
+        expected = statement.files[name]
+        if name not in listing.files:
             findings.append(
                 _finding(R.FILE_MISSING, f"signed file {name} is missing", shown(name), name)
             )
-        elif actual[name] != expected:
+        elif actual.get(name, {}) != expected:
+            got = actual.get(name, {})
+            shards = sorted(
+                k
+                for k in set(expected) | set(got)
+                if k is not None and expected.get(k) != got.get(k)
+            )
+            where = f" (first at bytes {shards[0][0]}-{shards[0][1]})" if shards else ""
             findings.append(
                 _finding(
                     R.DIGEST_MISMATCH,
-                    f"{name} changed after signing: sha256 {actual[name]}, signed {expected}",
+                    f"{name} changed after signing{where}: {statement.hash_type} "
+                    f"{summary(got) if got else 'of an empty file'}, signed {summary(expected)}",
                     shown(name),
-                    f"sha256:{actual[name]}",
+                    f"{statement.hash_type}:{summary(got)}" if got else None,
                 )
             )
-    for name in _sorted_names(set(actual) - set(statement.resources)):
+    for name in _sorted_names(set(actual) - set(statement.files)):
         findings.append(
             _finding(R.FILE_UNEXPECTED, f"{name} was added after signing", shown(name), name)
         )

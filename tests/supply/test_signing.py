@@ -382,3 +382,66 @@ def test_cli_sign_encrypted_key(
 def test_model_signing_is_installed() -> None:
     # The interop tests above are meaningless if the reference implementation is absent.
     assert shutil.which("model_signing") or model_signing_cli("--help").returncode == 0
+
+
+def _upstream_sign(model: Path, key: Path, bundle: Path, hashing_config: object) -> None:
+    from model_signing import signing as ms_signing
+
+    (
+        ms_signing.Config()
+        .use_elliptic_key_signer(private_key=key)
+        .set_hashing_config(hashing_config)
+        .sign(model, bundle)
+    )
+
+
+def test_model_signing_shard_bundle_verifies_and_locates_tamper(
+    model_dir: Path, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    from model_signing import hashing as ms_hashing
+
+    (model_dir / "empty.bin").write_bytes(b"")  # shard mode lists no resource for it
+    bundle = tmp_path / "shards.sig"
+    config = ms_hashing.Config().use_shard_serialization(shard_size=4096)
+    _upstream_sign(model_dir, keys["alice"].private, bundle, config)
+    assert rule_ids(verify(model_dir, bundle, keys["alice"])) == ["MG400"]
+    weights = model_dir / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[10_000] ^= 0x01  # inside the third 4096-byte shard
+    weights.write_bytes(bytes(data))
+    report = verify(model_dir, bundle, keys["alice"])
+    assert rule_ids(report) == ["MG401"]
+    assert "first at bytes 8192-12288" in report.findings[0].message
+
+
+def test_model_signing_blake2_bundle_verifies(
+    model_dir: Path, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    from model_signing import hashing as ms_hashing
+
+    bundle = tmp_path / "blake2.sig"
+    config = ms_hashing.Config().use_file_serialization(hashing_algorithm="blake2")
+    _upstream_sign(model_dir, keys["alice"].private, bundle, config)
+    assert rule_ids(verify(model_dir, bundle, keys["alice"])) == ["MG400"]
+    (model_dir / "config.json").write_text("{}\n")
+    assert rule_ids(verify(model_dir, bundle, keys["alice"])) == ["MG401"]
+
+
+def test_unsupported_hash_type_is_malformed(signed: Path, keys: dict[str, KeyPair]) -> None:
+    # Re-sign a statement claiming blake3 with alice's key: the signature is fine, the
+    # serialization is not one modelguard can check, so it must not pass.
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    bundle_path = signed / "model.sig"
+    bundle = json.loads(bundle_path.read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["predicate"]["serialization"]["hash_type"] = "blake3"
+    payload = json.dumps(statement).encode()
+    key = signing.load_private_key(keys["alice"].private)
+    sig = key.sign(signing.pae(payload), ec.ECDSA(signing._ec_hash("secp256r1")))
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    bundle_path.write_text(json.dumps(bundle))
+    report = modelguard.verify(signed, key=keys["alice"].public)
+    assert rule_ids(report) == ["MG408"]
+    assert "blake3" in report.findings[0].message
