@@ -10,7 +10,8 @@ pre-authentication encoding (PAE). ``verificationMaterial.publicKey.hint`` is th
 sha256 of the signer's PEM public key, which lets a verifier tell "wrong key"
 from "bad signature".
 
-All cryptography goes through the ``cryptography`` package; the bundle JSON is
+modelguard writes the ``files`` serialization with sha256 and verifies
+``files`` or ``shards`` with sha256 or blake2b. All cryptography goes through the ``cryptography`` package; the bundle JSON is
 parsed here by hand because it is hostile input and a verifier must classify
 every defect as a finding rather than crash. Only the key method is supported:
 keyless (Sigstore certificate) bundles need the network and are reported as
