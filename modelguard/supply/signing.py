@@ -11,9 +11,10 @@ sha256 of the signer's PEM public key, which lets a verifier tell "wrong key"
 from "bad signature".
 
 modelguard writes the ``files`` serialization with sha256 and verifies
-``files`` or ``shards`` with sha256 or blake2b. All cryptography goes through the ``cryptography`` package; the bundle JSON is
-parsed here by hand because it is hostile input and a verifier must classify
-every defect as a finding rather than crash. Only the key method is supported:
+``files`` or ``shards`` with sha256 or blake2b. All cryptography goes through
+the ``cryptography`` package; the bundle JSON is parsed here by hand because it
+is hostile input and a verifier must classify every defect as a finding rather
+than crash. Only the key method is supported:
 keyless (Sigstore certificate) bundles need the network and are reported as
 unsupported, which keeps the door open for a certificate verifier later.
 """
