@@ -5,7 +5,8 @@ torch.load unpickles every one of those pickles:
 
 * ``storages``: a pickled count, then per storage a pickled
   ``(key, location, storage_type)``, an 8-byte element count and the elements
-  (their size given by ``storage_type``, e.g. ``torch.FloatStorage``);
+  (their size given by ``storage_type``, e.g. ``torch.FloatStorage``), then a
+  pickled list of storage views;
 * ``tensors``: a pickled count, then per tensor a pickled
   ``(key, storage_id, tensor_type)``, a 4-byte ``ndim``, 4 bytes skipped, then
   ``ndim`` sizes and ``ndim`` strides (8 bytes each) and an 8-byte offset.
@@ -50,6 +51,14 @@ def scan_record_member(label: str, kind: str, inp: Input, ctx: ScanContext) -> N
             _broken(child, f"record {index} has raw data that cannot be framed", record.end)
             return
         offset = record.end + skip
+    if kind == "storages":
+        if offset >= inp.size:
+            _broken(child, "ends before its storage view list", offset)
+            return
+        views = walk_pickle(inp.stream, child, start=offset, limit=inp.size)
+        if views.end is None:
+            return
+        offset = views.end
     if offset != inp.size:
         child.report(
             "MG106",

@@ -97,7 +97,12 @@ DOUBLE_STORAGE = b"ctorch\nDoubleStorage\n"
 FLOAT_TENSOR = b"ctorch\nFloatTensor\n"
 
 
-def _storages(records: list[bytes]) -> bytes:
+def _storages(records: list[bytes], views: bytes = pickle.dumps([], protocol=2)) -> bytes:
+    """The storages member: count, records, then the pickled storage views list."""
+    return pickle.dumps(len(records), protocol=2) + b"".join(records) + views
+
+
+def _tensors(records: list[bytes]) -> bytes:
     return pickle.dumps(len(records), protocol=2) + b"".join(records)
 
 
@@ -122,7 +127,7 @@ def _legacy_tar(storages: bytes, tensors: bytes, pickled: bytes = BENIGN_PICKLE)
 
 def _clean_records() -> tuple[bytes, bytes]:
     storages = _storages([_storage("0", FLOAT_STORAGE, 6, 4), _storage("1", DOUBLE_STORAGE, 3, 8)])
-    tensors = _storages([_tensor("t0", "0", (2, 3)), _tensor("t1", "1", (3,))])
+    tensors = _tensors([_tensor("t0", "0", (2, 3)), _tensor("t1", "1", (3,))])
     return storages, tensors
 
 
@@ -144,6 +149,12 @@ def test_legacy_torch_tar_every_record_pickle_is_walked() -> None:
     assert result.members_with("MG101") == {("storages",)}
 
 
+def test_legacy_torch_tar_storage_views_pickle_is_walked() -> None:
+    _, tensors = _clean_records()
+    storages = _storages([_storage("0", FLOAT_STORAGE, 6, 4)], views=MALICIOUS_PICKLE)
+    assert scan_bytes(_legacy_tar(storages, tensors)).members_with("MG101") == {("storages",)}
+
+
 def test_legacy_torch_tar_main_pickle_is_scanned_whatever_it_looks_like() -> None:
     result = scan_bytes(_legacy_tar(*_clean_records(), pickled=b"\x00" + MALICIOUS_PICKLE))
     assert "MG105" in result.rules  # walked as a pickle despite the bad first byte
@@ -153,7 +164,8 @@ def test_legacy_torch_tar_main_pickle_is_scanned_whatever_it_looks_like() -> Non
 
 def test_legacy_torch_tar_broken_framing() -> None:
     storages, tensors = _clean_records()
-    result = scan_bytes(_legacy_tar(storages[:-5], tensors))
+    lying = _record(_text("0"), _text("cpu"), FLOAT_STORAGE) + struct.pack("<q", 10**6) + bytes(24)
+    result = scan_bytes(_legacy_tar(_storages([lying]), tensors))
     assert "legacy-record-framing" in {f.evidence for f in result.with_rule("MG205")}
     result = scan_bytes(_legacy_tar(storages + b"hidden", tensors))
     assert result.members_with("MG106") == {("storages",)}
