@@ -50,7 +50,10 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
     for problem in directory.problems:
         ctx.report("MG205", f"zip archive: {problem}", evidence=problem)
     flavour, roles = zip_flavour([e.name for e in directory.entries])
-    ctx.set_format(flavour)
+    if directory.prefix == 0:
+        # Behind a prefix the archive is a second reading (a pickle+zip polyglot
+        # is loaded as a pickle): the artifact keeps its first format's name.
+        ctx.set_format(flavour)
     _check_prefix(directory, ctx)
     _check_layout(directory, ctx)
     _scan_entries(inp, ctx, directory, roles, suffix="")

@@ -217,6 +217,7 @@ def test_pickle_zip_polyglot_scans_both() -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.read("archive/data.pkl") == BENIGN_PICKLE
     result = scan_bytes(data)
+    assert result.format == "pickle"  # what torch.load reads it as
     assert {"MG207", "MG101"} <= result.rules
     assert "prefix" in {f.evidence for f in result.with_rule("MG205")}
     assert () in result.members_with("MG101")  # the leading pickle itself
