@@ -30,6 +30,7 @@ from modelguard._version import __version__
 
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 256  # 16 MiB of blocks
+MAX_READAHEAD_BLOCKS = 128  # sequential reads grow fetches up to 8 MiB
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -168,6 +169,17 @@ def open_url(url: str, headers: Mapping[str, str], timeout: float) -> http.clien
     return response
 
 
+def _runs(blocks: list[int]) -> list[tuple[int, int]]:
+    """Sorted block numbers as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    for block in blocks:
+        if runs and block == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], block)
+        else:
+            runs.append((block, block))
+    return runs
+
+
 class RangeFile(io.RawIOBase):
     """A remote file read through Range requests (after a probe said they work)."""
 
@@ -193,6 +205,8 @@ class RangeFile(io.RawIOBase):
         self._retries = retries
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._pos = 0
+        self._next_sequential = 1 if first_block is not None else 0
+        self._readahead = 0
         self.stats = stats if stats is not None else TransferStats()
         if first_block is not None and (
             len(first_block) == BLOCK_BYTES or len(first_block) == self.size
@@ -233,40 +247,48 @@ class RangeFile(io.RawIOBase):
         self._pos += len(data)
         return len(data)
 
+    def readall(self) -> bytes:
+        """The rest of the file in one range request (not one per block)."""
+        return self.read(max(0, self.size - self._pos)) or b""
+
     # -- blocks ------------------------------------------------------------------------
     def _read_range(self, start: int, length: int) -> bytes:
         first, last = start // BLOCK_BYTES, (start + length - 1) // BLOCK_BYTES
-        missing = [b for b in range(first, last + 1) if b not in self._blocks]
-        # Fetch runs of consecutive missing blocks, one request per run.
-        run_start: int | None = None
-        previous = -2
-        for block in [*missing, -1]:
-            if run_start is not None and block != previous + 1:
-                self._fetch_blocks(run_start, previous)
-                run_start = None
-            if block == -1:
-                break
-            if run_start is None:
-                run_start = block
-            previous = block
-        parts = []
+        got: dict[int, bytes] = {}
         for block in range(first, last + 1):
-            data = self._blocks[block]
-            self._blocks.move_to_end(block)
-            parts.append(data)
-        joined = b"".join(parts)
+            cached = self._blocks.get(block)
+            if cached is not None:
+                got[block] = cached
+                self._blocks.move_to_end(block)
+        missing = [b for b in range(first, last + 1) if b not in got]
+        for run_first, run_last in _runs(missing):
+            got.update(self._fetch_blocks(run_first, self._with_readahead(run_first, run_last)))
+        joined = b"".join(got[block] for block in range(first, last + 1))
         offset = start - first * BLOCK_BYTES
         return joined[offset : offset + length]
 
-    def _fetch_blocks(self, first: int, last: int) -> None:
+    def _with_readahead(self, run_first: int, run_last: int) -> int:
+        """Extend a fetch when reads walk forward through the file (a long pickle)."""
+        if run_first == self._next_sequential:
+            self._readahead = min(max(1, self._readahead * 2), MAX_READAHEAD_BLOCKS)
+        else:
+            self._readahead = 0
+        last_block = max(0, (self.size - 1) // BLOCK_BYTES)
+        return min(run_last + self._readahead, last_block)
+
+    def _fetch_blocks(self, first: int, last: int) -> dict[int, bytes]:
         start = first * BLOCK_BYTES
         end = min(self.size, (last + 1) * BLOCK_BYTES) - 1
         data = self._get_range(start, end)
-        for block in range(first, last + 1):
-            offset = (block - first) * BLOCK_BYTES
-            self._blocks[block] = data[offset : offset + BLOCK_BYTES]
-        while len(self._blocks) > max(CACHE_BLOCKS, last - first + 1):
+        fetched = {
+            block: data[(block - first) * BLOCK_BYTES : (block - first + 1) * BLOCK_BYTES]
+            for block in range(first, last + 1)
+        }
+        self._blocks.update(fetched)
+        while len(self._blocks) > CACHE_BLOCKS:
             self._blocks.popitem(last=False)
+        self._next_sequential = last + 1
+        return fetched
 
     def _get_range(self, start: int, end: int) -> bytes:
         headers = {**self._headers, "Range": f"bytes={start}-{end}"}
