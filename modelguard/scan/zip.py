@@ -66,7 +66,8 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
             offset=other.cd_start,
             evidence="second-directory",
         )
-        _, other_roles = zip_flavour([e.name for e in other.entries])
+        other_flavour, other_roles = zip_flavour([e.name for e in other.entries])
+        ctx.set_format(other_flavour)  # the reading of a file that starts as a zip
         _scan_entries(inp, ctx, other, other_roles, suffix=" (as PyTorch reads it)")
 
 

@@ -263,6 +263,7 @@ def test_second_directory_is_what_torch_load_reads() -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert b"Fraction" not in archive.read("archive/data.pkl")
     result = scan_bytes(data)
+    assert result.format == "pytorch-zip"
     assert "second-directory" in {f.evidence for f in result.with_rule("MG205")}
     flagged = {f.location.members for f in result.findings if f.rule_id in ("MG102", "MG103")}
     assert flagged == {("archive/data.pkl (as PyTorch reads it)",)}
