@@ -43,8 +43,6 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
         directories = read_directories(inp, ctx)
     except ZipStructureError as exc:
         ctx.report("MG205", f"zip archive cannot be read: {exc}", evidence="unreadable")
-        if ctx.depth == 0:
-            ctx.set_format("zip")
         return
     directory = directories[0]
     for problem in directory.problems:
