@@ -19,7 +19,8 @@ or scan root takes effect without invalidating anything.
 An entry that fails to parse, fails its checksum, or names a different key is
 ignored and the file is scanned again: the cache can only save time, never
 change a verdict. Writes go to a temporary file renamed into place, so readers
-never see half an entry. The cache lives in ``$MODELGUARD_CACHE_DIR``, else
+never see half an entry. Entries older than 30 days are deleted (checked at
+most once a day, when an entry is written). The cache lives in ``$MODELGUARD_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/modelguard``, else ``~/.cache/modelguard``.
 """
 
@@ -31,6 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ from modelguard.findings import Finding, Location, Severity
 from modelguard.scan.limits import Limits
 
 ENTRY_SCHEMA = 1
+MAX_AGE_DAYS = 30
+PRUNE_INTERVAL_S = 86400
 ENV_CACHE_DIR = "MODELGUARD_CACHE_DIR"
 # Findings of these rules mean the scan itself did not finish normally; such a
 # result is never stored, so the next run tries again.
@@ -235,7 +239,39 @@ class ScanCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             return False
+        self.prune_if_due()
         return True
+
+    def prune_if_due(self, now: float | None = None) -> int:
+        """At most once a day, delete entries written more than MAX_AGE_DAYS ago.
+
+        Entries of files that changed are never hit again; this keeps them from
+        piling up. An unchanged file's entry simply expires and is rescanned.
+        Returns the number of entries deleted.
+        """
+        now = time.time() if now is None else now
+        marker = self.directory / f"v{ENTRY_SCHEMA}" / "last-prune"
+        try:
+            if now - marker.stat().st_mtime < PRUNE_INTERVAL_S:
+                return 0
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return 0
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            os.utime(marker, (now, now))
+        except OSError:
+            return 0
+        removed = 0
+        cutoff = now - MAX_AGE_DAYS * 86400
+        for entry in marker.parent.glob("*/*"):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+        return removed
 
 
 def _parse_entry(text: str, material: str, display: str) -> CachedScan | None:

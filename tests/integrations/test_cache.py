@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,22 @@ def test_cli_caches_by_default_and_no_cache_bypasses(
     assert json.loads(first.output)["artifacts"] == json.loads(second.output)["artifacts"]
     assert dispatch.calls == ["model.pt", "model.pt"]  # the second run was a hit
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
+
+
+def test_old_entries_are_pruned_once_a_day(
+    tmp_path: Path, dispatch: CountingDispatch, store: ScanCache
+) -> None:
+    old, new = tmp_path / "old.pt", tmp_path / "new.pt"
+    old.write_bytes(b"old")
+    new.write_bytes(b"new")
+    scan(old, policy=Policy(), root=tmp_path, cache=store)  # first store prunes (nothing)
+    (old_entry,) = entries(store)
+    month_ago = old_entry.stat().st_mtime - 31 * 86400
+    os.utime(old_entry, (month_ago, month_ago))
+    scan(new, policy=Policy(), root=tmp_path, cache=store)
+    assert old_entry.exists()  # pruned at most once a day: not yet due
+    now = time.time() + 2 * 86400  # two days on: a sweep is due
+    assert store.prune_if_due(now=now) == 1
+    assert not old_entry.exists()
+    assert len(entries(store)) == 1  # the recent entry stays
+    assert store.prune_if_due(now=now + 60) == 0  # and the next sweep waits a day
