@@ -6,7 +6,9 @@ Built with cyclonedx-python-lib (the ``bom`` extra). Per artifact:
   the scan root; an artifact that is gone by render time gets none;
 * source and pinned revision: from ``modelguard.lock`` in the scan root, when it
   has an entry for the artifact (``source`` becomes a distribution external
-  reference, ``revision`` the component version);
+  reference, ``revision`` the component version); a remotely scanned artifact
+  (``hf://owner/repo@<commit>/file``, ``https://…``) is its own source, and a
+  Hub artifact's commit is its revision (no hash: its bytes were not all read);
 * signature status: from provenance findings in the report (a report that
   merged ``verify --key`` results), else whether a signature bundle lies beside
   the artifact (``present-unverified``) or not (``not-checked``);
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from modelguard.errors import MissingExtra
 from modelguard.findings import ArtifactResult, Finding, Report, Severity
+from modelguard.remote import is_remote
 from modelguard.report.interface import RenderOptions
 from modelguard.rules import all_rules
 
@@ -189,8 +192,12 @@ def render_cyclonedx(report: Report, options: RenderOptions) -> str:
     for artifact in report.artifacts:
         ref = f"model:{artifact.path}"
         entry = locked.get(artifact.path)
+        remote = is_remote(artifact.path)
+        if remote:
+            # A remote scan: the artifact names its own source (and Hub commit).
+            entry = _remote_entry(artifact)
         hashes: list[HashType] = []
-        digest = _file_sha256(root / artifact.path)
+        digest = None if remote else _file_sha256(root / artifact.path)
         if digest is not None:
             hashes.append(HashType(alg=CdxHashAlgorithm.SHA_256, content=digest))
         if entry is not None and entry.sha1:
@@ -240,6 +247,20 @@ def render_cyclonedx(report: Report, options: RenderOptions) -> str:
 
     text: str = JsonV1Dot6(bom).output_as_string(indent=2)
     return text + "\n"
+
+
+def _remote_entry(artifact: ArtifactResult) -> LockEntry:
+    """Source and pinned revision of a remotely scanned artifact, from its name."""
+    from modelguard.supply.lockfile import LockEntry
+
+    revision = None
+    if artifact.path.startswith("hf://"):
+        _, _, tail = artifact.path.partition("@")
+        candidate = tail.partition("/")[0]
+        revision = candidate or None
+    return LockEntry(
+        path=artifact.path, size=artifact.size, source=artifact.path, revision=revision
+    )
 
 
 def _source_url(source: str) -> str | None:

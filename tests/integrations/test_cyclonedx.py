@@ -212,3 +212,19 @@ def test_cli_format_cyclonedx(project: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert VALIDATOR.validate_str(text) is None
     assert render is not None  # the interface maps "cyclonedx" to this renderer
     assert len(json.loads(text)["components"]) == 2
+
+
+def test_remote_artifacts_carry_source_and_commit(tmp_path: Path) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub = f"hf://acme/tiny@{commit}/model.bin"
+    url = "https://example.org/models/model.pt"
+    report = Report(artifacts=(_artifact(hub), _artifact(url)), root=tmp_path.as_posix())
+    components = {c["name"]: c for c in bom_of(report)["components"]}
+    assert components[hub]["version"] == commit
+    assert components[hub]["externalReferences"][0]["url"] == (
+        f"https://huggingface.co/acme/tiny/blob/{commit}/model.bin"
+    )
+    assert props(components[hub])["modelguard:source"] == hub
+    assert "version" not in components[url]
+    assert components[url]["externalReferences"][0]["url"] == url
+    assert "hashes" not in components[url]
