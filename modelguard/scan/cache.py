@@ -134,10 +134,16 @@ def _key_material(identity: FileIdentity, limits: Limits, allow_globals: frozens
 
 
 def _finding_to_json(finding: Finding) -> dict[str, Any]:
+    message = finding.message
+    # Messages that start with the file's display name ("a.bin: format not
+    # recognised") get the current name back on a hit, whatever the scan root.
+    prefix = f"{finding.location.path}: "
+    named = message.startswith(prefix)
     return {
         "rule": finding.rule_id,
         "severity": finding.severity.label,
-        "message": finding.message,
+        "message": message[len(prefix) :] if named else message,
+        "named": named,
         "members": list(finding.location.members),
         "offset": finding.location.offset,
         "evidence": finding.evidence,
@@ -159,6 +165,8 @@ def _finding_from_json(raw: Any, display: str) -> Finding:
     if evidence is not None and not isinstance(evidence, str):
         raise TypeError("evidence must be a string")
     severity = Severity.parse(str(raw["severity"]))
+    if raw.get("named") is True:
+        message = f"{display}: {message}"
     return Finding(
         rule_id=rule_id,
         severity=severity,

@@ -283,3 +283,20 @@ def test_old_entries_are_pruned_once_a_day(
     assert not old_entry.exists()
     assert len(entries(store)) == 1  # the recent entry stays
     assert store.prune_if_due(now=now + 60) == 0  # and the next sweep waits a day
+
+
+def test_display_name_in_messages_follows_the_scan_root(
+    tmp_path: Path, store: ScanCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real (unpatched) scan of an unknown format: MG001's message names the file."""
+    blob = tmp_path / "sub" / "notes.bin"
+    blob.parent.mkdir()
+    blob.write_bytes(b"\x00\x01 not a model")
+    first = scan(blob, policy=Policy(), root=tmp_path, cache=store)
+    (finding,) = first.findings
+    assert finding.rule_id == "MG001" and finding.message.startswith("sub/notes.bin: ")
+    monkeypatch.setattr(engine, "dispatch", None)  # a rescan would now fail (MG004)
+    again = scan(blob, policy=Policy(), root=tmp_path / "sub", cache=store)
+    (cached,) = again.findings
+    assert cached.location.path == "notes.bin"
+    assert cached.message == finding.message.replace("sub/notes.bin", "notes.bin", 1)
