@@ -196,6 +196,8 @@ _Value = (
     | _NumpyDtype | _JoblibState
 )  # fmt: skip
 _MAX_TRACKED_TUPLE = 32  # longer tuples are opaque data
+_MEMO_SHORT = 64  # memoised strings up to this length are always kept
+_MEMO_TEXT_BUDGET = 32 * 1024 * 1024  # characters of longer memoised strings kept
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _MAX_JOBLIB_KEYS = 32
 _MAX_NESTED_PICKLES = 8  # joblib object arrays nest a pickle inside the pickle
@@ -337,6 +339,7 @@ class _Walker:
         self.memo: dict[int, _Value] = {}
         self.handlers: dict[int, Callable[[int], bool]] = self._handler_table()
         self._parsed = 0  # opcodes fully parsed so far
+        self._memo_text = 0  # characters of long strings kept in the memo
 
     # -- driver ------------------------------------------------------------------------
     def run(self) -> PickleStream:
@@ -435,7 +438,35 @@ class _Walker:
             if op == 0x94 and stack:  # MEMOIZE
                 if len(memo) >= max_memo:
                     raise _CapReached("pickle memo entries", max_memo, offset)
-                memo[len(memo)] = stack[-1]
+                value = stack[-1]
+                memo[len(memo)] = value if type(value) is not str else self.memo_text(value)
+                self._parsed = count
+                continue
+            if op == 0x58 and pos + 4 <= buflen:  # BINUNICODE
+                n = from_bytes(buf[pos : pos + 4], "little")
+                if n <= KEEP_STRING and pos + 4 + n <= buflen:
+                    try:
+                        stack.append(buf[pos + 4 : pos + 4 + n].decode("utf-8", "surrogatepass"))
+                    except UnicodeDecodeError:
+                        raise _Malformed(
+                            f"BINUNICODE at offset {offset} is not valid UTF-8", offset
+                        ) from None
+                    pos += 4 + n
+                    if len(stack) > max_depth:
+                        raise _CapReached("pickle stack depth", max_depth, offset)
+                    self._parsed = count
+                    continue
+            if op == 0x7D and not (stack and type(stack[-1]) is _Called):  # EMPTY_DICT
+                stack.append(_DATA)
+                if len(stack) > max_depth:
+                    raise _CapReached("pickle stack depth", max_depth, offset)
+                self._parsed = count
+                continue
+            if 0x85 <= op <= 0x87 and len(stack) >= op - 0x84:  # TUPLE1, TUPLE2, TUPLE3
+                n = op - 0x84
+                items = tuple(stack[-n:])
+                del stack[-n:]
+                stack.append(items)
                 self._parsed = count
                 continue
             if op == 0x8C and pos < buflen and pos + 1 + buf[pos] <= buflen:  # SHORT_BINUNICODE
@@ -471,10 +502,29 @@ class _Walker:
                 index = buf[pos]
                 if index not in memo and len(memo) >= max_memo:
                     raise _CapReached("pickle memo entries", max_memo, offset)
-                memo[index] = stack[-1]
+                value = stack[-1]
+                memo[index] = value if type(value) is not str else self.memo_text(value)
                 pos += 1
                 self._parsed = count
                 continue
+            if op == 0x72 and pos + 4 <= buflen and stack:  # LONG_BINPUT
+                index = from_bytes(buf[pos : pos + 4], "little")
+                if index not in memo and len(memo) >= max_memo:
+                    raise _CapReached("pickle memo entries", max_memo, offset)
+                value = stack[-1]
+                memo[index] = value if type(value) is not str else self.memo_text(value)
+                pos += 4
+                self._parsed = count
+                continue
+            if op == 0x6A and pos + 4 <= buflen:  # LONG_BINGET
+                index = from_bytes(buf[pos : pos + 4], "little")
+                if index in memo:
+                    stack.append(memo[index])
+                    pos += 4
+                    if len(stack) > max_depth:
+                        raise _CapReached("pickle stack depth", max_depth, offset)
+                    self._parsed = count
+                    continue
             if op == 0x68 and pos < buflen and buf[pos] in memo:  # BINGET
                 stack.append(memo[buf[pos]])
                 pos += 1
@@ -931,8 +981,21 @@ class _Walker:
             raise _Malformed(f"negative memo key at offset {offset}", offset)
         if index not in self.memo and len(self.memo) >= self.limits.max_memo_entries:
             raise _CapReached("pickle memo entries", self.limits.max_memo_entries, offset)
-        self.memo[index] = self.top(offset)
+        value = self.top(offset)
+        self.memo[index] = self.memo_text(value) if isinstance(value, str) else value
         return False
+
+    def memo_text(self, text: str) -> _Value:
+        """A string to keep in the memo, within a total budget for memoised text.
+
+        A pickle can memoise millions of strings; past the budget long ones are
+        remembered as opaque data (if one is later fetched for STACK_GLOBAL, that
+        global is reported as unresolved rather than guessed).
+        """
+        if len(text) <= _MEMO_SHORT:
+            return text
+        self._memo_text += len(text)
+        return text if self._memo_text <= _MEMO_TEXT_BUDGET else _DATA
 
     def op_memoize(self, offset: int) -> bool:
         return self.op_put(len(self.memo), offset)

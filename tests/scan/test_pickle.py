@@ -689,3 +689,17 @@ def test_joblib_array_bytes_hiding_a_payload_for_pickle_load() -> None:
     findings = scan(_joblib_by_hand(payload, aligned=False))
     assert ("MG101", "os.system") in hits(findings)
     assert "MG105" not in rules(findings)
+
+
+def test_memoised_text_beyond_budget_becomes_unresolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelguard.scan.pickle as walker
+
+    monkeypatch.setattr(walker, "_MEMO_TEXT_BUDGET", 150)
+    module = "a" * 70 + ".os"  # long enough to count against the budget
+    early = proto(4) + sbu(module) + MEMOIZE + b"0"  # memo 0: kept
+    late = sbu("b" * 100) + MEMOIZE + b"0" + sbu(module) + MEMOIZE + b"0"  # memo 2: over budget
+    data = early + late + binget(0) + sbu("x") + STACK_GLOBAL + b"0"
+    data += binget(2) + sbu("y") + STACK_GLOBAL + b"0" + NONE + STOP
+    found = hits(scan(data))
+    assert ("MG101", f"{module}.x") in found  # resolved through the memo
+    assert ("MG104", "STACK_GLOBAL:unresolved") in found  # not guessed once over budget
