@@ -114,7 +114,9 @@ def list_layers(
     device: str = "cpu",
 ) -> list[LayerInfo]:
     """Candidate layers in execution order; the default one is :func:`default_layer`."""
-    return load_model(Path(model), device=device, factory=factory, trust_pickle=trust_pickle).layers()
+    return load_model(
+        Path(model), device=device, factory=factory, trust_pickle=trust_pickle
+    ).layers()
 
 
 def analyze_backdoor(
@@ -173,13 +175,18 @@ def analyze_backdoor(
     if epochs < 0 or batch_size < 1 or fine_tune_batch_size < 1:
         raise UsageError("epochs must be >= 0 and batch sizes >= 1")
     model_path = Path(model)
-    loaded = load_model(model_path, device=device, factory=factory, trust_pickle=trust_pickle,
-                        fail_on=fail_on)
+    loaded = load_model(
+        model_path, device=device, factory=factory, trust_pickle=trust_pickle, fail_on=fail_on
+    )
     layers = loaded.layers()
     chosen_layer = _pick_layer(layers, layer)
     clean = load_data(data)
     evaluation = load_data(test_data) if test_data is not None else clean
-    trigger = Trigger(load_data(trigger_data), int(target)) if trigger_data is not None else None
+    trigger = (
+        Trigger(load_data(trigger_data), target)
+        if trigger_data is not None and target is not None
+        else None
+    )
     _seed(seed)
 
     profile = _profile(loaded, chosen_layer.name, clean, batch_size)
@@ -205,8 +212,10 @@ def analyze_backdoor(
         original = loaded.snapshot()
         mask = pruning.mask()
         can_train = loaded.can_fine_tune and epochs > 0
-        why_not = "" if can_train else (
-            "epochs=0" if loaded.can_fine_tune else "not available for ONNX (no training)"
+        why_not = (
+            ""
+            if can_train
+            else ("epochs=0" if loaded.can_fine_tune else "not available for ONNX (no training)")
         )
         # fine-tuning only
         if can_train:
@@ -219,8 +228,14 @@ def analyze_backdoor(
         # pruning only
         loaded.prune(chosen_layer.name, mask)
         rows.append(
-            _measure(loaded, "pruning", evaluation, trigger, batch_size,
-                     f"{pruning.chosen}/{pruning.channels} channels")
+            _measure(
+                loaded,
+                "pruning",
+                evaluation,
+                trigger,
+                batch_size,
+                f"{pruning.chosen}/{pruning.channels} channels",
+            )
         )
         # fine-pruning
         if can_train:
@@ -238,8 +253,15 @@ def analyze_backdoor(
 
     analysis_rows = tuple(rows)
     findings = _findings(
-        model_path, chosen_layer, profile, score, pruning, analysis_rows, repaired,
-        repaired_format, trigger,
+        model_path,
+        chosen_layer,
+        profile,
+        score,
+        pruning,
+        analysis_rows,
+        repaired,
+        repaired_format,
+        trigger,
     )
     report = Report(
         artifacts=(
@@ -367,36 +389,39 @@ def _findings(
             )
         )
     base = by_name["none"]
-    if trigger is not None and base.attack_success is not None:
-        if base.attack_success >= TRIGGER_EFFECTIVE_ASR:
+    if (
+        trigger is not None
+        and base.attack_success is not None
+        and base.attack_success >= TRIGGER_EFFECTIVE_ASR
+    ):
+        findings.append(
+            Finding(
+                R.TRIGGER_EFFECTIVE,
+                Severity.HIGH,
+                f"{100 * base.attack_success:.1f}% of triggered inputs are labelled "
+                f"{trigger.target} (trigger data {trigger.data.source})",
+                where,
+                evidence=f"target={trigger.target}",
+            )
+        )
+        repaired_row = by_name.get("fine-pruning")
+        if repaired_row is not None and repaired_row.attack_success is None:
+            repaired_row = by_name.get("pruning")
+        if (
+            repaired_row is not None
+            and repaired_row.attack_success is not None
+            and repaired_row.attack_success >= RESIDUAL_ASR
+        ):
             findings.append(
                 Finding(
-                    R.TRIGGER_EFFECTIVE,
+                    R.BACKDOOR_SURVIVES,
                     Severity.HIGH,
-                    f"{100 * base.attack_success:.1f}% of triggered inputs are labelled "
-                    f"{trigger.target} (trigger data {trigger.data.source})",
+                    f"after {repaired_row.defence} the attack still succeeds on "
+                    f"{100 * repaired_row.attack_success:.1f}% of triggered inputs",
                     where,
                     evidence=f"target={trigger.target}",
                 )
             )
-            repaired_row = by_name.get("fine-pruning")
-            if repaired_row is not None and repaired_row.attack_success is None:
-                repaired_row = by_name.get("pruning")
-            if (
-                repaired_row is not None
-                and repaired_row.attack_success is not None
-                and repaired_row.attack_success >= RESIDUAL_ASR
-            ):
-                findings.append(
-                    Finding(
-                        R.BACKDOOR_SURVIVES,
-                        Severity.HIGH,
-                        f"after {repaired_row.defence} the attack still succeeds on "
-                        f"{100 * repaired_row.attack_success:.1f}% of triggered inputs",
-                        where,
-                        evidence=f"target={trigger.target}",
-                    )
-                )
     if repaired is not None:
         last = by_name.get("fine-pruning")
         done = "fine-pruned" if last is not None and last.accuracy is not None else "pruned"

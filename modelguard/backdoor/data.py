@@ -6,6 +6,7 @@ per class (needs Pillow), or ``module:function`` returning an iterable of
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class Dataset:
         return [(self.x[i : i + size], self.y[i : i + size]) for i in range(0, len(self), size)]
 
 
-def load_data(spec: str | Path) -> Dataset:
+def load_data(spec: str | os.PathLike[str]) -> Dataset:
     """Read ``spec``: a .npz file, a folder of class folders, or ``module:function``."""
     text = str(spec)
     path = Path(text)
@@ -41,7 +42,9 @@ def load_data(spec: str | Path) -> Dataset:
         return _from_npz(path)
     if ":" in text and not text.endswith(".npz"):
         return _from_function(text)
-    raise UsageError(f"{text}: no such data file or folder (expected .npz, a folder or MODULE:FUNC)")
+    raise UsageError(
+        f"{text}: no such data file or folder (expected .npz, a folder or MODULE:FUNC)"
+    )
 
 
 def _validated(x: object, y: object, source: str) -> Dataset:

@@ -192,8 +192,6 @@ def _load_torch_pickle(
 
     import torch
 
-    from modelguard.backdoor import torch_model as tm
-
     try:
         loaded = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -206,25 +204,43 @@ def _load_torch_pickle(
                 "program (.pt2) or ONNX instead; or, if you trust the file, pass "
                 "--trust-pickle (only honoured when the static scan finds nothing)."
             ) from exc
-        _require_clean_scan(path, fail_on)
-        try:
-            loaded = torch.load(path, map_location=device, weights_only=False)  # noqa: S614
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, ImportError) as err:
-            raise BackdoorAnalysisError(f"{path}: cannot load the pickled module: {err}") from err
-        if not isinstance(loaded, torch.nn.Module):
-            raise BackdoorAnalysisError(
-                f"{path}: the pickle holds a {type(loaded).__name__}, not an nn.Module"
-            )
-        return tm.TorchModel(loaded, "torch-pickle", device)
+        loaded = None  # a full pickle the user trusts: loaded below, outside this handler
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise BackdoorAnalysisError(f"{path}: not a loadable PyTorch file: {exc}") from exc
-    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+    if loaded is None:
+        return _load_trusted_module(path, device, fail_on)
+    if (
+        isinstance(loaded, dict)
+        and "state_dict" in loaded
+        and isinstance(loaded["state_dict"], dict)
+    ):
         loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
         raise BackdoorAnalysisError(
             f"{path}: expected a state_dict (names to tensors), found {type(loaded).__name__}"
         )
     return _from_state_dict(path, loaded, factory, device)
+
+
+def _load_trusted_module(path: Path, device: str, fail_on: Severity | None) -> AnalysedModel:
+    import pickle
+
+    import torch
+
+    from modelguard.backdoor import torch_model as tm
+
+    _require_clean_scan(path, fail_on)
+    try:
+        loaded = torch.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, ImportError, EOFError) as err:
+        raise BackdoorAnalysisError(f"{path}: cannot load the pickled module: {err}") from err
+    if not isinstance(loaded, torch.nn.Module):
+        raise BackdoorAnalysisError(
+            f"{path}: the pickle holds a {type(loaded).__name__}, not an nn.Module"
+        )
+    return tm.TorchModel(loaded, "torch-pickle", device)
 
 
 def _require_clean_scan(path: Path, fail_on: Severity | None) -> None:

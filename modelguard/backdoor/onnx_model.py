@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from modelguard.backdoor.model import (
@@ -43,9 +44,7 @@ class OnnxModel:
     def load(cls, path: Path, device: str) -> OnnxModel:
         try:
             model = onnx.load(str(path))
-        except (onnx.onnx_cpp2py_export.checker.ValidationError, OSError, ValueError) as exc:  # type: ignore[attr-defined]
-            raise BackdoorAnalysisError(f"{path}: not a readable ONNX model: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError has no stable import path
+        except (DecodeError, OSError, ValueError, RuntimeError) as exc:
             raise BackdoorAnalysisError(f"{path}: not a readable ONNX model: {exc}") from exc
         return cls(model, device)
 
@@ -64,8 +63,10 @@ class OnnxModel:
             )
             channels = int(weight.shape[-1] if transposed else weight.shape[0])
             weight_name = node.input[1]
-            name = weight_name.removesuffix(".weight") if weight_name.endswith(".weight") else (
-                node.name or node.output[0]
+            name = (
+                weight_name.removesuffix(".weight")
+                if weight_name.endswith(".weight")
+                else (node.name or node.output[0])
             )
             found[name] = (LayerInfo(name, kind, channels), node)
         return found
@@ -103,7 +104,7 @@ class OnnxModel:
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
         try:
             outputs = session.run(None, feed)
-        except (ort.capi.onnxruntime_pybind11_state.Fail, ValueError) as exc:  # type: ignore[attr-defined]
+        except (ort.capi.onnxruntime_pybind11_state.Fail, ValueError) as exc:
             raise BackdoorAnalysisError(f"onnxruntime rejected the input: {exc}") from exc
         logits = np.asarray(outputs[0], dtype=np.float32)
         act = None if layer is None else np.asarray(outputs[-1], dtype=np.float32)
@@ -118,11 +119,14 @@ class OnnxModel:
                 continue
             array = numpy_helper.to_array(self._inits[name]).copy()
             channel_axis = 0
-            if position == 0 and array.ndim == 2 and array.shape[-1] == info.channels and (
-                node.op_type == "MatMul" or array.shape[0] != info.channels
+            if (
+                position == 0
+                and array.ndim == 2
+                and array.shape[-1] == info.channels
+                and (node.op_type == "MatMul" or array.shape[0] != info.channels)
             ):
                 channel_axis = 1
-            index = [slice(None)] * array.ndim
+            index: list[slice | BoolArray] = [slice(None)] * array.ndim
             index[channel_axis] = np.asarray(pruned, dtype=bool)
             array[tuple(index)] = 0
             self._inits[name].CopyFrom(numpy_helper.from_array(array, name))

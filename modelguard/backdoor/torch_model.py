@@ -174,7 +174,7 @@ class TorchModel:
                     optimizer.zero_grad()
                     logits = self.module(xt[idx].to(self.device))
                     loss = nn.functional.cross_entropy(logits, yt[idx].to(self.device))
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     if keep_zero:
                         self.prune(layer, pruned)
@@ -188,7 +188,7 @@ class TorchModel:
         module = self.module.to("cpu")
         try:
             if self.format == "torchscript":
-                torch.jit.save(module, str(path))  # type: ignore[no-untyped-call]
+                torch.jit.save(module, str(path))
                 return "torchscript"
             if self.format == "torch.export":
                 return _save_exported(module, path, self.example_shape)
@@ -269,9 +269,11 @@ def _script_runner(module: torch.jit.ScriptModule, layer: str) -> Runner:
     torch._C._jit_pass_inline(graph)
     target = None
     for node in graph.nodes():
-        if node.kind() in _CONV_OPS | _LINEAR_OPS:
-            if _attr_path(list(node.inputs())[1]) == f"{layer}.weight":
-                target = node.output()
+        if (
+            node.kind() in _CONV_OPS | _LINEAR_OPS
+            and _attr_path(list(node.inputs())[1]) == f"{layer}.weight"
+        ):
+            target = node.output()
     if target is None:
         raise BackdoorAnalysisError(
             f"layer {layer!r}: no convolution or linear op of the TorchScript graph uses it"

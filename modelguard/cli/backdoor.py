@@ -22,8 +22,12 @@ FAIL_ON_CHOICES = [s.label for s in Severity] + [NEVER]
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", help="Clean validation data: .npz (x, y), a folder per class, or MODULE:FUNC.")
-@click.option("--factory", help="Architecture for a state_dict: MODULE:FUNCTION or FILE.py:FUNCTION.")
+@click.option(
+    "--data", help="Clean validation data: .npz (x, y), a folder per class, or MODULE:FUNC."
+)
+@click.option(
+    "--factory", help="Architecture for a state_dict: MODULE:FUNCTION or FILE.py:FUNCTION."
+)
 @click.option("--layer", help="Layer to analyse [default: last conv, else last hidden layer].")
 @click.option("--list-layers", is_flag=True, help="List the candidate layers and exit.")
 @click.option(
@@ -49,27 +53,60 @@ FAIL_ON_CHOICES = [s.label for s in Severity] + [NEVER]
     show_default=True,
     help="Pruning budget: clean-accuracy drop as a fraction (0.04 = 4 points).",
 )
-@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Fine-tuning epochs (0: no fine-tuning).")
-@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=0.01,
-              show_default=True, help="Fine-tuning learning rate (SGD, momentum 0.9).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Batch size for activation collection and evaluation.")
-@click.option("--profile-only", is_flag=True, help="Only the dormancy profile: no pruning or tuning.")
-@click.option("--trust-pickle", is_flag=True,
-              help="Allow a pickled full module if its static scan is clean.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Fine-tuning epochs (0: no fine-tuning).",
+)
+@click.option(
+    "--lr",
+    "learning_rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.01,
+    show_default=True,
+    help="Fine-tuning learning rate (SGD, momentum 0.9).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Batch size for activation collection and evaluation.",
+)
+@click.option(
+    "--profile-only", is_flag=True, help="Only the dormancy profile: no pruning or tuning."
+)
+@click.option(
+    "--trust-pickle", is_flag=True, help="Allow a pickled full module if its static scan is clean."
+)
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the pruning curve (accuracy, ASR vs fraction pruned) as PNG.",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
-              show_default=True, help="Report format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report here instead of stdout.")
-@click.option("--fail-on", type=click.Choice(FAIL_ON_CHOICES, case_sensitive=False),
-              default="high", show_default=True,
-              help="Exit 1 when a finding is at or above this severity.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report here instead of stdout.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON_CHOICES, case_sensitive=False),
+    default="high",
+    show_default=True,
+    help="Exit 1 when a finding is at or above this severity.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tuning seed.")
 def backdoor(
     model: Path,

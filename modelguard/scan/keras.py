@@ -39,7 +39,7 @@ KERAS_MODULES = ("keras", "tensorflow.keras", "tf_keras")
 LAMBDA_CLASS = "Lambda"
 SERIALIZED_LAMBDA = "__lambda__"
 # What h5py raises for a damaged or unexpected file or attribute.
-_H5_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+_H5_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError)
 
 
 def scan_hdf5(inp: Input, ctx: ScanContext) -> None:

@@ -13,6 +13,7 @@ from modelguard.backdoor.rules import (
     DORMANT_CHANNELS,
     TRIGGER_EFFECTIVE,
 )
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "backdoor"
 
 

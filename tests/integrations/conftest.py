@@ -149,12 +149,15 @@ class RangeServer:
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                # Counted before the write: the client may read the body and the test
+                # may check the count before this thread runs again.
+                with server._lock:
+                    server.bytes_sent += len(body)
                 try:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
-                    return
-                with server._lock:
-                    server.bytes_sent += len(body)
+                    with server._lock:
+                        server.bytes_sent -= len(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import struct
+import sys
 import zipfile
 
 import numpy as np
@@ -692,9 +693,8 @@ def test_joblib_array_bytes_hiding_a_payload_for_pickle_load() -> None:
 
 
 def test_memoised_text_beyond_budget_becomes_unresolved(monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelguard.scan.pickle as walker
-
-    monkeypatch.setattr(walker, "_MEMO_TEXT_BUDGET", 150)
+    # modelguard.scan is also the public scan() function, so patch by module object
+    monkeypatch.setattr(sys.modules[scan_pickle_input.__module__], "_MEMO_TEXT_BUDGET", 150)
     module = "a" * 70 + ".os"  # long enough to count against the budget
     early = proto(4) + sbu(module) + MEMOIZE + b"0"  # memo 0: kept
     late = sbu("b" * 100) + MEMOIZE + b"0" + sbu(module) + MEMOIZE + b"0"  # memo 2: over budget
