@@ -1,4 +1,4 @@
-"""The documented pipeline gate (docs/integrations.md), minus the network and the GPU:
+"""The documented pipeline gate (README, "A pipeline gate"), minus the network and the GPU:
 lock -> verify -> scan -> merge -> ML-BOM -> decide, through the public API only."""
 
 from __future__ import annotations
