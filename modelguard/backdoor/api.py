@@ -20,7 +20,7 @@ from modelguard.backdoor import rules as R
 from modelguard.backdoor.activations import ChannelProfile, collect_profile
 from modelguard.backdoor.data import Dataset, load_data
 from modelguard.backdoor.loaders import load_model
-from modelguard.backdoor.model import AnalysedModel, FineTuneSettings, LayerInfo
+from modelguard.backdoor.model import LR_SCHEDULES, AnalysedModel, FineTuneSettings, LayerInfo
 from modelguard.backdoor.prune import (
     PruningResult,
     Trigger,
@@ -133,6 +133,7 @@ def analyze_backdoor(
     max_acc_drop: float = 0.04,
     epochs: int = 10,
     learning_rate: float = 0.01,
+    lr_schedule: str = "cosine",
     batch_size: int = 256,
     fine_tune_batch_size: int = 32,
     defences: bool = True,
@@ -160,6 +161,7 @@ def analyze_backdoor(
         fine_prune: write the fine-pruned model here (input's format).
         max_acc_drop: pruning budget, a fraction (0.04 = 4 percentage points).
         epochs, learning_rate, fine_tune_batch_size: fine-tuning (SGD, momentum 0.9).
+        lr_schedule: ``cosine`` (anneal to zero over the run) or ``constant``.
         defences: run pruning, fine-tuning and fine-pruning (else profile only).
         trust_pickle: allow a pickled full module when its static scan is clean.
         fail_on: threshold for that static scan.
@@ -174,6 +176,8 @@ def analyze_backdoor(
         raise UsageError("--trigger-data and --target go together")
     if epochs < 0 or batch_size < 1 or fine_tune_batch_size < 1:
         raise UsageError("epochs must be >= 0 and batch sizes >= 1")
+    if lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"learning-rate schedule {lr_schedule!r}: expected one of {LR_SCHEDULES}")
     model_path = Path(model)
     loaded = load_model(
         model_path, device=device, factory=factory, trust_pickle=trust_pickle, fail_on=fail_on
@@ -190,7 +194,7 @@ def analyze_backdoor(
     _seed(seed)
 
     profile = _profile(loaded, chosen_layer.name, clean, batch_size)
-    score = dormancy_score(profile)
+    score = dormancy_score(profile, loaded.filter_norms(chosen_layer.name))
 
     base_asr = None if trigger is None else attack_success(loaded, trigger, batch_size)
     rows = [DefenceRow("none", accuracy(loaded, evaluation, batch_size), base_asr)]
@@ -198,7 +202,7 @@ def analyze_backdoor(
     repaired: str | None = None
     repaired_format: str | None = None
     if defences:
-        settings = FineTuneSettings(epochs, learning_rate, fine_tune_batch_size, seed)
+        settings = FineTuneSettings(epochs, learning_rate, fine_tune_batch_size, seed, lr_schedule)
         pruning = pruning_curve(
             loaded,
             chosen_layer.name,

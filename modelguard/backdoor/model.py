@@ -30,12 +30,18 @@ class LayerInfo:
     channels: int
 
 
+LR_SCHEDULES = ("cosine", "constant")
+
+
 @dataclass(frozen=True)
 class FineTuneSettings:
     epochs: int
     learning_rate: float
     batch_size: int
     seed: int
+    # "cosine" anneals the rate to zero over the run, so the model ends at a
+    # settled point rather than wherever the last constant-rate step left it.
+    schedule: str = "cosine"
 
 
 class AnalysedModel(Protocol):
@@ -50,6 +56,10 @@ class AnalysedModel(Protocol):
 
     def run(self, x: FloatArray, layer: str | None) -> tuple[FloatArray, FloatArray | None]:
         """Logits for a batch and, when ``layer`` is given, that layer's raw output."""
+        ...
+
+    def filter_norms(self, layer: str) -> FloatArray:
+        """L2 norm of each output channel's weights in ``layer`` (its filter)."""
         ...
 
     def prune(self, layer: str, pruned: BoolArray) -> None:

@@ -110,7 +110,26 @@ class OnnxModel:
         act = None if layer is None else np.asarray(outputs[-1], dtype=np.float32)
         return logits, act
 
-    # -- pruning -----------------------------------------------------------------------
+    # -- weights and pruning -------------------------------------------------------------
+    @staticmethod
+    def _channel_axis(info: LayerInfo, node: onnx.NodeProto, position: int, array: Any) -> int:
+        """Where the output channels are: axis 0, except for (in, out) matmul weights."""
+        if (
+            position == 0
+            and array.ndim == 2
+            and array.shape[-1] == info.channels
+            and (node.op_type == "MatMul" or array.shape[0] != info.channels)
+        ):
+            return 1
+        return 0
+
+    def filter_norms(self, layer: str) -> FloatArray:
+        info, node = self._layer(layer)
+        weight = numpy_helper.to_array(self._inits[node.input[1]]).astype(np.float32)
+        by_channel = np.moveaxis(weight, self._channel_axis(info, node, 0, weight), 0)
+        norms = np.linalg.norm(by_channel.reshape(info.channels, -1), axis=1)
+        return np.asarray(norms, dtype=np.float32)
+
     def prune(self, layer: str, pruned: BoolArray) -> None:
         info, node = self._layer(layer)
         names = [node.input[1]] + ([node.input[2]] if len(node.input) > 2 else [])
@@ -118,14 +137,7 @@ class OnnxModel:
             if name not in self._inits:
                 continue
             array = numpy_helper.to_array(self._inits[name]).copy()
-            channel_axis = 0
-            if (
-                position == 0
-                and array.ndim == 2
-                and array.shape[-1] == info.channels
-                and (node.op_type == "MatMul" or array.shape[0] != info.channels)
-            ):
-                channel_axis = 1
+            channel_axis = self._channel_axis(info, node, position, array)
             index: list[slice | BoolArray] = [slice(None)] * array.ndim
             index[channel_axis] = np.asarray(pruned, dtype=bool)
             array[tuple(index)] = 0

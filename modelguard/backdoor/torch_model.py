@@ -11,6 +11,7 @@ refuse hooks), or by inserting a recorder node (torch.export's fx graph).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,12 @@ class TorchModel:
             )
 
     # -- pruning and training ---------------------------------------------------------
+    def filter_norms(self, layer: str) -> FloatArray:
+        weight, _ = self._weight_and_bias(layer)
+        with torch.no_grad():
+            norms = weight.detach().flatten(1).float().norm(dim=1)
+        return np.asarray(norms.cpu().numpy(), dtype=np.float32)
+
     def prune(self, layer: str, pruned: BoolArray) -> None:
         weight, bias = self._weight_and_bias(layer)
         mask = torch.from_numpy(np.asarray(pruned, dtype=bool)).to(weight.device)
@@ -165,12 +172,18 @@ class TorchModel:
         xt = torch.from_numpy(x)
         yt = torch.from_numpy(y)
         keep_zero = bool(np.any(pruned))
+        steps_per_epoch = -(-len(yt) // settings.batch_size)
+        total_steps = max(1, settings.epochs * steps_per_epoch)
+        step = 0
         _set_mode(self.module, training=True)
         try:
             for _ in range(settings.epochs):
                 order = torch.randperm(len(yt), generator=generator)
                 for start in range(0, len(yt), settings.batch_size):
                     idx = order[start : start + settings.batch_size]
+                    for group in optimizer.param_groups:
+                        group["lr"] = _learning_rate(settings, step, total_steps)
+                    step += 1
                     optimizer.zero_grad()
                     logits = self.module(xt[idx].to(self.device))
                     loss = nn.functional.cross_entropy(logits, yt[idx].to(self.device))
@@ -202,6 +215,12 @@ class TorchModel:
             return "state_dict"
         finally:
             self.module.to(self.device)
+
+
+def _learning_rate(settings: FineTuneSettings, step: int, total_steps: int) -> float:
+    if settings.schedule == "constant":
+        return settings.learning_rate
+    return settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
 def _set_mode(module: nn.Module, training: bool) -> None:

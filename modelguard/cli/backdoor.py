@@ -69,6 +69,13 @@ FAIL_ON_CHOICES = [s.label for s in Severity] + [NEVER]
     help="Fine-tuning learning rate (SGD, momentum 0.9).",
 )
 @click.option(
+    "--lr-schedule",
+    type=click.Choice(["cosine", "constant"]),
+    default="cosine",
+    show_default=True,
+    help="Fine-tuning learning-rate schedule.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=256,
@@ -122,6 +129,7 @@ def backdoor(
     max_acc_drop: float,
     epochs: int,
     learning_rate: float,
+    lr_schedule: str,
     batch_size: int,
     profile_only: bool,
     trust_pickle: bool,
@@ -168,6 +176,7 @@ def backdoor(
             max_acc_drop=max_acc_drop,
             epochs=epochs,
             learning_rate=learning_rate,
+            lr_schedule=lr_schedule,
             batch_size=batch_size,
             defences=not profile_only,
             trust_pickle=trust_pickle,

@@ -13,6 +13,8 @@ from modelguard.backdoor.rules import (
     DORMANT_CHANNELS,
     TRIGGER_EFFECTIVE,
 )
+from modelguard.backdoor.score import DORMANCY_THRESHOLD
+from modelguard.findings import Severity
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "backdoor"
 
@@ -24,12 +26,40 @@ def test_badnet_trigger_works_before_any_defence(badnet_analysis) -> None:
     assert TRIGGER_EFFECTIVE in {f.rule_id for f in badnet_analysis.report.findings}
 
 
-def test_fine_pruning_disables_the_badnet_within_the_accuracy_budget(badnet_analysis) -> None:
-    none = badnet_analysis.row("none")
-    repaired = badnet_analysis.row("fine-pruning")
+def test_fine_pruning_disables_the_pruning_aware_badnet(pruneaware_analysis) -> None:
+    # Liu et al.'s adaptive attacker: the backdoor sits in channels clean data
+    # uses, behind decoys that pruning removes first. Pruning alone fails;
+    # fine-pruning (the fine-tuning touches the active channels) succeeds.
+    none = pruneaware_analysis.row("none")
+    pruned = pruneaware_analysis.row("pruning")
+    tuned = pruneaware_analysis.row("fine-tuning")
+    repaired = pruneaware_analysis.row("fine-pruning")
+    assert none.attack_success > 0.9
+    assert pruned.attack_success > 0.9
     assert repaired.attack_success < 0.2
-    assert repaired.accuracy >= none.accuracy - 0.04
-    assert BACKDOOR_SURVIVES not in {f.rule_id for f in badnet_analysis.report.findings}
+    # Pruning costs at most the budget, also after fine-tuning (fine-tuning on the
+    # defender's 400 samples itself costs ~3 points, on the clean model too).
+    assert repaired.accuracy >= tuned.accuracy - 0.04
+    rules = {f.rule_id for f in pruneaware_analysis.report.findings}
+    assert TRIGGER_EFFECTIVE in rules
+    assert BACKDOOR_SURVIVES not in rules
+
+
+def test_baseline_badnet_survives_fine_pruning_and_the_report_says_so(badnet_analysis) -> None:
+    # A known false-negative class of the defence (README, "Backdoor analysis"):
+    # on the digits fixtures the baseline BadNet's trigger is carried by channels
+    # clean data also activates, not by dormant ones, so pruning in order of
+    # clean activation never reaches it within the budget, and fine-tuning on
+    # 400 clean samples only weakens it. The analyzer must not claim a repair.
+    pruned = badnet_analysis.row("pruning")
+    repaired = badnet_analysis.row("fine-pruning")
+    assert pruned.attack_success > 0.9
+    assert repaired.attack_success >= 0.2
+    survives = [f for f in badnet_analysis.report.findings if f.rule_id == BACKDOOR_SURVIVES]
+    assert len(survives) == 1
+    assert survives[0].severity is Severity.HIGH
+    assert "fine-pruning" in survives[0].message
+    assert badnet_analysis.report.exit_code(Severity.HIGH) == 1
 
 
 def test_pruning_stops_at_the_budget(badnet_analysis) -> None:
@@ -61,12 +91,31 @@ def test_all_four_defence_rows_are_reported(badnet_analysis) -> None:
     assert "fine-pruning" in table and "ASR" in table
 
 
-def test_dormancy_score_ranks_badnet_above_clean() -> None:
+def test_dormancy_score_flags_the_pruning_aware_badnet_only() -> None:
     kwargs = {"device": "cpu", "defences": False}
-    clean = analyze_backdoor(FIXTURES / "clean.ts", FIXTURES / "val.npz", **kwargs)
-    badnet = analyze_backdoor(FIXTURES / "badnet.ts", FIXTURES / "val.npz", **kwargs)
-    assert badnet.score > clean.score
-    assert DORMANT_CHANNELS not in {f.rule_id for f in clean.report.findings}
+    scores = {}
+    for name in ("clean", "badnet", "pruneaware"):
+        analysis = analyze_backdoor(FIXTURES / f"{name}.ts", FIXTURES / "val.npz", **kwargs)
+        flagged = DORMANT_CHANNELS in {f.rule_id for f in analysis.report.findings}
+        assert flagged == (analysis.score >= DORMANCY_THRESHOLD)
+        scores[name] = analysis.score
+    assert scores["pruneaware"] >= DORMANCY_THRESHOLD > scores["clean"]
+    # The baseline BadNet's backdoor is not in dormant channels: no dormancy
+    # statistic can see it (a known false negative, reported in the README).
+    assert scores["badnet"] < DORMANCY_THRESHOLD
+
+
+def test_dormancy_score_weighs_dormant_channels_by_filter_norm() -> None:
+    from modelguard.backdoor.activations import ChannelProfile
+    from modelguard.backdoor.score import dormancy_score
+
+    mean = np.array([0.0, 0.0, 2.0, 3.0], dtype=np.float32)
+    profile = ChannelProfile("conv", mean, mean > 0, samples=10, seconds=1.0, accuracy=1.0)
+    norms = np.array([3.0, 1.0, 2.0, 2.0], dtype=np.float32)
+    assert dormancy_score(profile, norms) == 0.5  # (3 + 1) / 8
+    assert dormancy_score(profile, np.zeros(4, dtype=np.float32)) == 0.0
+    active = ChannelProfile("conv", mean + 1, mean > -1, samples=10, seconds=1.0, accuracy=1.0)
+    assert dormancy_score(active, norms) == 0.0
 
 
 def test_clean_model_raises_no_trigger_finding() -> None:
