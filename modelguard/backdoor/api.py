@@ -11,6 +11,7 @@ other check, plus a :class:`BackdoorAnalysis` with the numbers behind them.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,12 +340,22 @@ def _measure(
 
 
 def _save(model: AnalysedModel, path: Path) -> str:
+    """Write the repaired model beside ``path`` and rename it into place: a failed
+    write never leaves a half-written model (or clobbers an existing one)."""
     if not path.parent.is_dir():
         raise UsageError(f"--fine-prune {path}: folder {path.parent} does not exist")
+    # The suffix is kept: the writer picks safetensors or torch.save by it.
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    partial = Path(name)
     try:
-        return model.save(path)
+        written = model.save(partial)
+        os.replace(partial, path)
     except OSError as exc:
         raise BackdoorAnalysisError(f"{path}: cannot write the repaired model: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
 
 
 def _findings(
