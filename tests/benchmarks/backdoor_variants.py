@@ -59,7 +59,7 @@ VARIANTS = (
     Variant("32x32, 4x4 white square, bottom right", 4, "pool", "square4_corner"),
     Variant("32x32, 6x6 checkerboard, bottom right", 4, "pool", "checker6_corner"),
     Variant("32x32, 6x6 checkerboard on the digit", 4, "pool", "checker6_centre"),
-    Variant("32x32, checkerboard on the digit, 128 channels", 4, "pool", "checker6_centre", 128),
+    Variant("32x32, checkerboard on digit, 128 channels", 4, "pool", "checker6_centre", 128),
     Variant(
         "32x32, checkerboard on the digit, 5% poisoned", 4, "pool", "checker6_centre", 64, 0.05
     ),
