@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,12 +268,22 @@ def _attr_path(value: Any) -> str:
     return ".".join(reversed(parts))
 
 
+def _all_nodes(block: Any) -> Iterator[tuple[Any, bool]]:
+    """Every node of a TorchScript graph or block, with whether it is top-level
+    (not inside an if or a loop), depth first in program order."""
+    for node in block.nodes():
+        yield node, True
+        for inner in node.blocks():
+            for nested, _ in _all_nodes(inner):
+                yield nested, False
+
+
 def script_layer_order(module: torch.jit.ScriptModule) -> list[str]:
-    """Layers in the order the inlined forward graph calls them."""
+    """Layers in the order the inlined forward graph calls them (control flow included)."""
     graph = module.forward.graph.copy()  # type: ignore[attr-defined]
     torch._C._jit_pass_inline(graph)
     order: list[str] = []
-    for node in graph.nodes():
+    for node, _ in _all_nodes(graph):
         if node.kind() in _CONV_OPS | _LINEAR_OPS:
             path = _attr_path(list(node.inputs())[1])
             if path.endswith(".weight") and path.removesuffix(".weight") not in order:
@@ -287,15 +297,23 @@ def _script_runner(module: torch.jit.ScriptModule, layer: str) -> Runner:
     graph = module.forward.graph.copy()  # type: ignore[attr-defined]
     torch._C._jit_pass_inline(graph)
     target = None
-    for node in graph.nodes():
+    nested = False
+    for node, top_level in _all_nodes(graph):
         if (
             node.kind() in _CONV_OPS | _LINEAR_OPS
             and _attr_path(list(node.inputs())[1]) == f"{layer}.weight"
         ):
-            target = node.output()
+            target, nested = node.output(), not top_level
     if target is None:
         raise BackdoorAnalysisError(
             f"layer {layer!r}: no convolution or linear op of the TorchScript graph uses it"
+        )
+    if nested:
+        # A value computed inside an if or a loop cannot be returned from the graph.
+        raise BackdoorAnalysisError(
+            f"layer {layer!r} runs inside control flow (an if or a loop) of the TorchScript "
+            "forward(), so its output cannot be captured; analyse the model's torch.export "
+            "or ONNX form, or its state_dict with --factory"
         )
     ret = graph.return_node()
     old = ret.input()

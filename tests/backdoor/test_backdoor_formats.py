@@ -82,3 +82,34 @@ def test_pruning_zeroes_the_same_channels(name: str, reference) -> None:  # type
     model.restore(before)
     _, restored = model.run(val.x[:32], "conv3")
     np.testing.assert_allclose(restored, reference[2][:32], rtol=1e-4, atol=1e-4)
+
+
+def test_torchscript_layers_inside_control_flow_are_listed_and_refused_clearly(
+    tmp_path: Path,
+) -> None:
+    import torch
+    from torch import nn
+
+    from modelguard.errors import BackdoorAnalysisError
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wide = True
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc1 = nn.Linear(4 * 64, 8)
+            self.fc2 = nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.conv(x)) if self.wide else x.repeat(1, 4, 1, 1)
+            return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+    path = tmp_path / "branchy.ts"
+    torch.jit.save(torch.jit.script(Branchy()), str(path))
+    model = load_model(path, device="cpu")
+    assert [i.name for i in model.layers()] == ["conv", "fc1", "fc2"]
+    val = load_data(FIXTURES / "val.npz")
+    with pytest.raises(BackdoorAnalysisError, match="inside control flow"):
+        model.run(val.x[:4], "conv")
+    _, act = model.run(val.x[:4], "fc1")  # a top-level layer still works
+    assert act is not None and act.shape == (4, 8)

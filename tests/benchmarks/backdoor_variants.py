@@ -91,37 +91,40 @@ def stamp_for(trigger: str) -> Stamp:
 
 
 class VariantNet(nn.Module):
-    """The fixture network (digits_net.py) with the head and resolution varied."""
+    """The fixture network (digits_net.py) with the head and resolution varied.
+
+    The variant picks modules here, never in forward(): TorchScript's graph then
+    has no control flow and every layer is visible to the analyzer.
+    """
 
     def __init__(self, variant: Variant) -> None:
         super().__init__()
-        self.scale = variant.scale
-        self.head = variant.head
+        upsampled = variant.scale > 1
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        # 32x32 inputs are pooled once more, so conv3 sees 8x8 and its receptive
+        # field (18 px) is smaller than the image; on 8x8 inputs it sees it all.
+        self.pool1: nn.Module = nn.MaxPool2d(2) if upsampled else nn.Identity()
         self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
+        self.pool2 = nn.MaxPool2d(2)
         self.conv3 = nn.Conv2d(32, variant.width, 3, padding=1)
-        side = {"fc": 4, "pool": 2, "gap": 1}[variant.head]
-        if variant.scale == 4:
-            side = 4  # 32x32: three poolings bring conv3's 8x8 map to 4x4
-        hidden = 32 if variant.scale == 1 else 64
+        heads: dict[str, nn.Module] = {
+            "fc": nn.Identity(),
+            "pool": nn.MaxPool2d(2),
+            "gap": nn.AdaptiveAvgPool2d(1),
+        }
+        self.head = heads[variant.head]
+        side = {"fc": 4, "pool": 2, "gap": 1}[variant.head] * (2 if upsampled else 1)
+        if variant.head == "gap":
+            side = 1
+        hidden = 64 if upsampled else 32
         self.fc1 = nn.Linear(variant.width * side * side, hidden)
         self.fc2 = nn.Linear(hidden, 10)
         self.relu = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.scale == 1:
-            x = self.relu(self.conv1(x))
-            x = self.pool(self.relu(self.conv2(x)))
-            x = self.relu(self.conv3(x))
-        else:  # 32x32 -> 16 -> 8; conv3's receptive field (18 px) is smaller than the image
-            x = self.pool(self.relu(self.conv1(x)))
-            x = self.pool(self.relu(self.conv2(x)))
-            x = self.relu(self.conv3(x))
-        if self.head == "pool":
-            x = self.pool(x)
-        elif self.head == "gap":
-            x = x.mean(dim=(2, 3), keepdim=True)
+        x = self.pool1(self.relu(self.conv1(x)))
+        x = self.pool2(self.relu(self.conv2(x)))
+        x = self.head(self.relu(self.conv3(x)))
         return self.fc2(self.relu(self.fc1(x.flatten(1))))
 
 
