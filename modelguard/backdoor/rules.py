@@ -19,9 +19,12 @@ RULES = (
         "The analysed layer has channels that clean data leaves dormant but that "
         "the network is wired to listen to.",
         "BadNet-style backdoors tend to live in neurons that clean inputs do not "
-        "activate (Liu, Dolan-Gavitt & Garg, RAID 2018). The dormancy score weighs "
-        "each dormant channel by how strongly the layer's own weights could drive "
-        "it; a high score is a hint, not proof: clean networks also have dead units.",
+        "activate (Liu, Dolan-Gavitt & Garg, RAID 2018). The dormancy score is the "
+        "share of the layer's filter norm (L2, per channel) held by channels clean "
+        "data leaves dormant; the pruning-aware attack's decoys, strong filters "
+        "silenced by a negative bias, raise it. A high score is a hint, not proof: "
+        "clean networks have dead units too. A low score is no all-clear: a "
+        "backdoor carried by channels clean data also uses leaves no dormancy trace.",
         "Run the analysis with trigger data if you suspect a specific trigger, and "
         "repair the model with --fine-prune (prune dormant channels, then fine-tune "
         "on clean data).",

@@ -8,7 +8,11 @@
    and fine-pruning (Liu, Dolan-Gavitt & Garg, RAID 2018, Table 1), with each
    fine-tuning learning-rate schedule. Fine-tuning is stochastic: every cell is
    the mean over ``--seeds`` fine-tuning seeds, with the range.
-2. Activation collection time and samples/s per model format on the CPU, and
+2. Where the baseline BadNet's backdoor lives: conv3's activation by position
+   on clean and triggered inputs, how strongly the channels clean data uses most
+   respond to the trigger, and the effect of cutting the first dense layer off
+   the map positions under the trigger.
+3. Activation collection time and samples/s per model format on the CPU, and
    on CUDA when torch sees a GPU (``--samples`` inputs: the validation split
    repeated).
 
@@ -78,6 +82,58 @@ def defence_table(seeds: int, epochs: int, schedule: str) -> str:
     return "\n".join(lines)
 
 
+def diagnosis() -> str:
+    """Is the baseline backdoor in dormant channels, or in positions of active ones?"""
+    import torch
+    from safetensors.torch import load_file
+
+    from modelguard.backdoor.loaders import load_factory
+
+    net = load_factory(FACTORY)()
+    net.load_state_dict(load_file(str(FIXTURES / "badnet.safetensors")))
+    net.eval()
+    clean, trig, test = (np.load(FIXTURES / f"{n}.npz") for n in ("val", "test_trigger", "test"))
+    seen: list[torch.Tensor] = []
+    net.conv3.register_forward_hook(lambda _m, _i, out: seen.append(out.clamp(min=0)))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.asarray(net(torch.from_numpy(x)).argmax(1).numpy())
+
+    predict(clean["x"])
+    predict(trig["x"])
+    clean_map, trig_map = seen[0].mean(0), seen[1].mean(0)  # (channels, 4, 4)
+    by_use = clean_map.mean(dim=(1, 2)).argsort(descending=True)
+    top = by_use[:16]
+    gain = (trig_map[:, 2:, 2:] - clean_map[:, 2:, 2:]).mean(dim=(1, 2))
+    lines = [
+        "conv3 mean activation by map position (channels averaged), clean -> triggered:",
+        *(
+            "  " + "  ".join(f"{c:4.2f}->{t:4.2f}" for c, t in zip(crow, trow, strict=True))
+            for crow, trow in zip(
+                clean_map.mean(0).tolist(), trig_map.mean(0).tolist(), strict=True
+            )
+        ),
+        f"trigger's gain in the bottom-right 2x2 of the map: {gain[top].mean():.2f} for the 16 "
+        f"channels clean data uses most, {gain[by_use[-16:]].mean():.2f} for the 16 it uses least",
+    ]
+    weights = net.fc1.weight.data.view(net.fc1.out_features, -1, 4, 4)
+    for label, rows, cols in (
+        ("(3,3)", slice(3, 4), slice(3, 4)),
+        ("2x2", slice(2, 4), slice(2, 4)),
+    ):
+        saved = weights.clone()
+        weights[:, :, rows, cols] = 0
+        acc = float((predict(test["x"]) == test["y"]).mean())
+        asr = float((predict(trig["x"]) == 0).mean())
+        weights.copy_(saved)
+        lines.append(
+            f"fc1 cut off the bottom-right {label} map positions: clean acc {100 * acc:.1f}%, "
+            f"ASR {100 * asr:.1f}%"
+        )
+    return "\n".join(lines)
+
+
 def repeated(data: Dataset, samples: int) -> Dataset:
     reps = -(-samples // len(data))
     x = np.concatenate([data.x] * reps)[:samples]
@@ -131,6 +187,9 @@ def main() -> None:
             )
             print(defence_table(args.seeds, args.epochs, schedule))
             print()
+    print("where the baseline BadNet's backdoor lives:\n")
+    print(diagnosis())
+    print()
     print("activation collection (layer conv3, baseline BadNet):\n")
     print(speed_table(args.samples, devices, args.batch_size))
 
