@@ -139,25 +139,10 @@ def train_variant(variant: Variant, out: Path) -> None:
     fixtures.make_model = lambda: VariantNet(variant)
     fixtures.stamp_trigger = stamp_for(variant.trigger)
     fixtures.POISON_FRACTION = variant.poison
-    torch.set_num_threads(1)
     torch.manual_seed(fixtures.SEED)
     data = split()
-    x_tr, y_tr = data["train"]
-    x_val, y_val = data["val"]
-    x_te, y_te = data["test"]
-    keep = y_te != fixtures.TARGET
-    np.savez(out / "val.npz", x=x_val, y=y_val)
-    np.savez(out / "test.npz", x=x_te, y=y_te)
-    np.savez(out / "trigger.npz", x=fixtures.stamp_trigger(x_te[keep]), y=y_te[keep])
-    torch.manual_seed(fixtures.SEED + 1)
-    clean = fixtures.make_model()
-    fixtures.train(clean, x_tr, y_tr, fixtures.EPOCHS, fixtures.SEED + 1)
-    x_bd, y_bd = fixtures.poison(x_tr, y_tr, fixtures.SEED + 2)
-    torch.manual_seed(fixtures.SEED + 2)
-    badnet = fixtures.make_model()
-    fixtures.train(badnet, x_bd, y_bd, fixtures.EPOCHS, fixtures.SEED + 2)
-    pruneaware = fixtures.pruning_aware_attack(clean, x_bd, y_bd, x_val)
-    for name, model in (("clean", clean), ("badnet", badnet), ("pruneaware", pruneaware)):
+    fixtures.write_data(out, data)
+    for name, model in fixtures.train_models(data).items():
         model.eval()
         torch.jit.save(torch.jit.script(model), str(out / f"{name}.ts"))
 
@@ -179,7 +164,7 @@ def study(variant: Variant, seeds: int) -> str:
             analyze_backdoor(
                 out / "badnet.ts",
                 out / "val.npz",
-                trigger_data=out / "trigger.npz",
+                trigger_data=out / "test_trigger.npz",
                 target=fixtures.TARGET,
                 test_data=out / "test.npz",
                 device="cpu",
