@@ -278,31 +278,37 @@ def _all_nodes(block: Any) -> Iterator[tuple[Any, bool]]:
                 yield nested, False
 
 
-def script_layer_order(module: torch.jit.ScriptModule) -> list[str]:
-    """Layers in the order the inlined forward graph calls them (control flow included)."""
+def _inlined_forward(module: torch.jit.ScriptModule) -> Any:
+    """A copy of forward()'s graph with submodule calls inlined (the original stays)."""
     graph = module.forward.graph.copy()  # type: ignore[attr-defined]
     torch._C._jit_pass_inline(graph)
-    order: list[str] = []
-    for node, _ in _all_nodes(graph):
+    return graph
+
+
+def _weight_ops(graph: Any) -> Iterator[tuple[str, Any, bool]]:
+    """(weight attribute path, node, top-level?) of every convolution and linear op."""
+    for node, top_level in _all_nodes(graph):
         if node.kind() in _CONV_OPS | _LINEAR_OPS:
-            path = _attr_path(list(node.inputs())[1])
-            if path.endswith(".weight") and path.removesuffix(".weight") not in order:
-                order.append(path.removesuffix(".weight"))
+            yield _attr_path(list(node.inputs())[1]), node, top_level
+
+
+def script_layer_order(module: torch.jit.ScriptModule) -> list[str]:
+    """Layers in the order the inlined forward graph calls them (control flow included)."""
+    order: list[str] = []
+    for path, _, _ in _weight_ops(_inlined_forward(module)):
+        if path.endswith(".weight") and path.removesuffix(".weight") not in order:
+            order.append(path.removesuffix(".weight"))
     return order
 
 
 def _script_runner(module: torch.jit.ScriptModule, layer: str) -> Runner:
     # ScriptModules refuse forward hooks, so build a sibling of forward() whose
     # graph also returns the layer's output: same weights, same ops.
-    graph = module.forward.graph.copy()  # type: ignore[attr-defined]
-    torch._C._jit_pass_inline(graph)
+    graph = _inlined_forward(module)
     target = None
     nested = False
-    for node, top_level in _all_nodes(graph):
-        if (
-            node.kind() in _CONV_OPS | _LINEAR_OPS
-            and _attr_path(list(node.inputs())[1]) == f"{layer}.weight"
-        ):
+    for path, node, top_level in _weight_ops(graph):
+        if path == f"{layer}.weight":
             target, nested = node.output(), not top_level
     if target is None:
         raise BackdoorAnalysisError(

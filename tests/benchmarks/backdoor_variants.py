@@ -113,9 +113,8 @@ class VariantNet(nn.Module):
             "gap": nn.AdaptiveAvgPool2d(1),
         }
         self.head = heads[variant.head]
-        side = {"fc": 4, "pool": 2, "gap": 1}[variant.head] * (2 if upsampled else 1)
-        if variant.head == "gap":
-            side = 1
+        conv3_side = 8 if upsampled else 4
+        side = {"fc": conv3_side, "pool": conv3_side // 2, "gap": 1}[variant.head]
         hidden = 64 if upsampled else 32
         self.fc1 = nn.Linear(variant.width * side * side, hidden)
         self.fc2 = nn.Linear(hidden, 10)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -174,19 +173,17 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, ")
     print(f"{torch.get_num_threads()} CPU threads, devices {devices}\n")
-    with tempfile.TemporaryDirectory():
-        for schedule in args.schedules.split(","):
-            print(
-                f"clean accuracy / attack success (%), test split, {args.epochs} epochs, "
-                f"SGD lr 0.01 momentum 0.9, {schedule} schedule, mean (range) over "
-                f"{args.seeds} fine-tuning seeds:\n"
-            )
-            print(defence_table(args.seeds, args.epochs, schedule))
-            print()
+    for schedule in args.schedules.split(","):
+        print(
+            f"clean accuracy / attack success (%), test split, {args.epochs} epochs, "
+            f"SGD lr 0.01 momentum 0.9, {schedule} schedule, mean (range) over "
+            f"{args.seeds} fine-tuning seeds:\n"
+        )
+        print(defence_table(args.seeds, args.epochs, schedule))
+        print()
     print("where the baseline BadNet's backdoor lives:\n")
     print(diagnosis())
     print()
