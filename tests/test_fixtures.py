@@ -98,20 +98,37 @@ def test_sha256_in_manifest_matches_files() -> None:
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
 
 
-def test_generator_reproduces_identical_bytes(tmp_path: Path) -> None:
+# Conditions that change float kernels on a real machine, simulated here: the
+# thread count, and the vector instructions ATen dispatches to. The shipped bytes
+# must not depend on either (fixtures are built from exact values; see
+# make_fixtures.exact_values).
+MACHINES = {
+    "1-thread": ({}, ["--threads", "1"]),
+    "2-threads-no-simd": ({"ATEN_CPU_CAPABILITY": "default"}, ["--threads", "2"]),
+}
+
+
+@pytest.mark.parametrize("machine", list(MACHINES))
+def test_generator_reproduces_identical_bytes(tmp_path: Path, machine: str) -> None:
     """Byte-identical regeneration: every file, the manifest and the README.
 
     The generator pins what would vary (zip/tar/gzip timestamps, legacy torch's
-    address-based storage keys, TorchScript's hash-ordered constants); it re-execs
-    itself with PYTHONHASHSEED=0. Bytes depend on the pinned library versions.
+    address-based storage keys, TorchScript's hash-ordered constants, every float
+    value); it re-execs itself with PYTHONHASHSEED=0. Bytes depend on the pinned
+    library versions only.
     """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    extra_env, args = MACHINES[machine]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONHASHSEED", "ATEN_CPU_CAPABILITY")
+    }
+    env.update(extra_env)
     subprocess.run(
-        [sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(tmp_path)],
+        [sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(tmp_path), *args],
         check=True,
         env=env,
         capture_output=True,
         timeout=300,
+        cwd=tmp_path,
     )
     regenerated = sorted(
         p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()
