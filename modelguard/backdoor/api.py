@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from modelguard.backdoor import rules as R
 from modelguard.backdoor.activations import ChannelProfile, collect_profile
 from modelguard.backdoor.data import Dataset, load_data
 from modelguard.backdoor.loaders import load_model
@@ -33,6 +32,7 @@ from modelguard.backdoor.prune import (
 from modelguard.backdoor.score import DORMANCY_THRESHOLD, dormancy_score
 from modelguard.errors import BackdoorAnalysisError, UsageError
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
+from modelguard.rules import backdoor as R
 
 TRIGGER_EFFECTIVE_ASR = 0.5  # above this, the given trigger works as a backdoor
 RESIDUAL_ASR = 0.2  # a repair that leaves more than this has not disabled the backdoor
@@ -383,9 +383,7 @@ def _findings(
         "" if pruning is None else f"; {pruning.chosen}/{pruning.channels} channels prunable"
     )
     findings.append(
-        Finding(
-            R.ANALYSIS_SUMMARY,
-            Severity.INFO,
+        R.ANALYSIS_SUMMARY.finding(
             f"layer {layer.name}: dormancy score {score:.3f}, {dormant}/{layer.channels} "
             f"dormant channels{pruned_text}; " + "; ".join(fmt(r) for r in rows),
             where,
@@ -394,9 +392,7 @@ def _findings(
     )
     if score >= DORMANCY_THRESHOLD:
         findings.append(
-            Finding(
-                R.DORMANT_CHANNELS,
-                Severity.MEDIUM,
+            R.DORMANT_CHANNELS.finding(
                 f"layer {layer.name}: dormancy score {score:.3f} (threshold "
                 f"{DORMANCY_THRESHOLD}): channels clean data leaves quiet carry strong filters",
                 where,
@@ -410,9 +406,7 @@ def _findings(
         and base.attack_success >= TRIGGER_EFFECTIVE_ASR
     ):
         findings.append(
-            Finding(
-                R.TRIGGER_EFFECTIVE,
-                Severity.HIGH,
+            R.TRIGGER_EFFECTIVE.finding(
                 f"{100 * base.attack_success:.1f}% of triggered inputs are labelled "
                 f"{trigger.target} (trigger data {trigger.data.source})",
                 where,
@@ -428,9 +422,7 @@ def _findings(
             and repaired_row.attack_success >= RESIDUAL_ASR
         ):
             findings.append(
-                Finding(
-                    R.BACKDOOR_SURVIVES,
-                    Severity.HIGH,
+                R.BACKDOOR_SURVIVES.finding(
                     f"after {repaired_row.defence} the attack still succeeds on "
                     f"{100 * repaired_row.attack_success:.1f}% of triggered inputs",
                     where,
@@ -441,9 +433,7 @@ def _findings(
         last = by_name.get("fine-pruning")
         done = "fine-pruned" if last is not None and last.accuracy is not None else "pruned"
         findings.append(
-            Finding(
-                R.REPAIRED_MODEL_WRITTEN,
-                Severity.INFO,
+            R.REPAIRED_MODEL_WRITTEN.finding(
                 f"{done} model written to {repaired} ({repaired_format})",
                 where,
                 evidence=f"out={repaired}",

@@ -31,7 +31,7 @@ from modelguard.errors import MissingExtra
 from modelguard.findings import ArtifactResult, Finding, Report, Severity
 from modelguard.remote import is_remote
 from modelguard.report.interface import RenderOptions
-from modelguard.rules import all_rules
+from modelguard.rules import all_rules, provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     from cyclonedx.model import XsUri
@@ -44,14 +44,14 @@ LOCK_NAME = "modelguard.lock"
 SIGNATURE_BUNDLE = "model.sig"
 _HASH_CHUNK = 1 << 20
 
-# MG4xx provenance rule ids (modelguard.supply.rules) that speak about signatures.
+# The provenance rules that speak about signatures.
 _SIGNATURE_STATUS_BY_RULE = {
-    "MG405": "unsigned",
-    "MG406": "invalid",
-    "MG407": "wrong-key",
-    "MG408": "bundle-malformed",
+    provenance.UNSIGNED.id: "unsigned",
+    provenance.SIGNATURE_INVALID.id: "invalid",
+    provenance.SIGNATURE_WRONG_KEY.id: "wrong-key",
+    provenance.BUNDLE_MALFORMED.id: "bundle-malformed",
 }
-_SIGNATURE_VERIFIED_RULE = "MG400"
+_SIGNATURE_VERIFIED_RULE = provenance.VERIFIED.id
 
 
 def _file_sha256(path: Path) -> str | None:

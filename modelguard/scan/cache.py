@@ -40,6 +40,7 @@ from typing import Any
 
 from modelguard._version import __version__
 from modelguard.findings import Finding, Location, Severity
+from modelguard.rules.scan import SCANNER_ERROR
 from modelguard.scan.limits import Limits
 
 ENTRY_SCHEMA = 1
@@ -48,7 +49,7 @@ PRUNE_INTERVAL_S = 86400
 ENV_CACHE_DIR = "MODELGUARD_CACHE_DIR"
 # Findings of these rules mean the scan itself did not finish normally; such a
 # result is never stored, so the next run tries again.
-_UNCACHEABLE_RULES = frozenset({"MG004"})
+_UNCACHEABLE_RULES = frozenset({SCANNER_ERROR.id})
 
 
 def default_cache_dir() -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from modelguard.rules.scan import ARCHIVE_MALFORMED
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.decompress import Decompressor, bzip2_stream, gzip_stream, inflate, xz_stream
 from modelguard.scan.sniff import BZIP2_MAGIC, GZIP_MAGIC, XZ_MAGIC
@@ -56,17 +57,19 @@ def _scan_compressed(
     with result.stream:
         if result.error is not None:
             ctx.report(
-                "MG205", f"{kind} data is corrupt: {result.error}", evidence=f"{kind}: corrupt"
+                ARCHIVE_MALFORMED,
+                f"{kind} data is corrupt: {result.error}",
+                evidence=f"{kind}: corrupt",
             )
         elif result.truncated:
             ctx.report(
-                "MG205",
+                ARCHIVE_MALFORMED,
                 f"{kind} data is truncated after {result.size:,} decompressed bytes",
                 evidence=f"{kind}: truncated",
             )
         if result.trailing and result.stopped is None:
             ctx.report(
-                "MG205",
+                ARCHIVE_MALFORMED,
                 f"{result.trailing:,} bytes after the {kind} data are not {kind}",
                 evidence=f"{kind}: trailing",
             )

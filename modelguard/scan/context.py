@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from modelguard.findings import Finding, Location, Severity
-from modelguard.rules import get as get_rule
+from modelguard.rules.base import Rule
+from modelguard.rules.scan import SCAN_LIMIT_REACHED
 from modelguard.scan.limits import Limits
 
 
@@ -73,7 +74,7 @@ class ScanContext:
 
     def report(
         self,
-        rule_id: str,
+        rule: Rule,
         message: str,
         *,
         offset: int | None = None,
@@ -81,31 +82,24 @@ class ScanContext:
         severity: Severity | None = None,
         member: str | None = None,
     ) -> None:
-        """Record a finding for ``rule_id`` here (or in ``member`` below here).
+        """Record a finding of ``rule`` here (or in ``member`` below here).
 
         Severity defaults to the rule's. The same rule with the same evidence at
         the same place is recorded once.
         """
-        rule = get_rule(rule_id)
         location = self.location.inside(member) if member is not None else self.location
-        key = (rule_id, location, evidence)
+        key = (rule.id, location, evidence)
         if evidence is not None and key in self._shared.seen:
             return
         self._shared.seen.add(key)
         self._shared.findings.append(
-            Finding(
-                rule_id=rule_id,
-                severity=severity if severity is not None else rule.severity,
-                message=message,
-                location=location.at(offset),
-                evidence=evidence,
-            )
+            rule.finding(message, location.at(offset), evidence=evidence, severity=severity)
         )
 
     def limit_reached(self, what: str, limit: int, *, offset: int | None = None) -> None:
         """Report MG002: a cap was hit and the rest of this input was not inspected."""
         self.report(
-            "MG002",
+            SCAN_LIMIT_REACHED,
             f"{what} exceeds the cap of {limit:,}; the rest was not inspected",
             offset=offset,
             evidence=what,

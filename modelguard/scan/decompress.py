@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Protocol
 
+from modelguard.rules.scan import ARCHIVE_BOMB
 from modelguard.scan.context import ScanContext
 
 CHUNK = 1024 * 1024
@@ -209,7 +210,7 @@ def inflate(
                 break
             if _looks_like_bomb(result.size, consumed, ctx):
                 ctx.report(
-                    "MG204",
+                    ARCHIVE_BOMB,
                     f"{what} decompresses to more than {result.size:,} bytes from "
                     f"{consumed:,} compressed (ratio over {limits.max_compression_ratio}); "
                     "decompression stopped",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
 from modelguard.policy import Policy
+from modelguard.rules.scan import SCANNER_ERROR
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import dispatch
@@ -140,7 +141,7 @@ def _scan_input(inp: Input, policy: Policy) -> tuple[str, list[Finding]] | Input
         return InputError(inp.name, f"read error: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - fail closed: a scanner bug becomes a HIGH finding
         ctx.report(
-            "MG004",
+            SCANNER_ERROR,
             f"scanner error ({type(exc).__name__}: {exc}); file not fully inspected",
             evidence=type(exc).__name__,
         )

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modelguard.rules.base import Rule
+from modelguard.rules.scan import KERAS_CUSTOM_OBJECT, KERAS_LAMBDA_LAYER, KERAS_MALFORMED
 from modelguard.scan.context import Input, ScanContext
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ def scan_hdf5(inp: Input, ctx: ScanContext) -> None:
                         configs.append((name, raw))
     except _H5_ERRORS as exc:
         ctx.report(
-            "MG332",
+            KERAS_MALFORMED,
             f"HDF5 file cannot be read ({type(exc).__name__}: {exc})",
             evidence="hdf5-unreadable",
         )
@@ -88,7 +90,7 @@ def _read_text_attribute(handle: h5py.File, name: str, ctx: ScanContext) -> byte
 
     attr = handle.attrs.get_id(name)
     if attr.get_space().get_simple_extent_npoints() != 1:
-        ctx.report("MG332", f"attribute {name} is not a single string", evidence=name)
+        ctx.report(KERAS_MALFORMED, f"attribute {name} is not a single string", evidence=name)
         return None
     # Fixed-size data is sized before reading it. A variable-length string's bytes
     # live in the file's heap, so the file itself bounds them.
@@ -97,7 +99,7 @@ def _read_text_attribute(handle: h5py.File, name: str, ctx: ScanContext) -> byte
         ctx.limit_reached(f"HDF5 attribute {name}", ctx.limits.max_header_bytes)
         return None
     if not isinstance(attr.get_type(), h5py.h5t.TypeStringID):
-        ctx.report("MG332", f"attribute {name} is not a string", evidence=name)
+        ctx.report(KERAS_MALFORMED, f"attribute {name} is not a string", evidence=name)
         return None
     value: Any = handle.attrs[name]
     if hasattr(value, "shape") and value.shape != ():
@@ -107,7 +109,7 @@ def _read_text_attribute(handle: h5py.File, name: str, ctx: ScanContext) -> byte
     elif isinstance(value, bytes):
         data = value
     else:
-        ctx.report("MG332", f"attribute {name} is not a string", evidence=name)
+        ctx.report(KERAS_MALFORMED, f"attribute {name} is not a string", evidence=name)
         return None
     if len(data) > ctx.limits.max_header_bytes:
         ctx.limit_reached(f"HDF5 attribute {name}", ctx.limits.max_header_bytes)
@@ -123,26 +125,30 @@ def _scan_config_text(raw: bytes, ctx: ScanContext, *, source: str, model: bool)
         config = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError covers bad UTF-8 (UnicodeDecodeError) and JSON syntax alike.
-        ctx.report("MG332", f"{source} is not valid JSON ({exc})", evidence=f"{source}: json")
+        ctx.report(
+            KERAS_MALFORMED, f"{source} is not valid JSON ({exc})", evidence=f"{source}: json"
+        )
         return
     if not isinstance(config, dict):
-        ctx.report("MG332", f"{source} is not a JSON object", evidence=f"{source}: not-object")
+        ctx.report(
+            KERAS_MALFORMED, f"{source} is not a JSON object", evidence=f"{source}: not-object"
+        )
         return
     if model and not (isinstance(config.get("class_name"), str) and "config" in config):
         ctx.report(
-            "MG332",
+            KERAS_MALFORMED,
             f"{source} lacks the model's class_name and config",
             evidence=f"{source}: no-model",
         )
     for finding in find_code_references(config):
-        ctx.report(finding.rule_id, f"{source}: {finding.message}", evidence=finding.evidence)
+        ctx.report(finding.rule, f"{source}: {finding.message}", evidence=finding.evidence)
 
 
 @dataclass(frozen=True)
 class ConfigFinding:
     """A finding in a config tree before it is tied to a location."""
 
-    rule_id: str
+    rule: Rule
     message: str
     evidence: str
 
@@ -164,7 +170,7 @@ def find_code_references(config: object) -> Iterator[ConfigFinding]:
             in_lambda = True
         elif class_name == SERIALIZED_LAMBDA and not in_lambda:
             yield ConfigFinding(
-                "MG330",
+                KERAS_LAMBDA_LAYER,
                 f"serialized Python lambda (marshalled bytecode) at {path}",
                 f"{path}: __lambda__",
             )
@@ -191,7 +197,7 @@ def _lambda_layer(layer: dict[str, Any], path: str) -> ConfigFinding:
         style = f"calls the serialized function {module}.{fn} (imported on load)"
     else:
         style = "wraps Python code"
-    return ConfigFinding("MG330", f"{label} {style}", f"{path}: Lambda")
+    return ConfigFinding(KERAS_LAMBDA_LAYER, f"{label} {style}", f"{path}: Lambda")
 
 
 def _foreign_object(value: dict[str, Any], class_name: str, path: str) -> Iterator[ConfigFinding]:
@@ -199,7 +205,7 @@ def _foreign_object(value: dict[str, Any], class_name: str, path: str) -> Iterat
     registered = value.get("registered_name")
     if isinstance(module, str) and not is_keras_module(module):
         yield ConfigFinding(
-            "MG331",
+            KERAS_CUSTOM_OBJECT,
             f"{class_name!r} at {path} comes from module {module!r}, outside Keras",
             f"{module}.{class_name}",
         )
@@ -209,7 +215,7 @@ def _foreign_object(value: dict[str, Any], class_name: str, path: str) -> Iterat
             package = name.split(">", 1)[0]
             if not is_keras_module(package):
                 yield ConfigFinding(
-                    "MG331",
+                    KERAS_CUSTOM_OBJECT,
                     f"{label} {name!r} at {path} names a custom object of package {package!r}",
                     name,
                 )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelguard.findings import Severity
+from modelguard.rules.scan import NUMPY_MALFORMED, NUMPY_OBJECT_ARRAY
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.streams import SliceReader
 
@@ -213,7 +214,7 @@ def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> numpy.dtype[An
 def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
     """An object array's data is a pickle that numpy.load(allow_pickle=True) runs."""
     ctx.report(
-        "MG301",
+        NUMPY_OBJECT_ARRAY,
         f"array dtype {_describe(header.dtype)} holds Python objects; its data is a "
         f"pickle that numpy.load(allow_pickle=True) runs (scanned as {OBJECT_DATA_MEMBER})",
         offset=header.data_offset,
@@ -252,7 +253,7 @@ def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
     elif declared < available:
         # numpy.load ignores them; a second payload can hide there.
         ctx.report(
-            "MG302",
+            NUMPY_MALFORMED,
             f"{available - declared:,} bytes follow the array data; numpy.load ignores them",
             offset=header.data_offset + declared,
             evidence="trailing-data",
@@ -261,7 +262,7 @@ def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
 
 
 def _malformed(ctx: ScanContext, problem: str, evidence: str, offset: int) -> None:
-    ctx.report("MG302", f"malformed .npy: {problem}", offset=offset, evidence=evidence)
+    ctx.report(NUMPY_MALFORMED, f"malformed .npy: {problem}", offset=offset, evidence=evidence)
 
 
 def _describe(dtype: numpy.dtype[Any]) -> str:

@@ -24,6 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from modelguard.rules.scan import (
+    ONNX_CHECKER_FAILED,
+    ONNX_CUSTOM_DOMAIN,
+    ONNX_EXTERNAL_DATA_ESCAPE,
+    ONNX_MALFORMED,
+)
 from modelguard.scan.context import Input, ScanContext
 
 if TYPE_CHECKING:
@@ -62,13 +68,13 @@ def _parse(inp: Input, ctx: ScanContext) -> ModelProto | None:
         model: ModelProto = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
         ctx.report(
-            "MG323",
+            ONNX_MALFORMED,
             f"ONNX protobuf cannot be parsed ({type(exc).__name__}: {exc})",
             evidence="protobuf",
         )
         return None
     if not model.HasField("graph"):
-        ctx.report("MG323", "ONNX model has no graph", evidence="no-graph")
+        ctx.report(ONNX_MALFORMED, "ONNX model has no graph", evidence="no-graph")
         return None
     return model
 
@@ -132,7 +138,7 @@ def _check_external_location(inp: Input, ctx: ScanContext, where: str, tensor: T
     problem = location_problem(location, inp.fs_path.parent if inp.fs_path else None)
     if problem is not None:
         ctx.report(
-            "MG320",
+            ONNX_EXTERNAL_DATA_ESCAPE,
             f"tensor {tensor.name!r} in {where} keeps its data at {location!r}, which {problem}",
             evidence=location,
         )
@@ -174,7 +180,7 @@ def _check_domains(model: ModelProto, ctx: ScanContext) -> None:
                 continue
             label = node.name or "(unnamed)"
             ctx.report(
-                "MG321",
+                ONNX_CUSTOM_DOMAIN,
                 f"node {label!r} in {where} uses operator {node.op_type!r} from "
                 f"non-standard domain {node.domain!r}",
                 evidence=f"{node.domain}:{node.op_type}",
@@ -194,7 +200,9 @@ def _run_checker(model: ModelProto, ctx: ScanContext) -> None:
         message = " ".join(str(exc).split())
         if len(message) > _CHECKER_MESSAGE_CHARS:
             message = message[: _CHECKER_MESSAGE_CHARS - 3] + "..."
-        ctx.report("MG322", f"onnx.checker rejects the model: {message}", evidence="checker")
+        ctx.report(
+            ONNX_CHECKER_FAILED, f"onnx.checker rejects the model: {message}", evidence="checker"
+        )
 
 
 def _has_external_data(model: ModelProto) -> bool:

@@ -25,6 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
+from modelguard.rules.base import Rule
+from modelguard.rules.scan import (
+    PICKLE_DANGEROUS_IMPORT,
+    PICKLE_MALFORMED,
+    PICKLE_MULTIPLE_STREAMS,
+    PICKLE_TRAILING_DATA,
+    PICKLE_UNKNOWN_CALL,
+    PICKLE_UNKNOWN_IMPORT,
+    PICKLE_UNRESOLVED_CALL,
+)
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.imports import Classification, Verdict, classify
 from modelguard.scan.limits import Limits
@@ -84,7 +94,7 @@ class PickleStream:
 
 
 class _Sink(Protocol):
-    def finding(self, rule_id: str, message: str, offset: int | None, evidence: str) -> None: ...
+    def finding(self, rule: Rule, message: str, offset: int | None, evidence: str) -> None: ...
 
     def limit(self, what: str, limit: int, offset: int | None) -> None: ...
 
@@ -93,8 +103,8 @@ class _ContextSink:
     def __init__(self, ctx: ScanContext) -> None:
         self._ctx = ctx
 
-    def finding(self, rule_id: str, message: str, offset: int | None, evidence: str) -> None:
-        self._ctx.report(rule_id, message, offset=offset, evidence=evidence)
+    def finding(self, rule: Rule, message: str, offset: int | None, evidence: str) -> None:
+        self._ctx.report(rule, message, offset=offset, evidence=evidence)
 
     def limit(self, what: str, limit: int, offset: int | None) -> None:
         self._ctx.limit_reached(what, limit, offset=offset)
@@ -104,18 +114,18 @@ class _ContextSink:
 class _RecordingSink:
     """Collects findings so a trial walk can be judged before anything is reported."""
 
-    findings: list[tuple[str, str, int | None, str]] = field(default_factory=list)
+    findings: list[tuple[Rule, str, int | None, str]] = field(default_factory=list)
     limits: list[tuple[str, int, int | None]] = field(default_factory=list)
 
-    def finding(self, rule_id: str, message: str, offset: int | None, evidence: str) -> None:
-        self.findings.append((rule_id, message, offset, evidence))
+    def finding(self, rule: Rule, message: str, offset: int | None, evidence: str) -> None:
+        self.findings.append((rule, message, offset, evidence))
 
     def limit(self, what: str, limit: int, offset: int | None) -> None:
         self.limits.append((what, limit, offset))
 
     def replay(self, ctx: ScanContext) -> None:
-        for rule_id, message, offset, evidence in self.findings:
-            ctx.report(rule_id, message, offset=offset, evidence=evidence)
+        for rule, message, offset, evidence in self.findings:
+            ctx.report(rule, message, offset=offset, evidence=evidence)
         for what, limit, offset in self.limits:
             ctx.limit_reached(what, limit, offset=offset)
 
@@ -349,12 +359,12 @@ class _Walker:
         except _Truncated as stop:
             result.truncated = True
             self.sink.finding(
-                "MG105", f"pickle truncated: {stop.message}", stop.offset, "truncated"
+                PICKLE_MALFORMED, f"pickle truncated: {stop.message}", stop.offset, "truncated"
             )
         except _Malformed as stop:
             result.malformed = True
             self.sink.finding(
-                "MG105", f"malformed pickle: {stop.message}", stop.offset, stop.message
+                PICKLE_MALFORMED, f"malformed pickle: {stop.message}", stop.offset, stop.message
             )
         except _CapReached as stop:
             result.limited = True
@@ -560,7 +570,7 @@ class _Walker:
         for ref in self.result.imports:
             if ref.verdict is Verdict.UNKNOWN and ref.dotted not in called:
                 self.sink.finding(
-                    "MG102",
+                    PICKLE_UNKNOWN_IMPORT,
                     f"pickle imports {ref.dotted} ({ref.classification.reason}) via {ref.opcode}",
                     ref.offset,
                     ref.dotted,
@@ -671,7 +681,7 @@ class _Walker:
             )
         if classification.verdict is Verdict.DANGEROUS:
             self.sink.finding(
-                "MG101",
+                PICKLE_DANGEROUS_IMPORT,
                 f"pickle imports {classification.dotted} via {opcode}: {classification.reason}",
                 offset,
                 classification.dotted,
@@ -683,7 +693,7 @@ class _Walker:
         name_raw = self.text_line(offset)
         if module_raw is None or name_raw is None:
             self.sink.finding(
-                "MG104",
+                PICKLE_UNRESOLVED_CALL,
                 f"{opcode} at offset {offset} names a global longer than {KEEP_STRING} bytes",
                 offset,
                 f"{opcode}:long-name",
@@ -707,7 +717,7 @@ class _Walker:
                 ref.called = True
                 if ref.verdict is Verdict.UNKNOWN:
                     self.sink.finding(
-                        "MG103",
+                        PICKLE_UNKNOWN_CALL,
                         f"pickle calls {ref.dotted} with stream-chosen arguments via {opcode} "
                         f"({ref.classification.reason})",
                         offset,
@@ -718,14 +728,14 @@ class _Walker:
         if isinstance(callee, _Called):
             what = callee.callee.dotted if callee.callee is not None else "an unresolved call"
             self.sink.finding(
-                "MG104",
+                PICKLE_UNRESOLVED_CALL,
                 f"{opcode} at offset {offset} calls the result of calling {what}",
                 offset,
                 f"call-of-result:{what}",
             )
         elif isinstance(callee, _Unresolved):
             self.sink.finding(
-                "MG104",
+                PICKLE_UNRESOLVED_CALL,
                 f"{opcode} at offset {offset} calls a callable that cannot be resolved "
                 f"({callee.why})",
                 offset,
@@ -733,7 +743,7 @@ class _Walker:
             )
         else:
             self.sink.finding(
-                "MG104",
+                PICKLE_UNRESOLVED_CALL,
                 f"{opcode} at offset {offset} calls a value that is not an imported global",
                 offset,
                 "call-of-data",
@@ -1016,7 +1026,7 @@ class _Walker:
             return False
         why = "STACK_GLOBAL operands are not plain strings"
         self.sink.finding(
-            "MG104",
+            PICKLE_UNRESOLVED_CALL,
             f"STACK_GLOBAL at offset {offset} imports a global whose module or name is "
             f"computed or too long to resolve ({_describe(module)}, {_describe(name)})",
             offset,
@@ -1027,7 +1037,7 @@ class _Walker:
 
     def op_ext(self, code: int, offset: int, kind: str) -> bool:
         self.sink.finding(
-            "MG104",
+            PICKLE_UNRESOLVED_CALL,
             f"{kind} at offset {offset} imports extension code {code} from the copyreg "
             "registry, which is empty unless code registered it",
             offset,
@@ -1079,7 +1089,7 @@ class _Walker:
             # BUILD on a class or function (not an instance) sets attributes on
             # it: a way to swap an allowlisted callable for an arbitrary one.
             self.sink.finding(
-                "MG104",
+                PICKLE_UNRESOLVED_CALL,
                 f"BUILD at offset {offset} sets attributes on the imported global "
                 f"{target.ref.dotted} itself, changing what later uses of it call",
                 offset,
@@ -1142,10 +1152,10 @@ class _Walker:
     def look_for_payload(self, start: int, offset: int) -> None:
         # What pickle.load (not joblib.load) would execute from the array bytes.
         _, sink = _trial_walk(self.r.stream, start, self.r.end, self.limits, self.allow)
-        for rule_id, message, at, evidence in sink.findings:
-            if rule_id in ("MG101", "MG103", "MG104"):
+        for rule, message, at, evidence in sink.findings:
+            if rule in (PICKLE_DANGEROUS_IMPORT, PICKLE_UNKNOWN_CALL, PICKLE_UNRESOLVED_CALL):
                 self.sink.finding(
-                    rule_id, f"in joblib array data (read by pickle.load): {message}", at, evidence
+                    rule, f"in joblib array data (read by pickle.load): {message}", at, evidence
                 )
 
 
@@ -1269,7 +1279,7 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
             found = classify(module, name, ctx.allow_globals)
             if found.verdict is Verdict.DANGEROUS:
                 ctx.report(
-                    "MG101",
+                    PICKLE_DANGEROUS_IMPORT,
                     f"trailing data holds a pickle GLOBAL for {found.dotted}: {found.reason}",
                     offset=pos + match.start(),
                     evidence=found.dotted,
@@ -1294,7 +1304,9 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
 def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
     """Scan every consecutive pickle stream in ``inp`` (registry entry for "pickle")."""
     if inp.size == 0:
-        ctx.report("MG105", f"{inp.name} is empty, not a pickle", offset=0, evidence="empty")
+        ctx.report(
+            PICKLE_MALFORMED, f"{inp.name} is empty, not a pickle", offset=0, evidence="empty"
+        )
         return
     offset = 0
     streams = 0
@@ -1304,7 +1316,7 @@ def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
             break
         if streams > 0 and not _starts_pickle(inp, offset):
             ctx.report(
-                "MG106",
+                PICKLE_TRAILING_DATA,
                 f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
                 offset=offset,
                 evidence="trailing-data",
@@ -1318,7 +1330,7 @@ def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
         offset = result.end
     if streams > 1:
         ctx.report(
-            "MG107",
+            PICKLE_MULTIPLE_STREAMS,
             f"{inp.name} holds {streams} consecutive pickle streams; all were scanned",
             offset=0,
             evidence="multiple-streams",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Protocol
 
+from modelguard.rules.scan import ARCHIVE_POLYGLOT, UNSUPPORTED_FORMAT
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.sniff import sniff
 
@@ -46,11 +47,13 @@ def dispatch(inp: Input, ctx: ScanContext) -> str:
     """Sniff ``inp``, scan it with every matching scanner, return the primary format."""
     formats = sniff(inp)
     if not formats:
-        ctx.report("MG001", f"{inp.name}: format not recognised; skipped", evidence="unknown")
+        ctx.report(
+            UNSUPPORTED_FORMAT, f"{inp.name}: format not recognised; skipped", evidence="unknown"
+        )
         return "unknown"
     if len(formats) > 1:
         ctx.report(
-            "MG207",
+            ARCHIVE_POLYGLOT,
             f"{inp.name} reads as {' and as '.join(formats)}; loaders disagree, each was scanned",
             evidence="+".join(formats),
         )

@@ -23,6 +23,12 @@ import json
 import struct
 from dataclasses import dataclass
 
+from modelguard.rules.scan import (
+    SAFETENSORS_BAD_LAYOUT,
+    SAFETENSORS_BAD_METADATA,
+    SAFETENSORS_MALFORMED_HEADER,
+    SAFETENSORS_UNKNOWN_DTYPE,
+)
 from modelguard.scan.context import Input, ScanContext
 
 LENGTH_BYTES = 8
@@ -165,7 +171,7 @@ def _check_tensor(ctx: ScanContext, name: str, entry: object, data_size: int) ->
         return None
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         ctx.report(
-            "MG312",
+            SAFETENSORS_UNKNOWN_DTYPE,
             f"tensor {name!r} has unknown dtype {dtype!r}",
             evidence=f"{name}: {dtype!r}",
         )
@@ -173,7 +179,7 @@ def _check_tensor(ctx: ScanContext, name: str, entry: object, data_size: int) ->
     begin, end = offsets
     if begin > end or end > data_size:
         ctx.report(
-            "MG311",
+            SAFETENSORS_BAD_LAYOUT,
             f"tensor {name!r} data_offsets [{begin}, {end}] are outside the "
             f"{data_size:,}-byte data section",
             evidence=f"{name}: out of range",
@@ -190,7 +196,7 @@ def _check_tensor(ctx: ScanContext, name: str, entry: object, data_size: int) ->
         else:
             expected = f"{bits // 8:,}"
         ctx.report(
-            "MG311",
+            SAFETENSORS_BAD_LAYOUT,
             f"tensor {name!r} spans {end - begin:,} bytes but shape {shape} of {dtype} "
             f"needs {expected}",
             evidence=f"{name}: size",
@@ -205,14 +211,14 @@ def _check_coverage(ctx: ScanContext, tensors: list[_Tensor], data_size: int) ->
     for tensor in sorted(tensors, key=lambda t: (t.begin, t.end)):
         if tensor.begin < position:
             ctx.report(
-                "MG311",
+                SAFETENSORS_BAD_LAYOUT,
                 f"tensor {tensor.name!r} [{tensor.begin}, {tensor.end}] overlaps the tensor "
                 f"before it (which ends at {position})",
                 evidence=f"{tensor.name}: overlap",
             )
         elif tensor.begin > position:
             ctx.report(
-                "MG311",
+                SAFETENSORS_BAD_LAYOUT,
                 f"{tensor.begin - position:,} unaccounted bytes before tensor "
                 f"{tensor.name!r} (gap [{position}, {tensor.begin}])",
                 evidence=f"{tensor.name}: gap",
@@ -220,7 +226,7 @@ def _check_coverage(ctx: ScanContext, tensors: list[_Tensor], data_size: int) ->
         position = max(position, tensor.end)
     if position < data_size:
         ctx.report(
-            "MG311",
+            SAFETENSORS_BAD_LAYOUT,
             f"{data_size - position:,} bytes after the last tensor belong to no tensor",
             evidence="trailing-data",
         )
@@ -231,7 +237,7 @@ def _check_metadata(ctx: ScanContext, metadata: object) -> None:
         return  # the reference reads null as "no metadata"
     if not isinstance(metadata, dict):
         ctx.report(
-            "MG313",
+            SAFETENSORS_BAD_METADATA,
             f"__metadata__ is a JSON {_json_type(metadata)}, not an object",
             evidence="not-object",
         )
@@ -239,7 +245,7 @@ def _check_metadata(ctx: ScanContext, metadata: object) -> None:
     for key, value in metadata.items():
         if not isinstance(value, str):
             ctx.report(
-                "MG313",
+                SAFETENSORS_BAD_METADATA,
                 f"__metadata__[{key!r}] is a JSON {_json_type(value)}, not a string",
                 evidence=key,
             )
@@ -271,4 +277,6 @@ def _json_type(value: object) -> str:
 
 
 def _malformed(ctx: ScanContext, problem: str, evidence: str) -> None:
-    ctx.report("MG310", f"malformed safetensors header: {problem}", evidence=evidence)
+    ctx.report(
+        SAFETENSORS_MALFORMED_HEADER, f"malformed safetensors header: {problem}", evidence=evidence
+    )

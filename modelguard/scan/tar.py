@@ -11,6 +11,12 @@ from __future__ import annotations
 import tarfile
 from collections import Counter
 
+from modelguard.rules.scan import (
+    ARCHIVE_DUPLICATE_MEMBER,
+    ARCHIVE_LINK_MEMBER,
+    ARCHIVE_MALFORMED,
+    ARCHIVE_PATH_TRAVERSAL,
+)
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.streams import SliceReader
 from modelguard.scan.torch import scan_pickle_member
@@ -36,7 +42,7 @@ def scan_tar(inp: Input, ctx: ScanContext) -> None:
             copies[member.name] += 1
             if copies[member.name] == 1:
                 ctx.report(
-                    "MG202",
+                    ARCHIVE_DUPLICATE_MEMBER,
                     f"{counts[member.name]} members are named {member.name!r}; extraction "
                     "keeps the last; every copy was scanned",
                     evidence=member.name,
@@ -53,7 +59,7 @@ def _read_headers(inp: Input, ctx: ScanContext) -> list[tarfile.TarInfo] | None:
     try:
         archive = tarfile.open(fileobj=inp.stream, mode="r:")  # noqa: SIM115 - closed below
     except tarfile.TarError as exc:
-        ctx.report("MG205", f"tar archive cannot be read: {exc}", evidence="unreadable")
+        ctx.report(ARCHIVE_MALFORMED, f"tar archive cannot be read: {exc}", evidence="unreadable")
         return None
     with archive:
         while True:
@@ -66,7 +72,7 @@ def _read_headers(inp: Input, ctx: ScanContext) -> list[tarfile.TarInfo] | None:
                 member = archive.next()
             except (tarfile.TarError, EOFError) as exc:
                 ctx.report(
-                    "MG205",
+                    ARCHIVE_MALFORMED,
                     f"tar header after {len(members)} members is damaged: {exc}",
                     evidence="header",
                 )
@@ -123,7 +129,7 @@ def _check_hidden_tail(inp: Input, ctx: ScanContext, end: int) -> None:
             return
         if chunk.strip(b"\x00"):
             ctx.report(
-                "MG205",
+                ARCHIVE_MALFORMED,
                 f"{inp.size - end:,} bytes after the end of the tar archive are not read "
                 "by tar readers",
                 offset=end,
@@ -143,30 +149,34 @@ def _scan_member(
 ) -> None:
     if _is_traversal(member.name):
         ctx.report(
-            "MG201",
+            ARCHIVE_PATH_TRAVERSAL,
             f"member name {member.name!r} is absolute or leaves the extraction folder",
             evidence=member.name,
         )
     if member.issym() or member.islnk():
         kind = "symbolic link" if member.issym() else "hard link"
         ctx.report(
-            "MG206",
+            ARCHIVE_LINK_MEMBER,
             f"member {label!r} is a {kind} to {member.linkname!r}",
             evidence=f"{member.name} -> {member.linkname}",
         )
         return
     if member.ischr() or member.isblk() or member.isfifo():
-        ctx.report("MG206", f"member {label!r} is a device or FIFO node", evidence=member.name)
+        ctx.report(
+            ARCHIVE_LINK_MEMBER, f"member {label!r} is a device or FIFO node", evidence=member.name
+        )
         return
     if not member.isreg():
         return  # directories and tar bookkeeping
     if member.issparse():
-        ctx.report("MG205", f"member {label!r} is a sparse file; not inspected", evidence=label)
+        ctx.report(
+            ARCHIVE_MALFORMED, f"member {label!r} is a sparse file; not inspected", evidence=label
+        )
         return
     available = max(0, min(member.size, inp.size - member.offset_data))
     if available < member.size:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"member {label!r} is truncated ({available:,} of {member.size:,} bytes)",
             evidence=f"{label}: truncated",
         )

@@ -19,6 +19,13 @@ import posixpath
 import re
 
 from modelguard.findings import Finding
+from modelguard.rules.scan import (
+    ARCHIVE_MALFORMED,
+    PICKLE_DANGEROUS_IMPORT,
+    PICKLE_MALFORMED,
+    PICKLE_UNKNOWN_CALL,
+    PICKLE_UNKNOWN_IMPORT,
+)
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import get_scanner
 
@@ -50,7 +57,9 @@ _TORCHSCRIPT_BUILDERS = frozenset(
         "restore_type_tag",
     )
 )
-_IMPORT_RULES = frozenset({"MG101", "MG102", "MG103"})
+_IMPORT_RULES = frozenset(
+    r.id for r in (PICKLE_DANGEROUS_IMPORT, PICKLE_UNKNOWN_IMPORT, PICKLE_UNKNOWN_CALL)
+)
 # Legacy format: magic number, protocol version, sys_info, the object, storage keys.
 LEGACY_PICKLES = 5
 
@@ -154,7 +163,7 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
     for index in range(LEGACY_PICKLES):
         if offset >= inp.size:
             ctx.report(
-                "MG105",
+                PICKLE_MALFORMED,
                 f"legacy torch file ends after {index} of its {LEGACY_PICKLES} pickles",
                 offset=offset,
                 evidence="legacy-truncated",
@@ -228,7 +237,7 @@ def _check_storage_framing(
             break
     if inp.size not in ends:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"legacy torch storage data after offset {data_start:,} does not match its "
             f"{len(keys)} storage keys: the file is truncated or has bytes torch.load ignores",
             offset=data_start,

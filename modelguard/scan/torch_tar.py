@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from modelguard.rules.scan import ARCHIVE_MALFORMED, PICKLE_TRAILING_DATA
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.torch import STORAGE_ELEMENT_SIZES, GlobalName, pickle_values
 
@@ -61,7 +62,7 @@ def scan_record_member(label: str, kind: str, inp: Input, ctx: ScanContext) -> N
         offset = views.end
     if offset != inp.size:
         child.report(
-            "MG106",
+            PICKLE_TRAILING_DATA,
             f"{inp.size - offset:,} bytes follow the last of {count} records",
             offset=offset,
             evidence="trailing-data",
@@ -108,7 +109,7 @@ def _pickled_int(inp: Input, start: int, end: int) -> int | None:
 
 def _broken(ctx: ScanContext, problem: str, offset: int) -> None:
     ctx.report(
-        "MG205",
+        ARCHIVE_MALFORMED,
         f"legacy torch record stream {problem}; the rest was not inspected",
         offset=offset,
         evidence="legacy-record-framing",

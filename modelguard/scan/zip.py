@@ -15,6 +15,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import BinaryIO
 
+from modelguard.rules.scan import (
+    ARCHIVE_BOMB,
+    ARCHIVE_DUPLICATE_MEMBER,
+    ARCHIVE_ENCRYPTED_MEMBER,
+    ARCHIVE_MALFORMED,
+    ARCHIVE_PATH_TRAVERSAL,
+    ARCHIVE_UNSUPPORTED_COMPRESSION,
+)
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.decompress import Decompressor, bzip2_stream, inflate, raw_deflate
 from modelguard.scan.streams import SliceReader
@@ -42,11 +50,11 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
     try:
         directories = read_directories(inp, ctx)
     except ZipStructureError as exc:
-        ctx.report("MG205", f"zip archive cannot be read: {exc}", evidence="unreadable")
+        ctx.report(ARCHIVE_MALFORMED, f"zip archive cannot be read: {exc}", evidence="unreadable")
         return
     directory = directories[0]
     for problem in directory.problems:
-        ctx.report("MG205", f"zip archive: {problem}", evidence=problem)
+        ctx.report(ARCHIVE_MALFORMED, f"zip archive: {problem}", evidence=problem)
     flavour, roles = zip_flavour([e.name for e in directory.entries])
     if directory.prefix == 0:
         # Behind a prefix the archive is a second reading (a pickle+zip polyglot
@@ -57,7 +65,7 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
     _scan_entries(inp, ctx, directory, roles, suffix="")
     for other in directories[1:]:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"a second central directory lies at offset {other.cd_start:,}: Python's zipfile "
             "reads the one after the prefix, PyTorch's reader the one at the recorded offset; "
             "both were scanned",
@@ -82,7 +90,7 @@ def _check_prefix(directory: Directory, ctx: ScanContext) -> None:
         # zipfile finds the archive through its end record and skips the prefix;
         # torch.load and numpy.load look at the first bytes and read something else.
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"{directory.prefix:,} bytes precede the zip archive; loaders that look at "
             "the first bytes read them instead of the archive",
             offset=0,
@@ -100,7 +108,7 @@ def _check_layout(directory: Directory, ctx: ScanContext) -> None:
     first = placed[0].header_offset
     if first > directory.prefix:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"{first - directory.prefix:,} bytes lie before the first zip entry",
             offset=directory.prefix,
             evidence="data-before-first-entry",
@@ -112,7 +120,7 @@ def _check_layout(directory: Directory, ctx: ScanContext) -> None:
             overlaps += 1
             if overlaps <= 10:
                 ctx.report(
-                    "MG205",
+                    ARCHIVE_MALFORMED,
                     f"members {prev.name!r} and {nxt.name!r} overlap (offset "
                     f"{nxt.header_offset:,} lies inside {prev.name!r})",
                     offset=nxt.header_offset,
@@ -122,7 +130,9 @@ def _check_layout(directory: Directory, ctx: ScanContext) -> None:
             _report_gap(ctx, prev.name, prev_end, nxt.header_offset - prev_end)
     if overlaps > 10:
         ctx.report(
-            "MG205", f"{overlaps:,} overlapping member pairs in all", evidence="overlap-count"
+            ARCHIVE_MALFORMED,
+            f"{overlaps:,} overlapping member pairs in all",
+            evidence="overlap-count",
         )
     last = placed[-1]
     last_end = last.data_end or last.header_offset
@@ -134,7 +144,7 @@ def _check_layout(directory: Directory, ctx: ScanContext) -> None:
 def _report_gap(ctx: ScanContext, after: str, offset: int, length: int) -> None:
     if length > 0:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"{length:,} bytes after member {after!r} belong to no member",
             offset=offset,
             evidence=f"gap:{after}",
@@ -154,7 +164,7 @@ def _member_labels(entries: list[Entry], ctx: ScanContext) -> list[str]:
         seen[entry.raw_name] += 1
         if seen[entry.raw_name] == 1:
             ctx.report(
-                "MG202",
+                ARCHIVE_DUPLICATE_MEMBER,
                 f"{total} members are named {entry.name!r}; Python's zipfile reads the last, "
                 "PyTorch's reader may pick another; every copy was scanned",
                 evidence=entry.name,
@@ -173,24 +183,32 @@ def _is_traversal(name: str) -> bool:
 def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, label: str) -> None:
     if _is_traversal(entry.name):
         ctx.report(
-            "MG201",
+            ARCHIVE_PATH_TRAVERSAL,
             f"member name {entry.name!r} is absolute or leaves the extraction folder",
             evidence=entry.name,
         )
     if "\x00" in entry.name:
-        ctx.report("MG205", f"member name {entry.name!r} contains a NUL byte", evidence=label)
+        ctx.report(
+            ARCHIVE_MALFORMED, f"member name {entry.name!r} contains a NUL byte", evidence=label
+        )
     for problem in entry.problems:
-        ctx.report("MG205", f"member {label!r}: {problem}", evidence=f"{label}: {problem}")
+        ctx.report(
+            ARCHIVE_MALFORMED, f"member {label!r}: {problem}", evidence=f"{label}: {problem}"
+        )
     if _declares_bomb(entry, ctx):
         ctx.report(
-            "MG204",
+            ARCHIVE_BOMB,
             f"member {label!r} declares {entry.size:,} bytes from {entry.compressed_size:,} "
             "compressed",
             evidence=label,
         )
         return
     if entry.encrypted:
-        ctx.report("MG203", f"member {label!r} is encrypted; not inspected", evidence=label)
+        ctx.report(
+            ARCHIVE_ENCRYPTED_MEMBER,
+            f"member {label!r} is encrypted; not inspected",
+            evidence=label,
+        )
         return
     if role is MemberRole.STORAGE or role is MemberRole.METADATA:
         return  # tensor bytes / torch bookkeeping: read by loaders as raw bytes only
@@ -242,7 +260,7 @@ def _open_member(
     if entry.method == METHOD_STORED:
         if entry.compressed_size != entry.size:
             ctx.report(
-                "MG205",
+                ARCHIVE_MALFORMED,
                 f"stored member {label!r} declares {entry.size:,} bytes but occupies "
                 f"{entry.compressed_size:,}",
                 evidence=f"{label}: stored size",
@@ -259,7 +277,7 @@ def _open_member(
     make = _DECOMPRESSORS.get(entry.method)
     if make is None:
         ctx.report(
-            "MG208",
+            ARCHIVE_UNSUPPORTED_COMPRESSION,
             f"member {label!r} uses compression method {entry.method}; not inspected",
             evidence=label,
         )
@@ -275,19 +293,19 @@ def _open_member(
     )
     if result.error is not None:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"member {label!r} does not decompress: {result.error}",
             evidence=f"{label}: corrupt",
         )
     elif result.overflow:
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"member {label!r} decompresses to more than its declared {entry.size:,} bytes",
             evidence=f"{label}: size",
         )
     elif result.truncated or (result.complete and result.size != entry.size):
         ctx.report(
-            "MG205",
+            ARCHIVE_MALFORMED,
             f"member {label!r} is truncated ({result.size:,} of {entry.size:,} bytes)",
             evidence=f"{label}: truncated",
         )
@@ -306,7 +324,7 @@ def _crc_of(stream: SliceReader) -> int:
 
 def _report_crc(ctx: ScanContext, label: str) -> None:
     ctx.report(
-        "MG205",
+        ARCHIVE_MALFORMED,
         f"member {label!r} fails its CRC-32 check: its bytes were changed after archiving",
         evidence=f"{label}: crc",
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 from modelguard.errors import FetchError, MissingExtra, UnreadableInput, UsageError
 from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Severity
 from modelguard.policy import Policy, load_policy
-from modelguard.rules import get as get_rule
-from modelguard.supply import rules as R
+from modelguard.rules import provenance as R
+from modelguard.rules.base import Rule
 from modelguard.supply import signing
 from modelguard.supply.download import (
     PARTIAL_PREFIX,
@@ -59,8 +59,8 @@ PathLike = str | os.PathLike[str]
 NOT_SCANNED = "not-scanned"
 
 
-def _finding(rule_id: str, message: str, path: str, evidence: str | None = None) -> Finding:
-    return Finding(rule_id, get_rule(rule_id).severity, message, Location(path), evidence)
+def _finding(rule: Rule, message: str, path: str, evidence: str | None = None) -> Finding:
+    return rule.finding(message, Location(path), evidence=evidence)
 
 
 def _display(path: Path) -> str:
@@ -432,7 +432,7 @@ def _verify_scan_place(
         remote = by_name[item.name]
         found = _digest_findings(remote, item, shown[item.name])
         findings[item.name] = found
-        if any(f.rule_id == R.DIGEST_MISMATCH for f in found):
+        if any(f.rule_id == R.DIGEST_MISMATCH.id for f in found):
             bad_digest.add(item.name)
             if plan.hf_repo is not None:
                 cache_root = _hf_cache_dir(cache_dir)

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from modelguard.errors import MissingExtra, UnreadableInput, UsageError
 from modelguard.findings import Finding, Location
-from modelguard.rules import get as get_rule
-from modelguard.supply import rules as R
+from modelguard.rules import provenance as R
+from modelguard.rules.base import Rule
 from modelguard.supply.hashing import hash_files
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -282,8 +282,8 @@ class _Malformed(Exception):
     """Internal: the bundle is not a usable model-signing bundle (becomes MG408)."""
 
 
-def _finding(rule_id: str, message: str, path: str, evidence: str | None = None) -> Finding:
-    return Finding(rule_id, get_rule(rule_id).severity, message, Location(path), evidence)
+def _finding(rule: Rule, message: str, path: str, evidence: str | None = None) -> Finding:
+    return rule.finding(message, Location(path), evidence=evidence)
 
 
 def _field(mapping: object, key: str, kind: type, where: str) -> Any:

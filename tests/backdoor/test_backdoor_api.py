@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from modelguard.backdoor.api import analyze_backdoor
-from modelguard.backdoor.rules import (
+from modelguard.backdoor.score import DORMANCY_THRESHOLD
+from modelguard.findings import Severity
+from modelguard.rules.backdoor import (
     ANALYSIS_SUMMARY,
     BACKDOOR_SURVIVES,
     DORMANT_CHANNELS,
     TRIGGER_EFFECTIVE,
 )
-from modelguard.backdoor.score import DORMANCY_THRESHOLD
-from modelguard.findings import Severity
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "backdoor"
 
@@ -23,7 +23,7 @@ def test_badnet_trigger_works_before_any_defence(badnet_analysis) -> None:
     none = badnet_analysis.row("none")
     assert none.attack_success > 0.9
     assert none.accuracy > 0.95
-    assert TRIGGER_EFFECTIVE in {f.rule_id for f in badnet_analysis.report.findings}
+    assert TRIGGER_EFFECTIVE.id in {f.rule_id for f in badnet_analysis.report.findings}
 
 
 def test_fine_pruning_disables_the_pruning_aware_badnet(pruneaware_analysis) -> None:
@@ -41,8 +41,8 @@ def test_fine_pruning_disables_the_pruning_aware_badnet(pruneaware_analysis) -> 
     # defender's 400 samples itself costs ~3 points, on the clean model too).
     assert repaired.accuracy >= tuned.accuracy - 0.04
     rules = {f.rule_id for f in pruneaware_analysis.report.findings}
-    assert TRIGGER_EFFECTIVE in rules
-    assert BACKDOOR_SURVIVES not in rules
+    assert TRIGGER_EFFECTIVE.id in rules
+    assert BACKDOOR_SURVIVES.id not in rules
 
 
 def test_baseline_badnet_survives_fine_pruning_and_the_report_says_so(badnet_analysis) -> None:
@@ -55,7 +55,7 @@ def test_baseline_badnet_survives_fine_pruning_and_the_report_says_so(badnet_ana
     repaired = badnet_analysis.row("fine-pruning")
     assert pruned.attack_success > 0.9
     assert repaired.attack_success >= 0.2
-    survives = [f for f in badnet_analysis.report.findings if f.rule_id == BACKDOOR_SURVIVES]
+    survives = [f for f in badnet_analysis.report.findings if f.rule_id == BACKDOOR_SURVIVES.id]
     assert len(survives) == 1
     assert survives[0].severity is Severity.HIGH
     assert "fine-pruning" in survives[0].message
@@ -84,7 +84,7 @@ def test_all_four_defence_rows_are_reported(badnet_analysis) -> None:
         "pruning",
         "fine-pruning",
     ]
-    summary = [f for f in badnet_analysis.report.findings if f.rule_id == ANALYSIS_SUMMARY]
+    summary = [f for f in badnet_analysis.report.findings if f.rule_id == ANALYSIS_SUMMARY.id]
     assert len(summary) == 1
     assert "fine-pruning" in summary[0].message
     table = badnet_analysis.table()
@@ -96,7 +96,7 @@ def test_dormancy_score_flags_the_pruning_aware_badnet_only() -> None:
     scores = {}
     for name in ("clean", "badnet", "pruneaware"):
         analysis = analyze_backdoor(FIXTURES / f"{name}.ts", FIXTURES / "val.npz", **kwargs)
-        flagged = DORMANT_CHANNELS in {f.rule_id for f in analysis.report.findings}
+        flagged = DORMANT_CHANNELS.id in {f.rule_id for f in analysis.report.findings}
         assert flagged == (analysis.score >= DORMANCY_THRESHOLD)
         scores[name] = analysis.score
     assert scores["pruneaware"] >= DORMANCY_THRESHOLD > scores["clean"]
@@ -129,7 +129,7 @@ def test_clean_model_raises_no_trigger_finding() -> None:
     )
     assert clean.row("none").attack_success < 0.1
     assert clean.report.exit_code(None) == 0
-    assert TRIGGER_EFFECTIVE not in {f.rule_id for f in clean.report.findings}
+    assert TRIGGER_EFFECTIVE.id not in {f.rule_id for f in clean.report.findings}
 
 
 def test_analysis_leaves_the_model_unchanged(analyse_badnet) -> None:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from modelguard.api import scan
 from modelguard.cli.main import cli
 from modelguard.policy import IgnoreRule, Policy
+from modelguard.rules.scan import PICKLE_DANGEROUS_IMPORT
 from modelguard.scan import cache as cache_module
 from modelguard.scan import engine
 from modelguard.scan.cache import ScanCache, default_cache_dir
@@ -30,7 +31,7 @@ class CountingDispatch:
         data = inp.read_at(0, inp.size)
         if b"EVIL" in data:
             ctx.report(
-                "MG101",
+                PICKLE_DANGEROUS_IMPORT,
                 "dangerous import os.system",
                 offset=3,
                 evidence="os.system",
