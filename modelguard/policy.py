@@ -29,7 +29,7 @@ from typing import Any
 
 from modelguard.errors import ConfigError
 from modelguard.findings import Finding, Severity
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 if sys.version_info >= (3, 11):
     import tomllib

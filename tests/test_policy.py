@@ -17,7 +17,7 @@ from modelguard.policy import (
     path_matches,
     policy_from_mapping,
 )
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 UNKNOWN_BYTES = b"\x00\x00not a model file\n"
 

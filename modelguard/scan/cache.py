@@ -41,7 +41,7 @@ from typing import Any
 from modelguard._version import __version__
 from modelguard.findings import Finding, Location, Severity
 from modelguard.rules.scan import SCANNER_ERROR
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 ENTRY_SCHEMA = 1
 MAX_AGE_DAYS = 30

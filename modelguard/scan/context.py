@@ -16,7 +16,7 @@ from typing import BinaryIO
 from modelguard.findings import Finding, Location, Severity
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import SCAN_LIMIT_REACHED
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 
 @dataclass

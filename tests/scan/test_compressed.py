@@ -17,7 +17,7 @@ from modelguard.findings import Location
 from modelguard.scan.compressed import content_name
 from modelguard.scan.context import ScanContext
 from modelguard.scan.decompress import gzip_stream, inflate
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda data: gzip.compress(data, mtime=0),

@@ -27,7 +27,7 @@ import modelguard
 from modelguard.findings import Finding, Location, Severity
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.keras import is_keras_module, scan_hdf5, scan_keras_config
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 from modelguard.scan.registry import dispatch
 
 # ---- Keras 3 style configs -------------------------------------------------------------

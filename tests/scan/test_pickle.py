@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from modelguard.findings import Finding, Location, Severity
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.imports import Verdict
-from modelguard.scan.limits import Limits
+from modelguard.scan.pickle.globals import Verdict
+from modelguard.limits import Limits
 from modelguard.scan.pickle import plausible_pickle, scan_pickle_input, walk_pickle
 from modelguard.scan.sniff import sniff
 
@@ -694,7 +694,7 @@ def test_joblib_array_bytes_hiding_a_payload_for_pickle_load() -> None:
 
 def test_memoised_text_beyond_budget_becomes_unresolved(monkeypatch: pytest.MonkeyPatch) -> None:
     # modelguard.scan is also the public scan() function, so patch by module object
-    monkeypatch.setattr(sys.modules[scan_pickle_input.__module__], "_MEMO_TEXT_BUDGET", 150)
+    monkeypatch.setattr(sys.modules[walk_pickle.__module__], "_MEMO_TEXT_BUDGET", 150)
     module = "a" * 70 + ".os"  # long enough to count against the budget
     early = proto(4) + sbu(module) + MEMOIZE + b"0"  # memo 0: kept
     late = sbu("b" * 100) + MEMOIZE + b"0" + sbu(module) + MEMOIZE + b"0"  # memo 2: over budget

@@ -23,7 +23,7 @@ from safetensors.torch import save as torch_save
 import modelguard
 from modelguard.findings import Finding, Location
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 from modelguard.scan.registry import dispatch
 from modelguard.scan.safetensors import DTYPE_BITS, scan_safetensors
 

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelguard.scan import zip_layout
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 
 def test_benign_torch_layout_is_clean_and_named() -> None:
