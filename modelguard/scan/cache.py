@@ -40,8 +40,8 @@ from typing import Any
 
 from modelguard._version import __version__
 from modelguard.findings import Finding, Location, Severity
-from modelguard.rules.scan import SCANNER_ERROR
 from modelguard.limits import Limits
+from modelguard.rules.scan import SCANNER_ERROR
 
 ENTRY_SCHEMA = 1
 MAX_AGE_DAYS = 30

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import SCAN_LIMIT_REACHED
-from modelguard.limits import Limits
 
 
 @dataclass

@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 from modelguard.findings import Finding, Location, Severity
-from modelguard.scan.context import Input, ScanContext
 from modelguard.limits import Limits
+from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import dispatch
 
 # posix.system("id") via GLOBAL + REDUCE, protocol 2: what a malicious checkpoint carries.

@@ -14,10 +14,10 @@ import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, scan_bytes
 
 from modelguard.findings import Location
+from modelguard.limits import Limits
 from modelguard.scan.compressed import content_name
 from modelguard.scan.context import ScanContext
 from modelguard.scan.decompress import gzip_stream, inflate
-from modelguard.limits import Limits
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda data: gzip.compress(data, mtime=0),

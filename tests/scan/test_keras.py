@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 import modelguard
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.keras import is_keras_module, scan_hdf5, scan_keras_config
-from modelguard.limits import Limits
 from modelguard.scan.registry import dispatch
 
 # ---- Keras 3 style configs -------------------------------------------------------------

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import modelguard
 from modelguard.findings import Finding, Location, Severity
-from modelguard.scan.context import Input, ScanContext
 from modelguard.limits import Limits
+from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.numpy import OBJECT_DATA_MEMBER, read_npy_header, scan_npy
 from modelguard.scan.registry import dispatch
 

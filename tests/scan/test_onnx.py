@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import modelguard
 from modelguard.findings import Finding, Location
-from modelguard.scan.context import Input, ScanContext
 from modelguard.limits import Limits
+from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.onnx import location_problem, scan_onnx
 from modelguard.scan.registry import dispatch
 

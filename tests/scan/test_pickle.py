@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelguard.findings import Finding, Location, Severity
-from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.pickle.globals import Verdict
 from modelguard.limits import Limits
+from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.pickle import plausible_pickle, scan_pickle_input, walk_pickle
+from modelguard.scan.pickle.globals import Verdict
 from modelguard.scan.sniff import sniff
 
 # ---- assembly helpers ------------------------------------------------------------------

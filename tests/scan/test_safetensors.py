@@ -22,8 +22,8 @@ from safetensors.torch import save as torch_save
 
 import modelguard
 from modelguard.findings import Finding, Location
-from modelguard.scan.context import Input, ScanContext
 from modelguard.limits import Limits
+from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import dispatch
 from modelguard.scan.safetensors import DTYPE_BITS, scan_safetensors
 
