@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import SCAN_LIMIT_REACHED
 
@@ -56,16 +57,22 @@ class ScanContext:
         self,
         *,
         location: Location,
-        limits: Limits | None = None,
-        allow_globals: frozenset[str] = frozenset(),
+        settings: ScanSettings | None = None,
         depth: int = 0,
         shared: _Shared | None = None,
     ) -> None:
         self.location = location
-        self.limits = limits or Limits()
-        self.allow_globals = allow_globals
+        self.settings = settings or ScanSettings()
         self.depth = depth
         self._shared = shared or _Shared()
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    @property
+    def allow_globals(self) -> frozenset[str]:
+        return self.settings.allow_globals
 
     # -- reporting -------------------------------------------------------------------
     @property
@@ -131,8 +138,7 @@ class ScanContext:
         """A context for ``member`` nested one archive level below this one."""
         return ScanContext(
             location=self.location.inside(member),
-            limits=self.limits,
-            allow_globals=self.allow_globals,
+            settings=self.settings,
             depth=self.depth + 1,
             shared=self._shared,
         )

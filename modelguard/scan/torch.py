@@ -137,8 +137,7 @@ def scan_pickle_member(
         return
     isolated = ScanContext(
         location=ctx.location.inside(member),
-        limits=ctx.limits,
-        allow_globals=ctx.allow_globals,
+        settings=ctx.settings,
         depth=ctx.depth + 1,
     )
     get_scanner("pickle")(inp, isolated)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.registry import dispatch
 
@@ -47,7 +48,7 @@ def scan_stream(
     name: str = "artifact",
     limits: Limits | None = None,
 ) -> Scanned:
-    ctx = ScanContext(location=Location(name), limits=limits)
+    ctx = ScanContext(location=Location(name), settings=ScanSettings(limits or Limits()))
     fmt = dispatch(Input(stream=stream, size=size, name=name), ctx)  # type: ignore[arg-type]
     return Scanned(ctx, fmt)
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import modelguard
 from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.keras import is_keras_module, scan_hdf5, scan_keras_config
 from modelguard.scan.registry import dispatch
@@ -258,14 +259,16 @@ def h5_bytes(
 
 # ---- helpers ---------------------------------------------------------------------------
 def scan_h5(data: bytes, *, limits: Limits | None = None) -> tuple[list[Finding], str | None]:
-    ctx = ScanContext(location=Location("model.h5"), limits=limits)
+    ctx = ScanContext(location=Location("model.h5"), settings=ScanSettings(limits or Limits()))
     fmt = dispatch(Input(io.BytesIO(data), len(data), "model.h5"), ctx)
     assert fmt == "hdf5"
     return ctx.findings, ctx.format_label
 
 
 def scan_config(config: object, *, limits: Limits | None = None) -> list[Finding]:
-    ctx = ScanContext(location=Location("model.keras"), limits=limits).child("config.json")
+    ctx = ScanContext(
+        location=Location("model.keras"), settings=ScanSettings(limits or Limits())
+    ).child("config.json")
     raw = config if isinstance(config, bytes) else json.dumps(config).encode()
     scan_keras_config(raw, ctx)
     return ctx.findings

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.pickle import plausible_pickle, scan_pickle_input, walk_pickle
 from modelguard.scan.pickle.globals import Verdict
@@ -105,7 +106,7 @@ def call_with_string(arg: str) -> bytes:
 def scan(
     data: bytes, *, limits: Limits | None = None, allow: frozenset[str] = frozenset()
 ) -> list[Finding]:
-    ctx = ScanContext(location=Location("m.pkl"), limits=limits, allow_globals=allow)
+    ctx = ScanContext(location=Location("m.pkl"), settings=ScanSettings(limits or Limits(), allow))
     scan_pickle_input(Input(io.BytesIO(data), len(data), "m.pkl"), ctx)
     return ctx.findings
 
