@@ -18,7 +18,7 @@ from modelguard.policy import Policy
 from modelguard.rules.scan import SCANNER_ERROR
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 
 ProgressCallback = Callable[[int, int, str], None]
 

@@ -27,7 +27,6 @@ from modelguard.rules.scan import (
     PICKLE_UNKNOWN_IMPORT,
 )
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import get_scanner
 
 # Bookkeeping members torch writes beside data.pkl; tiny text/number files.
 _METADATA_NAMES = frozenset(
@@ -120,34 +119,14 @@ def _role(name: str, roots: set[str], present: set[str], torchscript: bool) -> M
     return MemberRole.OTHER
 
 
-def scan_pickle_member(
-    member: str, inp: Input, ctx: ScanContext, *, torchscript: bool = False
-) -> None:
-    """Scan a member the loader unpickles as a pickle, whatever its first bytes say.
-
-    With ``torchscript`` the imports that torch.jit.load's unpickler resolves
-    itself (list builders, the archive's own ``__torch__`` classes) are not
-    reported; everything else the walker finds is.
-    """
-    if ctx.depth + 1 > ctx.limits.max_archive_depth:
-        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
-        return
-    if not torchscript:
-        get_scanner("pickle")(inp, ctx.child(member))
-        return
-    isolated = ScanContext(
-        location=ctx.location.inside(member),
-        settings=ctx.settings,
-        depth=ctx.depth + 1,
-    )
-    get_scanner("pickle")(inp, isolated)
-    ctx.findings.extend(f for f in isolated.findings if not _resolved_by_torchscript(f))
-
-
-def _resolved_by_torchscript(finding: Finding) -> bool:
+def kept_by_torchscript(finding: Finding) -> bool:
+    """False for the imports torch.jit.load's unpickler resolves itself (list
+    builders, the archive's own ``__torch__`` classes): in a TorchScript pickle
+    they are not reported; everything else the walker finds is."""
     evidence = finding.evidence or ""
-    return finding.rule_id in _IMPORT_RULES and (
-        evidence in _TORCHSCRIPT_BUILDERS or evidence.startswith("__torch__.")
+    return not (
+        finding.rule_id in _IMPORT_RULES
+        and (evidence in _TORCHSCRIPT_BUILDERS or evidence.startswith("__torch__."))
     )
 
 

@@ -24,44 +24,50 @@ from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.torch import STORAGE_ELEMENT_SIZES, GlobalName, pickle_values
 
 
-def scan_record_member(label: str, kind: str, inp: Input, ctx: ScanContext) -> None:
+def scan_storages_member(inp: Input, ctx: ScanContext) -> None:
+    """The reading "torch-storages": a legacy torch tar's ``storages`` member."""
+    _scan_records("storages", inp, ctx)
+
+
+def scan_tensors_member(inp: Input, ctx: ScanContext) -> None:
+    """The reading "torch-tensors": a legacy torch tar's ``tensors`` member."""
+    _scan_records("tensors", inp, ctx)
+
+
+def _scan_records(kind: str, inp: Input, ctx: ScanContext) -> None:
     """Walk the ``storages`` or ``tensors`` (``kind``) member of a legacy torch tar."""
     from modelguard.scan.pickle import walk_pickle
 
-    if ctx.depth + 1 > ctx.limits.max_archive_depth:
-        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
-        return
-    child = ctx.child(label)
-    head = walk_pickle(inp.stream, child, start=0, limit=inp.size)
+    head = walk_pickle(inp.stream, ctx, start=0, limit=inp.size)
     if head.end is None:
         return
     count = _pickled_int(inp, 0, head.end)
     if count is None:
-        _broken(child, "does not start with a pickled record count", 0)
+        _broken(ctx, "does not start with a pickled record count", 0)
         return
     offset = head.end
     for index in range(count):
         if index >= ctx.limits.max_pickle_streams:
-            child.limit_reached("legacy torch records", ctx.limits.max_pickle_streams)
+            ctx.limit_reached("legacy torch records", ctx.limits.max_pickle_streams)
             return
-        record = walk_pickle(inp.stream, child, start=offset, limit=inp.size)
+        record = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
         if record.end is None:
             return
         skip = _raw_length(inp, kind, record.start, record.end)
         if skip is None or record.end + skip > inp.size:
-            _broken(child, f"record {index} has raw data that cannot be framed", record.end)
+            _broken(ctx, f"record {index} has raw data that cannot be framed", record.end)
             return
         offset = record.end + skip
     if kind == "storages":
         if offset >= inp.size:
-            _broken(child, "ends before its storage view list", offset)
+            _broken(ctx, "ends before its storage view list", offset)
             return
-        views = walk_pickle(inp.stream, child, start=offset, limit=inp.size)
+        views = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
         if views.end is None:
             return
         offset = views.end
     if offset != inp.size:
-        child.report(
+        ctx.report(
             PICKLE_TRAILING_DATA,
             f"{inp.size - offset:,} bytes follow the last of {count} records",
             offset=offset,

@@ -14,7 +14,7 @@ from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 
 # posix.system("id") via GLOBAL + REDUCE, protocol 2: what a malicious checkpoint carries.
 MALICIOUS_PICKLE = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03."

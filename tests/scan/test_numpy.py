@@ -17,8 +17,8 @@ from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import dispatch
 from modelguard.scan.numpy import OBJECT_DATA_MEMBER, read_npy_header, scan_npy
-from modelguard.scan.registry import dispatch
 
 
 class _RunsCommand:

@@ -18,8 +18,8 @@ from modelguard.findings import Finding, Location
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import dispatch
 from modelguard.scan.onnx import location_problem, scan_onnx
-from modelguard.scan.registry import dispatch
 
 OPSET = [helper.make_opsetid("", 17)]
 

@@ -23,9 +23,9 @@ from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import sniff
 from modelguard.scan.pickle import plausible_pickle, scan_pickle_input, walk_pickle
 from modelguard.scan.pickle.globals import Verdict
-from modelguard.scan.sniff import sniff
 
 # ---- assembly helpers ------------------------------------------------------------------
 STOP = b"."

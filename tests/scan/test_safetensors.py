@@ -25,7 +25,7 @@ from modelguard.findings import Finding, Location
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 from modelguard.scan.safetensors import DTYPE_BITS, scan_safetensors
 
 
