@@ -68,6 +68,17 @@ class ImportedGlobal:
         return self.classification.verdict
 
 
+class GlobalName(str):
+    """A global's dotted name among a stream's values, told apart from a string."""
+
+
+# What a stream pushes that a caller may want to read back: strings, ints and
+# the globals it imports (GlobalName).
+PickledValue = str | int
+MAX_VALUES = 1_000_000  # values recorded per stream
+MAX_VALUE_CHARS = 16 * 1024 * 1024  # characters of recorded strings per stream
+
+
 @dataclass
 class PickleStream:
     """What a walk of one pickle stream found.
@@ -75,6 +86,10 @@ class PickleStream:
     ``end`` is the offset just after STOP, or None when the stream was truncated,
     malformed or stopped at a cap (then ``truncated``, ``malformed`` or
     ``limited`` says which). Offsets are absolute positions in the walked stream.
+
+    ``values`` (only when asked for) lists, in order, the strings, ints and
+    globals the stream pushes, memo fetches included; it is None when not asked
+    for or when it outgrew its bounds.
     """
 
     start: int
@@ -85,6 +100,7 @@ class PickleStream:
     truncated: bool = False
     malformed: bool = False
     limited: bool = False
+    values: list[PickledValue] | None = None
 
     @property
     def complete(self) -> bool:
@@ -200,6 +216,10 @@ def _is_dotted_identifier(text: str) -> bool:
 
 
 class Walker:
+    # The inline fast path handles the commonest opcodes without a handler call.
+    # Tests switch it off to check that both paths reach the same results.
+    inline_fast_path = True
+
     def __init__(
         self,
         reader: Reader,
@@ -208,6 +228,8 @@ class Walker:
         sink: _Sink,
         start: int,
         nesting: int = 0,
+        *,
+        values: bool = False,
     ) -> None:
         self.nesting = nesting
         self.r = reader
@@ -221,6 +243,10 @@ class Walker:
         self.handlers: dict[int, Callable[[int], bool]] = self._handler_table()
         self._parsed = 0  # opcodes fully parsed so far
         self._memo_text = 0  # characters of long strings kept in the memo
+        # Recording values goes through push(), which the fast path bypasses.
+        self._values: list[PickledValue] | None = [] if values else None
+        self._value_chars = 0
+        self._fast = self.inline_fast_path and not values
 
     # -- driver ------------------------------------------------------------------------
     def run(self) -> PickleStream:
@@ -247,9 +273,33 @@ class Walker:
 
     def _loop(self) -> None:
         try:
-            self._fast_loop()
+            if self._fast:
+                self._fast_loop()
+            else:
+                self._handler_loop()
         finally:
             self.result.opcodes = self._parsed
+            self.result.values = self._values
+
+    def _handler_loop(self) -> None:
+        # Every opcode through its handler: the reference the fast path must match.
+        r = self.r
+        handlers = self.handlers
+        max_ops = self.limits.max_pickle_opcodes
+        count = 0
+        while True:
+            offset = r.tell()
+            op = r.opcode()
+            count += 1
+            if count > max_ops:
+                raise CapReached("pickle opcodes", max_ops, offset)
+            handler = handlers.get(op)
+            if handler is None:
+                raise Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
+            done = handler(offset)
+            self._parsed = count
+            if done:
+                return
 
     def _fast_loop(self) -> None:
         # The hot loop: the commonest opcodes (numbers, short strings, memo, MARK,
@@ -453,6 +503,23 @@ class Walker:
         stack.append(value)
         if len(stack) > self.limits.max_stack_depth:
             raise CapReached("pickle stack depth", self.limits.max_stack_depth, offset)
+        if self._values is not None:
+            self.record(value)
+
+    def record(self, value: _Value) -> None:
+        """Add a pushed string, int or global to the values, within their bounds."""
+        values = self._values
+        assert values is not None
+        if isinstance(value, _Global):
+            value = GlobalName(f"{value.ref.module}.{value.ref.name}")
+        elif not isinstance(value, (str, int)):
+            return
+        if isinstance(value, str):
+            self._value_chars += len(value)
+        if len(values) >= MAX_VALUES or self._value_chars > MAX_VALUE_CHARS:
+            self._values = None  # too many to be worth reading back: none at all
+            return
+        values.append(value)
 
     def pop(self, offset: int) -> _Value:
         if not self.stack:
@@ -652,7 +719,7 @@ class Walker:
             ord("1"): self.op_pop_mark,
             ord("2"): self.op_dup,
             ord("F"): line_data(_check_float),
-            ord("I"): line_data(_check_int),
+            ord("I"): self.op_int,
             ord("J"): lambda o: self.push_int(self.r.read(4, o), o, signed=True),
             ord("K"): lambda o: self.push_int(self.r.read(1, o), o, signed=False),
             ord("L"): line_data(_check_long),
@@ -792,8 +859,21 @@ class Walker:
         return False
 
     def op_long(self, length: int, offset: int, kind: str) -> bool:
-        self.blob(length, offset, kind)
-        self.push(_DATA, offset)
+        data = self.blob(length, offset, kind)
+        if data is not None and len(data) <= 8:
+            self.push(int.from_bytes(data, "little", signed=True), offset)
+        else:
+            self.push(_DATA, offset)
+        return False
+
+    def op_int(self, offset: int) -> bool:
+        line = self.text_line(offset)
+        if line is None:
+            self.push(_DATA, offset)
+            return False
+        _check_int(line, offset)
+        # Protocol 0 spells the booleans as INT 00 and 01.
+        self.push(_DATA if line in (b"00", b"01") else int(line), offset)
         return False
 
     def op_append(self, offset: int) -> bool:
@@ -1072,7 +1152,12 @@ def _check_ascii(line: bytes, offset: int) -> None:
 
 # ---- entry points ---------------------------------------------------------------------
 def walk_pickle(
-    stream: BinaryIO, ctx: ScanContext, *, start: int = 0, limit: int | None = None
+    stream: BinaryIO,
+    ctx: ScanContext,
+    *,
+    start: int = 0,
+    limit: int | None = None,
+    values: bool = False,
 ) -> PickleStream:
     """Walk one pickle stream of ``stream`` from ``start`` without executing it.
 
@@ -1086,9 +1171,14 @@ def walk_pickle(
     after it, so a caller with several consecutive pickles (torch's legacy format,
     a numpy object array) walks the next one from there. Memory stays bounded:
     arguments longer than 1 KiB are skipped with a seek, never read.
+
+    With ``values`` the result lists the strings, ints and globals the stream
+    pushes (see ``PickleStream.values``), for callers that read a format's
+    framing from its pickles.
     """
     reader = Reader(stream, start, limit)
-    walker = Walker(reader, ctx.limits, ctx.allow_globals, ContextSink(ctx), start)
+    sink = ContextSink(ctx)
+    walker = Walker(reader, ctx.limits, ctx.allow_globals, sink, start, values=values)
     return walker.run()
 
 
