@@ -117,7 +117,7 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
 
 
 def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
-    """Scan every consecutive pickle stream in ``inp`` (registry entry for "pickle")."""
+    """Scan every consecutive pickle stream in ``inp`` (the reading "pickle")."""
     if inp.size == 0:
         ctx.report(
             PICKLE_MALFORMED, f"{inp.name} is empty, not a pickle", offset=0, evidence="empty"
