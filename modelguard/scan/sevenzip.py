@@ -10,7 +10,10 @@ to hand over a pickle that loaders then read.
 
 from __future__ import annotations
 
+import lzma
+import struct
 import tempfile
+import zlib
 from typing import Any, BinaryIO
 
 from modelguard.rules.scan import (
@@ -42,10 +45,18 @@ def scan_7z(inp: Input, ctx: ScanContext) -> None:
         py7zr.DecompressionError,
         py7zr.exceptions.DecompressionBombError,
         py7zr.exceptions.UnsupportedCompressionMethodError,
+        # What py7zr's decoders and header parser raise on damaged bytes.
+        lzma.LZMAError,
+        zlib.error,
+        struct.error,
         EOFError,
         OSError,
         ValueError,
         KeyError,
+        IndexError,
+        TypeError,
+        OverflowError,
+        MemoryError,
     )
     inp.stream.seek(0)
     try:
