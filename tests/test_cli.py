@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
-from modelguard.cli import output as cli_output
 from modelguard.cli import cli
+from modelguard.cli import output as cli_output
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
 from modelguard.report.json import load_schema
 from modelguard.rules import all_rules
