@@ -81,6 +81,9 @@ class Policy:
     exclude: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     source: str | None = None  # the file the policy came from, for messages
+    # Scan also folders that no model scan wants (.git, venvs, node_modules, ...) and
+    # what .gitignore names (see modelguard.files.DEFAULT_EXCLUDES).
+    no_default_excludes: bool = False
 
     def is_excluded(self, rel_path: str) -> bool:
         return bool(self.exclude) and path_matches(rel_path, self.exclude)

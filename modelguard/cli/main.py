@@ -91,6 +91,12 @@ def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
 @click.option(
     "--allow-http", is_flag=True, help="Accept plain http:// sources (default: https only)."
 )
+@click.option(
+    "--no-default-excludes",
+    is_flag=True,
+    help="Also walk .git, .venv/venv, node_modules, __pycache__, tool caches and what "
+    ".gitignore names (skipped by default inside folders).",
+)
 def scan(
     paths: tuple[str, ...],
     fmt: str,
@@ -104,6 +110,7 @@ def scan(
     verbose: bool,
     cache: bool,
     allow_http: bool,
+    no_default_excludes: bool,
 ) -> None:
     """Scan model files and folders without loading them.
 
@@ -130,6 +137,7 @@ def scan(
                 progress=callback,
                 cache=cache,
                 allow_http=allow_http,
+                no_default_excludes=no_default_excludes,
             )
         )
     use_color = (output is None and sys.stdout.isatty()) if color is None else color
