@@ -93,6 +93,9 @@ class Policy:
     exclude: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     source: str | None = None  # the file the policy came from, for messages
+    # Scan also folders that no model scan wants (.git, venvs, node_modules, ...) and
+    # what .gitignore names (see modelguard.files.DEFAULT_EXCLUDES).
+    no_default_excludes: bool = False
 
     @property
     def settings(self) -> ScanSettings:

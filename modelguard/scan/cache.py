@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from modelguard._version import __version__
+from modelguard.files import ENV_CACHE_DIR as ENV_CACHE_DIR  # the name tests set
+from modelguard.files import user_cache_dir
 from modelguard.findings import Finding, Location, Severity
 from modelguard.policy import ScanSettings
 from modelguard.rules.scan import SCANNER_ERROR
@@ -46,7 +48,6 @@ from modelguard.rules.scan import SCANNER_ERROR
 ENTRY_SCHEMA = 1
 MAX_AGE_DAYS = 30
 PRUNE_INTERVAL_S = 86400
-ENV_CACHE_DIR = "MODELGUARD_CACHE_DIR"
 # Findings of these rules mean the scan itself did not finish normally; such a
 # result is never stored, so the next run tries again.
 _UNCACHEABLE_RULES = frozenset({SCANNER_ERROR.id})
@@ -54,12 +55,7 @@ _UNCACHEABLE_RULES = frozenset({SCANNER_ERROR.id})
 
 def default_cache_dir() -> Path:
     """The cache folder: MODELGUARD_CACHE_DIR, XDG_CACHE_HOME/modelguard or ~/.cache/modelguard."""
-    explicit = os.environ.get(ENV_CACHE_DIR)
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "modelguard"
+    return user_cache_dir()
 
 
 @functools.lru_cache(maxsize=1)

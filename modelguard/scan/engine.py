@@ -10,9 +10,9 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
+from modelguard.files import Kind, Target, walk
 from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
 from modelguard.policy import Policy
 from modelguard.rules.scan import SCANNER_ERROR
@@ -26,64 +26,45 @@ ProgressCallback = Callable[[int, int, str], None]
 _PARALLEL_MIN_FILES = 8
 
 
-@dataclass(frozen=True)
-class Target:
-    fs_path: str
-    display: str
-
-
-def display_path(path: Path, root: Path) -> str:
-    """POSIX path relative to ``root`` when inside it, else the absolute path."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return absolute.relative_to(root).as_posix()
-    except ValueError:
-        return absolute.as_posix()
-
-
 def collect_targets(
     paths: Iterable[str | os.PathLike[str]], root: Path, policy: Policy
 ) -> tuple[list[Target], list[InputError]]:
-    """Expand files and folders (recursively, not following folder links) into targets."""
+    """Expand files and folders into targets under the one walk of :mod:`modelguard.files`.
+
+    Links to files are scanned (a loader would read their target), each real file
+    once; links to folders are not followed; special files are read errors.
+    """
+    listing = walk(
+        paths,
+        root=root,
+        exclude=policy.is_excluded if policy.exclude else None,
+        default_excludes=not policy.no_default_excludes,
+        gitignore=not policy.no_default_excludes,
+    )
     targets: list[Target] = []
     errors: list[InputError] = []
     seen: set[str] = set()
-
-    def add(path: Path) -> None:
-        shown = display_path(path, root)
-        if policy.is_excluded(shown):
-            return
-        real = os.path.realpath(path)
-        if real in seen:
-            return
-        seen.add(real)
-        targets.append(Target(fs_path=str(path), display=shown))
-
-    for raw in paths:
-        path = Path(raw)
-        shown = display_path(path, root)
-        if not path.exists():
-            problem = "broken symbolic link" if path.is_symlink() else "no such file or directory"
-            errors.append(InputError(shown, problem))
-        elif path.is_dir():
-            for folder, dirnames, filenames in os.walk(path, followlinks=False):
-                dirnames.sort()
-                dirnames[:] = [
-                    d
-                    for d in dirnames
-                    if not policy.is_excluded(display_path(Path(folder, d), root))
-                ]
-                for name in sorted(filenames):
-                    file_path = Path(folder, name)
-                    if file_path.is_symlink() and not file_path.exists():
-                        errors.append(
-                            InputError(display_path(file_path, root), "broken symbolic link")
-                        )
-                        continue
-                    add(file_path)
-        else:
-            add(path)
+    for entry in listing.entries:
+        if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
+            real = os.path.realpath(entry.path)
+            if real not in seen:
+                seen.add(real)
+                targets.append(entry.target)
+        elif entry.kind is Kind.MISSING:
+            errors.append(InputError(entry.display, _MISSING[entry.note]))
+        elif entry.kind is Kind.BROKEN_LINK:
+            errors.append(InputError(entry.display, "broken symbolic link"))
+        elif entry.kind is Kind.SPECIAL:
+            errors.append(InputError(entry.display, "not a regular file"))
+        elif entry.kind is Kind.UNREADABLE:
+            errors.append(InputError(entry.display, f"cannot list folder: {entry.note}"))
     return targets, errors
+
+
+_MISSING = {
+    Kind.BROKEN_LINK.value: "broken symbolic link",
+    Kind.MISSING.value: "no such file or directory",
+}
 
 
 def scan_file(

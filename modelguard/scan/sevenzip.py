@@ -16,6 +16,7 @@ import tempfile
 import zlib
 from typing import Any, BinaryIO
 
+from modelguard.files import leaves_folder
 from modelguard.rules.scan import (
     ARCHIVE_ENCRYPTED_MEMBER,
     ARCHIVE_MALFORMED,
@@ -81,12 +82,9 @@ def scan_7z(inp: Input, ctx: ScanContext) -> None:
         return
     for name, spool in spools.products.items():
         with spool.file:
-            if ".." in name.replace("\\", "/").split("/") or name.startswith(("/", "\\")):
-                ctx.report(
-                    ARCHIVE_PATH_TRAVERSAL,
-                    f"member name {name!r} is absolute or leaves the extraction folder",
-                    evidence=name,
-                )
+            escape = leaves_folder(name)
+            if escape is not None:
+                ctx.report(ARCHIVE_PATH_TRAVERSAL, f"member name {name!r} {escape}", evidence=name)
             if spool.overflow:
                 ctx.limit_reached(f"size of member {name!r}", ctx.limits.max_member_bytes)
             spool.file.seek(0)

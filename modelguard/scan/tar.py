@@ -11,6 +11,7 @@ from __future__ import annotations
 import tarfile
 from collections import Counter
 
+from modelguard.files import leaves_folder
 from modelguard.rules.scan import (
     ARCHIVE_DUPLICATE_MEMBER,
     ARCHIVE_LINK_MEMBER,
@@ -138,15 +139,10 @@ def _check_hidden_tail(inp: Input, ctx: ScanContext, end: int) -> None:
         offset += len(chunk)
 
 
-def _is_traversal(name: str) -> bool:
-    normal = name.replace("\\", "/")
-    return normal.startswith("/") or ".." in normal.split("/")
-
-
 def _scan_member(
     inp: Input, ctx: ScanContext, member: tarfile.TarInfo, label: str, legacy_torch: bool
 ) -> None:
-    if _is_traversal(member.name):
+    if leaves_folder(member.name):
         ctx.report(
             ARCHIVE_PATH_TRAVERSAL,
             f"member name {member.name!r} is absolute or leaves the extraction folder",

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import BinaryIO
 
+from modelguard.files import leaves_folder
 from modelguard.rules.scan import (
     ARCHIVE_BOMB,
     ARCHIVE_DUPLICATE_MEMBER,
@@ -195,15 +196,8 @@ def _check_case_twins(entries: list[Entry], ctx: ScanContext) -> None:
             )
 
 
-def _is_traversal(name: str) -> bool:
-    normal = name.replace("\\", "/")
-    if normal.startswith("/") or (len(normal) >= 2 and normal[1] == ":"):
-        return True
-    return ".." in normal.split("/")
-
-
 def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, label: str) -> None:
-    if _is_traversal(entry.name):
+    if leaves_folder(entry.name):
         ctx.report(
             ARCHIVE_PATH_TRAVERSAL,
             f"member name {entry.name!r} is absolute or leaves the extraction folder",

@@ -164,7 +164,8 @@ def test_location_problem_shapes() -> None:
     assert location_problem("sub/dir/weights.bin", None) is None
     assert location_problem("a..b.bin", None) is None
     assert location_problem("/abs", None) == "is an absolute path"
-    assert location_problem("x/../../y", None) == "leaves the model's folder"
+    assert location_problem("x/../../y", None) == "climbs out of its folder with '..'"
+    assert location_problem("C:\\w.bin", None) == "names a drive (an absolute Windows path)"
 
 
 def test_external_tensor_in_a_subgraph_attribute() -> None:
