@@ -264,3 +264,10 @@ def test_7z_members_are_scanned() -> None:
     result = scan_bytes(data, name="bundle.7z")
     assert result.format == "7z"
     assert result.members_with("MG101") == {("model.pkl",)}
+
+
+def test_a_zip_start_is_probed_for_hdf5_only_under_an_hdf5_name() -> None:
+    zipped = torch_zip(BENIGN_PICKLE)
+    data = zipped.ljust(4096, b"\0") + b"\x89HDF\r\n\x1a\n" + b"\0" * 64
+    assert "hdf5" not in readings(data, "model.pt")
+    assert "hdf5" in readings(data, "model.h5")
