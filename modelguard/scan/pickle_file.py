@@ -43,7 +43,7 @@ OPCODES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes)
 # loaders that read a file from its first byte installs for that first stream.
 _NO_PERSISTENT_LOAD = frozenset(b"PQ")
 TORCH_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
-_MAGIC_PICKLE_BYTES = 4096  # any encoding of one int fits (padding opcodes included)
+_MAGIC_OPCODES = 6
 _CODE_RULES = frozenset(
     r.id for r in (PICKLE_DANGEROUS_IMPORT, PICKLE_UNKNOWN_CALL, PICKLE_UNRESOLVED_CALL)
 )
@@ -110,7 +110,10 @@ def _weak_reading(
 
 def is_torch_magic(inp: Input, ctx: ScanContext, first: PickleStream) -> bool:
     """Whether the first stream pickles torch's magic number (at any protocol)."""
-    if first.end is None or first.end - first.start > _MAGIC_PICKLE_BYTES:
+    # PROTO, FRAME, LONG1, MEMOIZE, STOP at most: torch's own encodings of the number.
+    # One padded with more opcodes is not taken for the magic, and so is scanned as
+    # consecutive pickles instead, which walks the same five streams.
+    if first.end is None or first.opcodes > _MAGIC_OPCODES:
         return False
     probe = ctx.speculative()  # already walked once: its findings are known
     walked = walk_pickle(inp.stream, probe, start=first.start, limit=first.end, values=True)
