@@ -117,6 +117,14 @@ class InputError:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A file that was looked at and is not a model: no result, only a reason (``-v``, JSON)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ArtifactResult:
     """Everything known about one top-level artifact after the checks ran."""
 
@@ -139,6 +147,7 @@ class Report:
     errors: tuple[InputError, ...] = ()
     root: str = "."
     tool_version: str = field(default_factory=lambda: _version())
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -187,6 +196,7 @@ class Report:
             errors=self.errors + other.errors,
             root=self.root,
             tool_version=self.tool_version,
+            skipped=self.skipped + tuple(s for s in other.skipped if s.path not in by_path),
         )
 
 

@@ -80,9 +80,11 @@ def report_to_dict(report: Report, options: RenderOptions) -> dict[str, Any]:
             "max_severity": _label(report.max_severity),
             "suppressed": len(report.suppressed),
             "errors": len(report.errors),
+            "skipped": len(report.skipped),
         },
         "artifacts": [artifact_to_dict(a, rules) for a in report.artifacts],
         "errors": [{"path": e.path, "message": e.message} for e in report.errors],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
     }
 
 

@@ -10,14 +10,23 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
+from modelguard.findings import (
+    ArtifactResult,
+    Finding,
+    InputError,
+    Location,
+    Report,
+    Skipped,
+    Suppressed,
+)
 from modelguard.policy import Policy
-from modelguard.rules.scan import SCANNER_ERROR
+from modelguard.rules.scan import SCANNER_ERROR, UNSUPPORTED_FORMAT
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.model_names import is_model_name
 from modelguard.scan.registry import dispatch
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -178,6 +187,37 @@ def _apply_policy(
     )
 
 
+def skip_reason(result: ArtifactResult) -> str | None:
+    """Why ``result`` is no result at all: a file that is not model-like, by content or name.
+
+    Only a file in which no reading matched (format ``unknown``, nothing but the
+    unrecognised-format note) and whose name is not a model's is skipped; a
+    ``weights.pt`` no reader recognises stays a finding, since it could not be
+    inspected.
+    """
+    notes = [*result.findings, *(s.finding for s in result.suppressed)]
+    if result.format != "unknown" or any(f.rule_id != UNSUPPORTED_FORMAT.id for f in notes):
+        return None
+    if is_model_name(result.path):
+        return None
+    if result.size == 0:
+        return "empty file"
+    return "not a model file: no model format in its bytes, and not a model file name"
+
+
+def without_skipped(report: Report) -> Report:
+    """``report`` with every not-model-like artifact moved to ``report.skipped``."""
+    kept: list[ArtifactResult] = []
+    skipped = list(report.skipped)
+    for artifact in report.artifacts:
+        reason = skip_reason(artifact)
+        if reason is None:
+            kept.append(artifact)
+        else:
+            skipped.append(Skipped(artifact.path, reason))
+    return replace(report, artifacts=tuple(kept), skipped=tuple(skipped))
+
+
 def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> ArtifactResult | None:
     """The stored result for an unchanged regular file, without opening it for a scan."""
     try:
@@ -241,13 +281,21 @@ def run_scan(
     root_path = Path(os.path.abspath(root or Path.cwd()))
     targets, errors = collect_targets(paths, root_path, policy)
     artifacts: list[ArtifactResult] = []
+    skipped: list[Skipped] = []
     total = len(targets)
     results = _scan_many(targets, policy, default_workers() if workers is None else workers, cache)
     for done, (target, result) in enumerate(zip(targets, results, strict=True), start=1):
         if isinstance(result, InputError):
             errors.append(result)
+        elif (reason := skip_reason(result)) is not None:
+            skipped.append(Skipped(result.path, reason))
         else:
             artifacts.append(result)
         if progress is not None:
             progress(done, total, target.display)
-    return Report(artifacts=tuple(artifacts), errors=tuple(errors), root=root_path.as_posix())
+    return Report(
+        artifacts=tuple(artifacts),
+        errors=tuple(errors),
+        root=root_path.as_posix(),
+        skipped=tuple(skipped),
+    )
