@@ -133,6 +133,9 @@ class ArtifactResult:
     size: int
     findings: tuple[Finding, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()
+    # Symbolic links (display paths) the scan reached this file through; the
+    # file itself is reported under its own path, where its bytes are.
+    links: tuple[str, ...] = ()
 
     @property
     def max_severity(self) -> Severity | None:
@@ -188,6 +191,7 @@ class Report:
                     size=max(mine.size, art.size),
                     findings=mine.findings + art.findings,
                     suppressed=mine.suppressed + art.suppressed,
+                    links=mine.links + tuple(x for x in art.links if x not in mine.links),
                 )
             else:
                 by_path[art.path] = art

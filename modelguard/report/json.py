@@ -55,6 +55,7 @@ def artifact_to_dict(artifact: ArtifactResult, rules: dict[str, Rule]) -> dict[s
         "size": artifact.size,
         "max_severity": _label(artifact.max_severity),
         "findings": [finding_to_dict(f, rules) for f in artifact.findings],
+        "links": list(artifact.links),
         "suppressed": [
             {**finding_to_dict(s.finding, rules), "reason": s.reason} for s in artifact.suppressed
         ],

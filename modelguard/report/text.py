@@ -113,6 +113,8 @@ def _artifact_lines(
         return
     header = out.style(printable(artifact.path), bold=True)
     out.line(f"{header}  ({artifact.format}, {artifact.size:,} bytes)")
+    for link in artifact.links:
+        out.line(f"  {_INDENT}also reached as {printable(link)} (symbolic link)")
     if not shown and not suppressed:
         out.line("  no findings")
     for finding in shown:

@@ -39,6 +39,7 @@ _PARALLEL_MIN_FILES = 8
 class Target:
     fs_path: str
     display: str
+    links: tuple[str, ...] = ()  # symbolic links (display paths) that lead to this file
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -53,20 +54,28 @@ def display_path(path: Path, root: Path) -> str:
 def collect_targets(
     paths: Iterable[str | os.PathLike[str]], root: Path, policy: Policy
 ) -> tuple[list[Target], list[InputError]]:
-    """Expand files and folders (recursively, not following folder links) into targets."""
-    targets: list[Target] = []
+    """Expand files and folders (recursively, not following folder links) into targets.
+
+    A file reached through a symbolic link is scanned once, under its own path
+    when that lies inside ``root`` (where a reader of the report, GitHub
+    included, finds its bytes), with the links kept beside it.
+    """
+    by_real: dict[str, Target] = {}
+    links: dict[str, list[str]] = {}
     errors: list[InputError] = []
-    seen: set[str] = set()
 
     def add(path: Path) -> None:
         shown = display_path(path, root)
         if policy.is_excluded(shown):
             return
         real = os.path.realpath(path)
-        if real in seen:
-            return
-        seen.add(real)
-        targets.append(Target(fs_path=str(path), display=shown))
+        if path.is_symlink():
+            links.setdefault(real, []).append(shown)
+            target_shown = display_path(Path(real), root)
+            if not os.path.isabs(target_shown):
+                shown = target_shown
+        if real not in by_real:
+            by_real[real] = Target(fs_path=str(path), display=shown)
 
     for raw in paths:
         path = Path(raw)
@@ -92,6 +101,10 @@ def collect_targets(
                     add(file_path)
         else:
             add(path)
+    targets = [
+        replace(t, links=tuple(x for x in links.get(real, ()) if x != t.display))
+        for real, t in by_real.items()
+    ]
     return targets, errors
 
 
@@ -290,7 +303,7 @@ def run_scan(
         elif (reason := skip_reason(result)) is not None:
             skipped.append(Skipped(result.path, reason))
         else:
-            artifacts.append(result)
+            artifacts.append(replace(result, links=target.links) if target.links else result)
         if progress is not None:
             progress(done, total, target.display)
     return Report(
