@@ -113,15 +113,27 @@ class ReportChoices(TerminalChoices):
         """Fail now, before any work, when the format's extra is not installed."""
         call_api(RENDERERS[self.fmt].check_available)
 
-    def render_options(self, fail_on: Severity | None) -> RenderOptions:
+    def render_options(
+        self, report: Report, fail_on: Severity | None, lock: Path | None = None
+    ) -> RenderOptions:
         color = self.fmt == "text" and color_enabled(
             self.color if self.to_stdout() else bool(self.color), sys.stdout
         )
-        return RenderOptions(color=color, fail_on=fail_on, verbose=self.verbose)
+        inventory = None
+        if self.fmt == "cyclonedx":
+            from modelguard.supply.inventory import gather
 
-    def emit(self, report: Report, fail_on: Severity | None) -> None:
-        """Render ``report`` as asked and print it or write it atomically."""
-        emit_report(report, self.fmt, self.output, self.render_options(fail_on))
+            inventory = gather(report, lock=lock)
+        return RenderOptions(
+            color=color, fail_on=fail_on, verbose=self.verbose, inventory=inventory
+        )
+
+    def emit(self, report: Report, fail_on: Severity | None, *, lock: Path | None = None) -> None:
+        """Render ``report`` as asked and print it or write it atomically.
+
+        ``lock`` is the lock file the command used, for the BOM's pins.
+        """
+        emit_report(report, self.fmt, self.output, self.render_options(report, fail_on, lock))
 
 
 def _output_option_decorators() -> list[Callable[[Any], Any]]:
