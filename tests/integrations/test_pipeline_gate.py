@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
-
-import pytest
 
 import modelguard
 from modelguard import Severity
