@@ -290,8 +290,8 @@ def run_scan(
     cache: ScanCache | None = None,
 ) -> Report:
     """Scan files and folders; see :func:`modelguard.scan` for the public contract."""
-    policy = policy or Policy()
     root_path = Path(os.path.abspath(root or Path.cwd()))
+    policy = (policy or Policy()).for_root(root_path)
     targets, errors = collect_targets(paths, root_path, policy)
     artifacts: list[ArtifactResult] = []
     skipped: list[Skipped] = []
