@@ -50,6 +50,12 @@ def read_path_list(paths: tuple[str, ...]) -> list[str]:
 @click.option(
     "--allow-http", is_flag=True, help="Accept plain http:// sources (default: https only)."
 )
+@click.option(
+    "--no-default-excludes",
+    is_flag=True,
+    help="Also walk .git, .venv/venv, node_modules, __pycache__, tool caches and what "
+    ".gitignore names (skipped by default inside folders).",
+)
 @report_options
 def scan(
     paths: tuple[str, ...],
@@ -57,6 +63,7 @@ def scan(
     workers: int | None,
     cache: bool,
     allow_http: bool,
+    no_default_excludes: bool,
     report: ReportChoices,
 ) -> None:
     """Scan model files and folders without loading them.
@@ -86,6 +93,7 @@ def scan(
                 progress=callback,
                 cache=cache,
                 allow_http=allow_http,
+                no_default_excludes=no_default_excludes,
             )
         )
     report.emit(result, policy.fail_on)

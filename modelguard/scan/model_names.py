@@ -1,6 +1,6 @@
 """File names that say "model", for deciding what an unrecognised file was.
 
-Formats are chosen by content, never by name (``scan/registry.py``); a name is
+Formats are chosen by content, never by name (``scan/formats.py``); a name is
 used for one thing only: when no reading matches a file's bytes, a file named
 like a model (``weights.pt``) is a finding, because a model that no reader
 recognises could not be inspected, while any other file (``README.md``,
