@@ -350,3 +350,38 @@ def test_lock_file_is_verified(workspace: Path, tmp_path: Path) -> None:
     assert outputs["exit-code"] != "0"
     assert sarif_results(outputs["verify-sarif"])
     assert tampered.step("Enforce fail-on").returncode != 0
+
+
+# -- the README's workflow, on a real-looking repository -----------------------------------
+
+
+def test_the_readme_workflow_step_on_a_repository(
+    models: SimpleNamespace, repository: Path, tmp_path: Path
+) -> None:
+    """docs/examples/models.yml (the README's workflow) run with the action's scripts."""
+    workflow = yaml.safe_load((REPO / "docs" / "examples" / "models.yml").read_text())
+    [step] = [
+        s
+        for s in workflow["jobs"]["modelguard"]["steps"]
+        if s["uses"].startswith("modelguard/modelguard@")
+    ]
+    inputs = {name.replace("-", "_"): str(value) for name, value in step["with"].items()}
+    # What the example names: models/ (here) plus checkpoints/ and a lock file.
+    models.write(
+        repository / "checkpoints" / "step100.pt", models.torch_like_zip(b"\x80\x04K\x01.")
+    )
+    locked = subprocess.run(
+        ["modelguard", "lock", "models", "--lock", inputs["lock_file"], "--no-progress"],
+        cwd=repository,
+        capture_output=True,
+        env={**os.environ, "MODELGUARD_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert locked.returncode == 1 and (repository / inputs["lock_file"]).is_file()  # evil.pt
+    run = run_action(repository, tmp_path, **inputs)
+    scan = run.step("Scan").outputs
+    assert scan["scan-exit-code"] == "1"  # models/evil.pt
+    assert scan["verify-exit-code"] == "0"  # the lock matches
+    results = sarif_results(scan["scan-sarif"])
+    assert [r["ruleId"] for r in results] == ["MG101"]
+    assert run.step("Enforce fail-on").returncode == 1
+    assert "4 files scanned" in run.summary  # the three models and the checkpoint
