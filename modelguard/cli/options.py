@@ -212,16 +212,21 @@ def _apply(decorators: list[Callable[[Any], Any]], func: Callable[..., Any]) -> 
     return func
 
 
+_TERMINAL_PARAMS = ("color", "verbose", "progress")
+# click parameter name -> ReportChoices field
+_REPORT_PARAMS = {"fmt": "fmt", "report_output": "output", "fail_on": "fail_on", "config": "config"}
+
+
+def _pop(kwargs: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {field: kwargs.pop(param) for param, field in names.items()}
+
+
 def output_options(func: Callable[..., Any]) -> Any:
-    """Add the terminal options; the command receives ``output: TerminalChoices``."""
+    """Add the terminal options; the command receives ``terminal: TerminalChoices``."""
 
     @functools.wraps(func)
     def command(*args: Any, **kwargs: Any) -> Any:
-        choices = TerminalChoices(
-            color=kwargs.pop("color"),
-            verbose=kwargs.pop("verbose"),
-            progress=kwargs.pop("progress"),
-        )
+        choices = TerminalChoices(**_pop(kwargs, {n: n for n in _TERMINAL_PARAMS}))
         return func(*args, terminal=choices, **kwargs)
 
     return _apply(_output_option_decorators(), command)
@@ -235,15 +240,8 @@ def report_options(
     def decorate(inner: Callable[..., Any]) -> Any:
         @functools.wraps(inner)
         def command(*args: Any, **kwargs: Any) -> Any:
-            choices = ReportChoices(
-                color=kwargs.pop("color"),
-                verbose=kwargs.pop("verbose"),
-                progress=kwargs.pop("progress"),
-                fmt=kwargs.pop("fmt"),
-                output=kwargs.pop("report_output"),
-                fail_on=kwargs.pop("fail_on"),
-                config=kwargs.pop("config"),
-            )
+            names = {**{n: n for n in _TERMINAL_PARAMS}, **_REPORT_PARAMS}
+            choices = ReportChoices(**_pop(kwargs, names))
             choices.check_format()
             return inner(*args, report=choices, **kwargs)
 
