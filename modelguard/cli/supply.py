@@ -105,7 +105,7 @@ def fetch(
                 options=options,
             )
         )
-    report.emit(result.report, policy.fail_on)
+    report.emit(result.report, policy.fail_on, lock=lock_file)
     pinned = f" at revision {result.revision}" if result.revision else ""
     for path in result.placed:
         click.echo(f"modelguard: fetched {path} from {result.source}{pinned}", err=True)
@@ -145,7 +145,7 @@ def lock(
 
     policy = report.policy()
     result = call_api(lambda: api_lock(list(paths), lockfile=lock_file, scan=scan, policy=policy))
-    report.emit(result, policy.fail_on)
+    report.emit(result, policy.fail_on, lock=lock_file)
     if not result.errors:
         click.echo(f"modelguard: locked {len(result.artifacts)} file(s) in {lock_file}", err=True)
     sys.exit(result.exit_code(policy.fail_on))
@@ -195,7 +195,7 @@ def verify(
             path, lockfile=lock_file, sha256=sha256, sha1=sha1, signature=signature, key=key
         )
     )
-    report.emit(result, policy.fail_on)
+    report.emit(result, policy.fail_on, lock=lock_file)
     sys.exit(result.exit_code(policy.fail_on))
 
 

@@ -630,6 +630,7 @@ def lock(
 
         report = api_scan(files, policy=policy, root=Path.cwd())
     by_display = {a.path: a for a in report.artifacts}
+    not_models = {s.path for s in report.skipped}  # scanned: not a model, nothing to flag
     entries = []
     artifacts = []
     for path, rel in zip(files, rels, strict=True):
@@ -641,7 +642,9 @@ def lock(
                 size=path.stat().st_size,
                 sha256=digests[path]["sha256"],
                 sha1=digests[path].get("sha1") if old.get(rel) and old[rel].sha1 else None,
-                scan=_verdict(art.findings) if art is not None else NOT_SCANNED,
+                scan=_verdict(art.findings if art is not None else ())
+                if art is not None or shown in not_models
+                else NOT_SCANNED,
             )
         )
         artifacts.append(

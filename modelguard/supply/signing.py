@@ -48,6 +48,9 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 DEFAULT_SIGNATURE_NAME = "model.sig"
+# Evidence of the MG400 finding a verified signature gives (a digest match gives
+# none), so the BOM tells the two apart without reading the message.
+SIGNATURE_VERIFIED_EVIDENCE = "signature"
 # model_signing ignores these by default when signing and verifying a folder.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 _CURVE_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
@@ -606,6 +609,7 @@ def _compare_manifest(
                 f"signature {sig_display} verified: "
                 f"{len(actual)} file(s) match the signed manifest",
                 display,
+                SIGNATURE_VERIFIED_EVIDENCE,
             )
         )
     return findings
