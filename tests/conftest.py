@@ -56,7 +56,6 @@ class Hit(NamedTuple):
     method: str
     path: str  # as sent, with the query string
     range: str | None
-    headers: dict[str, str]
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -83,10 +82,13 @@ class TlsFiles:
 
 
 class LoopbackServer:
+    Route = Route  # for fake services built on the server (conftest modules import nothing)
+
     def __init__(self, *, ranges: bool = True, tls: TlsFiles | None = None) -> None:
         self.ranges = ranges
         self.routes: dict[str, Route] = {}
         self.requests: list[Hit] = []
+        self.request_headers: list[dict[str, str]] = []  # beside ``requests``, one per request
         self.bytes_sent = 0
         # (method, raw path, request headers) -> Route | None, for fake services
         self.fallback: Callable[[str, str, Mapping[str, str]], Route | None] | None = None
@@ -137,11 +139,12 @@ class LoopbackServer:
 
     @property
     def authorizations(self) -> list[str | None]:
-        return [hit.headers.get("Authorization") for hit in self.requests]
+        return [headers.get("Authorization") for headers in self.request_headers]
 
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.request_headers.clear()
             self.bytes_sent = 0
 
     def close(self) -> None:
@@ -152,7 +155,8 @@ class LoopbackServer:
     def _answer(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         headers = {k: v for k, v in handler.headers.items()}
         with self._lock:
-            self.requests.append(Hit(method, handler.path, headers.get("Range"), headers))
+            self.requests.append(Hit(method, handler.path, headers.get("Range")))
+            self.request_headers.append(headers)
         path = urllib.parse.unquote(urllib.parse.urlsplit(handler.path).path)
         route = self.routes.get(path)
         if route is None and self.fallback is not None:
@@ -172,7 +176,7 @@ class LoopbackServer:
         if route.etag is not None:
             out["ETag"] = route.etag
         wanted = headers.get("Range")
-        if self.ranges and route.status == 200:
+        if self.ranges and route.status == 200 and route.die_after is None:
             out["Accept-Ranges"] = "bytes"
             if_range = headers.get("If-Range")
             if wanted and (if_range is None or if_range == route.etag):

@@ -4,6 +4,7 @@ and map the Report to an exit code; nothing else happens here."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -35,13 +36,18 @@ def _read_path_list(paths: tuple[str, ...]) -> list[str]:
     return expanded
 
 
-def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
-    """Policy from config/pyproject, with --fail-on taking precedence."""
-    policy = call_api(lambda: load_policy(config))
+def resolve_policy(
+    config: Path | None, fail_on: str | None, *, checked: Sequence[str | Path] = ()
+) -> Policy:
+    """Policy from config/pyproject, with --fail-on taking precedence.
+
+    ``checked``: the trees being checked; a pyproject.toml inside them is not used.
+    """
+    policy = call_api(lambda: load_policy(config, checked=checked))
     if fail_on is not None:
         from dataclasses import replace
 
-        policy = replace(policy, fail_on=parse_fail_on(fail_on))
+        policy = replace(policy, fail_on=parse_fail_on(fail_on), fail_on_source=None)
     return policy
 
 
@@ -125,7 +131,7 @@ def scan(
     targets = _read_path_list(paths)
     if not targets:
         fail("no paths to scan")
-    policy = resolve_policy(config, fail_on)
+    policy = resolve_policy(config, fail_on, checked=targets)
     show_progress = sys.stderr.isatty() if progress is None else progress
     with progress_bar(show_progress, "scanning") as callback:
         report = call_api(

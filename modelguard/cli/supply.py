@@ -1,4 +1,4 @@
-"""``modelguard fetch | lock | verify | sign``: parse, call modelguard.supply.api, render, exit."""
+"""``modelguard fetch | lock | verify | sign``: parse, call modelguard.supply, render, exit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import click
 
 from modelguard.cli.main import FAIL_ON_CHOICES, resolve_policy
 from modelguard.cli.output import EXIT_FINDINGS, call_api, emit_report
-from modelguard.findings import Report, Severity
+from modelguard.findings import Report
+from modelguard.policy import Policy
 from modelguard.report.interface import RenderOptions
 
 REPORT_FORMATS = ["text", "json", "sarif"]
@@ -53,13 +54,18 @@ def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _render(
-    report: Report, fmt: str, output: Path | None, fail_on: Severity | None, verbose: bool
-) -> None:
+def _render(report: Report, fmt: str, output: Path | None, policy: Policy, verbose: bool) -> int:
+    """Render the report and return its exit code.
+
+    The threshold is the policy's for this report: a fail-on read from a file never
+    lets a critical verification failure pass (``Policy.fail_on_for``).
+    """
+    fail_on = policy.fail_on_for(report)
     use_color = output is None and fmt == "text" and sys.stdout.isatty()
     emit_report(
         report, fmt, output, RenderOptions(color=use_color, fail_on=fail_on, verbose=verbose)
     )
+    return report.exit_code(fail_on)
 
 
 @contextlib.contextmanager
@@ -108,11 +114,22 @@ def _byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], N
 @click.option("--scan/--no-scan", default=True, help="Scan each file before placing it.")
 @click.option("--sha256", help="Expected sha256 of the (single) file.")
 @click.option("--sha1", help="Expected sha1 of the (single) file.")
-@click.option("--allow-http", is_flag=True, help="Accept plain http:// URLs.")
+@click.option("--allow-http", is_flag=True, help="Accept plain http:// URLs and redirects to them.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace files in --dest that modelguard did not place (never through a link).",
+)
+@click.option(
+    "--allow-dotfiles",
+    is_flag=True,
+    help="Also place the source's dotfiles, policy files (pyproject.toml, modelguard.lock) "
+    "and hook files (conftest.py, *.pth); never anything inside .git.",
+)
 @click.option(
     "--quarantine",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for files the scan flags [default: ~/.cache/modelguard/quarantine].",
+    help="Folder for files the scan flags [default: the user cache's quarantine folder].",
 )
 @click.option(
     "--timeout",
@@ -143,6 +160,8 @@ def fetch(
     sha256: str | None,
     sha1: str | None,
     allow_http: bool,
+    force: bool,
+    allow_dotfiles: bool,
     quarantine: Path | None,
     timeout: float,
     retries: int,
@@ -158,13 +177,15 @@ def fetch(
 
     SOURCE is hf://owner/repo[@revision][/path], an https:// URL, or a
     Caffe-Model-Zoo readme (a local file or its URL). Nothing reaches --dest
-    unless it matches the expected digest and passes the scan.
+    unless it matches the expected digest and passes the scan, and nothing in
+    --dest is replaced that modelguard did not place. A pyproject.toml inside
+    --dest is never used as policy.
     Exit status: 0 placed, 1 rejected or findings at/above --fail-on, 2 error.
     """
-    from modelguard.supply.api import fetch as api_fetch
     from modelguard.supply.download import DEFAULT_MAX_BYTES, DownloadOptions
+    from modelguard.supply.fetch import fetch as api_fetch
 
-    policy = resolve_policy(config, fail_on)
+    policy = resolve_policy(config, fail_on, checked=[dest])
     show = sys.stderr.isatty() if progress is None else progress
     with _byte_progress(show) as callback:
         options = DownloadOptions(
@@ -185,22 +206,23 @@ def fetch(
                 allow_http=allow_http,
                 quarantine_dir=quarantine,
                 options=options,
+                force=force,
+                allow_dotfiles=allow_dotfiles,
             )
         )
-    _render(result.report, fmt, report_output, policy.fail_on, verbose)
+    code = _render(result.report, fmt, report_output, policy, verbose)
     pinned = f" at revision {result.revision}" if result.revision else ""
     for path in result.placed:
         click.echo(f"modelguard: fetched {path} from {result.source}{pinned}", err=True)
     if not result.placed:
         click.echo(
-            f"modelguard: nothing was placed in {dest}: {result.source} failed verification",
+            f"modelguard: nothing was placed in {dest}: see the findings for {result.source}",
             err=True,
         )
     for path in result.quarantined:
         click.echo(f"modelguard: quarantined {path} (scan findings; do not load it)", err=True)
     if lock_file is not None and result.placed:
         click.echo(f"modelguard: recorded in {lock_file}", err=True)
-    code = result.report.exit_code(policy.fail_on)
     sys.exit(code if code or result.placed else EXIT_FINDINGS)
 
 
@@ -226,15 +248,19 @@ def lock(
     config: Path | None,
     verbose: bool,
 ) -> None:
-    """Pin files (folders recursively): size, sha256 and scan verdict into modelguard.lock."""
-    from modelguard.supply.api import lock as api_lock
+    """Pin files (folders recursively): size, sha256 and scan verdict into modelguard.lock.
 
-    policy = resolve_policy(config, fail_on)
+    Inside folders, git's files and signature bundles (model.sig, FILE.sig) are
+    left out, so re-signing never breaks the lock.
+    """
+    from modelguard.supply.lock import lock as api_lock
+
+    policy = resolve_policy(config, fail_on, checked=list(paths))
     report = call_api(lambda: api_lock(list(paths), lockfile=lock_file, scan=scan, policy=policy))
-    _render(report, fmt, report_output, policy.fail_on, verbose)
+    code = _render(report, fmt, report_output, policy, verbose)
     if not report.errors:
         click.echo(f"modelguard: locked {len(report.artifacts)} file(s) in {lock_file}", err=True)
-    sys.exit(report.exit_code(policy.fail_on))
+    sys.exit(code)
 
 
 @click.command()
@@ -274,19 +300,26 @@ def verify(
     """Verify PATH against a lock file, a digest, or a signature bundle.
 
     Reports missing, unexpected, resized and modified files (like pip's
-    --require-hashes), and unsigned, bad-signature, wrong-key and malformed-bundle
-    cases. Exit status: 0 verified, 1 findings at/above --fail-on, 2 error.
+    --require-hashes), leftover partial downloads, and unsigned, bad-signature,
+    wrong-key and malformed-bundle cases. A pyproject.toml inside PATH is never
+    used as policy, and a fail-on from a file never passes a critical mismatch.
+    Exit status: 0 verified, 1 findings at/above --fail-on, 2 error.
     """
-    from modelguard.supply.api import verify as api_verify
+    from modelguard.supply.verify import verify as api_verify
 
-    policy = resolve_policy(config, fail_on)
+    policy = resolve_policy(config, fail_on, checked=[path])
     report = call_api(
         lambda: api_verify(
-            path, lockfile=lock_file, sha256=sha256, sha1=sha1, signature=signature, key=key
+            path,
+            lockfile=lock_file,
+            sha256=sha256,
+            sha1=sha1,
+            signature=signature,
+            key=key,
+            policy=policy,
         )
     )
-    _render(report, fmt, report_output, policy.fail_on, verbose)
-    sys.exit(report.exit_code(policy.fail_on))
+    sys.exit(_render(report, fmt, report_output, policy, verbose))
 
 
 @click.command()
@@ -312,7 +345,7 @@ def sign(path: Path, key: Path, output: Path | None, password_env: str | None) -
     import os
 
     from modelguard.cli.output import fail
-    from modelguard.supply.api import sign as api_sign
+    from modelguard.supply.signing import sign as api_sign
 
     password: bytes | None = None
     if password_env is not None:

@@ -1,119 +1,32 @@
-"""Loopback servers and keys for the provenance tests.
+"""A fake Hugging Face Hub and keys for the provenance tests.
 
-``LoopbackServer`` is a stdlib HTTP server in a thread whose routes tests set
-up directly: plain files, failures (503 then success), and a connection that
-dies mid-body. ``FakeHub`` builds on it and answers the slice of the Hugging
-Face Hub API that huggingface_hub's ``model_info(files_metadata=True)``,
-``hf_hub_download`` and ``snapshot_download`` use (checked against
-huggingface_hub 2.4's source): repo metadata with siblings and LFS sha256,
-the recursive tree listing, and ``/resolve/`` answering HEAD and GET with
-``X-Repo-Commit``, ``ETag`` / ``X-Linked-Etag`` and ``X-Linked-Size``.
+``FakeHub`` builds on the shared loopback server (``tests/conftest.py``) and
+answers the slice of the Hub API that huggingface_hub's
+``model_info(files_metadata=True)``, ``hf_hub_download`` and
+``snapshot_download`` use (checked against huggingface_hub 0.24's and 2.4's
+source): repo metadata with siblings and LFS sha256, the recursive tree
+listing, and ``/resolve/`` answering HEAD and GET with ``X-Repo-Commit``,
+``ETag`` / ``X-Linked-Etag`` and ``X-Linked-Size``. It can lie: ``tamper``
+serves other bytes than the metadata vouches for, and ``add`` takes any file
+names, hostile ones included.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-
-@dataclass
-class Route:
-    body: bytes
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    die_after: int | None = None  # close the connection after this many body bytes
-    fail_first: int = 0  # answer 503 this many times first
-    hits: int = 0
-
-
-class LoopbackServer:
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[tuple[str, str]] = []
-        self.fallback = None  # callable(handler, method) -> bool, for the fake hub
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self._answer("HEAD")
-
-            def do_GET(self) -> None:
-                self._answer("GET")
-
-            def _answer(self, method: str) -> None:
-                server.requests.append((method, self.path))
-                path = urllib.parse.urlsplit(self.path).path
-                route = server.routes.get(path)
-                if route is None and server.fallback is not None:
-                    route = server.fallback(method, self.path)
-                if route is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                route.hits += 1
-                if route.hits <= route.fail_first:
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(route.status)
-                for key, value in route.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(route.body)))
-                if route.die_after is not None:
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                if method == "HEAD":
-                    return
-                if route.die_after is not None:
-                    self.wfile.write(route.body[: route.die_after])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(route.body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def serve(self, path: str, body: bytes, **kwargs: object) -> str:
-        self.routes[path] = Route(body, **kwargs)  # type: ignore[arg-type]
-        return self.url + path
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    srv = LoopbackServer()
-    yield srv
-    srv.close()
+if TYPE_CHECKING:
+    from conftest import LoopbackServer
 
 
 # ---- fake Hugging Face Hub ----------------------------------------------------------------
@@ -130,7 +43,7 @@ class HubRepo:
     lfs: set[str]
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     refs: dict[str, str] = field(default_factory=dict)
-    served: dict[str, Route] = field(default_factory=dict)  # tampered answers by file name
+    served: dict[str, Any] = field(default_factory=dict)  # tampered Routes by file name
 
     def siblings(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
@@ -190,12 +103,14 @@ class FakeHub:
 
     def tamper(self, repo_id: str, name: str, body: bytes, **kwargs: object) -> None:
         """Make the download of ``name`` answer ``body`` while the metadata stays honest."""
-        self.repos[repo_id].served[name] = Route(body, **kwargs)  # type: ignore[arg-type]
+        self.repos[repo_id].served[name] = self.server.Route(body, **kwargs)
 
-    def _json(self, value: object) -> Route:
-        return Route(json.dumps(value).encode(), headers={"Content-Type": "application/json"})
+    def _json(self, value: object) -> Any:
+        body = json.dumps(value).encode()
+        return self.server.Route(body, headers={"Content-Type": "application/json"})
 
-    def _route(self, method: str, raw_path: str) -> Route | None:
+    def _route(self, method: str, raw_path: str, headers: Mapping[str, str]) -> Any:
+        Route = self.server.Route
         path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
         parts = path.strip("/").split("/")
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
