@@ -37,8 +37,8 @@ from typing import Any
 from modelguard.errors import ConfigError
 from modelguard.files import display_path
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity, Suppressed
+from modelguard.limits import Limits
 from modelguard.rules import provenance
-from modelguard.scan.limits import Limits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,6 +83,18 @@ class IgnoreRule:
 
 
 @dataclass(frozen=True)
+class ScanSettings:
+    """The settings that change what the scanner reports (and so key the scan cache).
+
+    Everything else in a Policy (fail level, suppressions, excludes) is applied to
+    findings after the scan.
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    allow_globals: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Policy:
     fail_on: Severity | None = Severity.HIGH
     allow_globals: frozenset[str] = frozenset()
@@ -95,6 +107,10 @@ class Policy:
     no_default_excludes: bool = False
     fail_on_source: str | None = None  # the file that set fail-on (None: the caller did)
     ignored_files: tuple[str, ...] = ()  # policy files inside the checked tree, not used
+
+    @property
+    def settings(self) -> ScanSettings:
+        return ScanSettings(limits=self.limits, allow_globals=self.allow_globals)
 
     def is_excluded(self, rel_path: str) -> bool:
         return bool(self.exclude) and path_matches(rel_path, self.exclude)

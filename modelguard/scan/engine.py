@@ -18,7 +18,7 @@ from modelguard.policy import Policy
 from modelguard.rules.scan import SCANNER_ERROR
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -88,7 +88,7 @@ def scan_file(
             return InputError(target.display, "not a regular file")
         identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
         if cache is not None:
-            hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+            hit = cache.lookup(identity, policy.settings, target.display)
             if hit is not None:
                 return _apply_policy(
                     target.display, hit.format, info.st_size, list(hit.findings), policy
@@ -105,17 +105,13 @@ def scan_file(
             cache is not None
             and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
         ):
-            cache.store(identity, policy.limits, policy.allow_globals, fmt, findings)
+            cache.store(identity, policy.settings, fmt, findings)
     return _apply_policy(target.display, fmt, info.st_size, findings, policy)
 
 
 def _scan_input(inp: Input, policy: Policy) -> tuple[str, list[Finding]] | InputError:
     """Dispatch ``inp`` to its scanners; returns (format, raw findings) or a read error."""
-    ctx = ScanContext(
-        location=Location(inp.name),
-        limits=policy.limits,
-        allow_globals=policy.allow_globals,
-    )
+    ctx = ScanContext(location=Location(inp.name), settings=policy.settings)
     try:
         fmt = dispatch(inp, ctx)
     except OSError as exc:
@@ -168,7 +164,7 @@ def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> Artifact
     if not stat.S_ISREG(info.st_mode):
         return None
     identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
-    hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+    hit = cache.lookup(identity, policy.settings, target.display)
     if hit is None:
         return None
     return _apply_policy(target.display, hit.format, info.st_size, list(hit.findings), policy)

@@ -19,9 +19,8 @@ from modelguard.rules.scan import (
     ARCHIVE_PATH_TRAVERSAL,
 )
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import descend
 from modelguard.scan.streams import SliceReader
-from modelguard.scan.torch import scan_pickle_member
-from modelguard.scan.torch_tar import scan_record_member
 
 # torch.save before 0.4 wrote a tar with these members; each starts with a pickle.
 TORCH_TAR_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
@@ -179,8 +178,8 @@ def _scan_member(
     window = SliceReader(inp.stream, member.offset_data, available)
     inner = Input(stream=window, size=available, name=f"{inp.name}!/{label}")  # type: ignore[arg-type]
     if legacy_torch and member.name in ("storages", "tensors"):
-        scan_record_member(label, member.name, inner, ctx)
+        descend(ctx, label, inner, as_format=f"torch-{member.name}")
     elif legacy_torch and member.name in TORCH_TAR_MEMBERS:
-        scan_pickle_member(label, inner, ctx)
+        descend(ctx, label, inner, as_format="pickle")
     else:
-        ctx.scan_member(label, inner)
+        descend(ctx, label, inner)
