@@ -46,6 +46,7 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     etag: str | None = None
     die_after: int | None = None  # close the connection after this many body bytes
+    hold_after: int | None = None  # send this many body bytes, then wait for ``release``
     fail_first: int = 0  # answer 503 this many times first
     redirect: str | None = None  # answer ``status`` (default 302) with this Location
     cloak: Callable[[Mapping[str, str]], bytes] | None = None  # body chosen per request
@@ -93,6 +94,7 @@ class LoopbackServer:
         # (method, raw path, request headers) -> Route | None, for fake services
         self.fallback: Callable[[str, str, Mapping[str, str]], Route | None] | None = None
         self._lock = threading.Lock()
+        self.release = threading.Event()  # lets held responses finish (set on close)
         self.scheme = "https" if tls else "http"
         server = self
 
@@ -148,6 +150,7 @@ class LoopbackServer:
             self.bytes_sent = 0
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -176,7 +179,8 @@ class LoopbackServer:
         if route.etag is not None:
             out["ETag"] = route.etag
         wanted = headers.get("Range")
-        if self.ranges and route.status == 200 and route.die_after is None:
+        plain = route.die_after is None and route.hold_after is None
+        if self.ranges and route.status == 200 and plain:
             out["Accept-Ranges"] = "bytes"
             if_range = headers.get("If-Range")
             if wanted and (if_range is None or if_range == route.etag):
@@ -189,7 +193,7 @@ class LoopbackServer:
                 out["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
                 self._send(handler, method, 206, body[start : end + 1], out)
                 return
-        self._send(handler, method, route.status, body, out, die_after=route.die_after)
+        self._send(handler, method, route.status, body, out, route.die_after, route.hold_after)
 
     def _send(
         self,
@@ -199,6 +203,7 @@ class LoopbackServer:
         body: bytes,
         headers: Mapping[str, str],
         die_after: int | None = None,
+        hold_after: int | None = None,
     ) -> None:
         handler.send_response(status)
         for key, value in headers.items():
@@ -215,6 +220,11 @@ class LoopbackServer:
         with self._lock:
             self.bytes_sent += len(sent)
         try:
+            if hold_after is not None:
+                handler.wfile.write(sent[:hold_after])
+                handler.wfile.flush()
+                self.release.wait(60)
+                sent = sent[hold_after:]
             handler.wfile.write(sent)
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):

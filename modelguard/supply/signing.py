@@ -614,7 +614,7 @@ def _compare_manifest(
     actual = _actual_manifest(listing.files, statement)
 
     def shown(name: str) -> str:
-        return display if name == "." else f"{display.rstrip('/')}/{name}"
+        return display if name == "." else PurePosixPath(display, name).as_posix()
 
     def summary(parts: dict[tuple[int, int] | None, str]) -> str:
         if None in parts:
