@@ -60,6 +60,37 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         self.allow_http = allow_http
         self.hops = [Hop(url)]
 
+    def _refuse_unsafe(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, newurl: str
+    ) -> None:
+        old = urllib.parse.urlsplit(req.full_url).scheme
+        new = urllib.parse.urlsplit(newurl).scheme
+        why = None
+        if new not in ("http", "https"):
+            why = f"redirected to a {new or 'schemeless'}: URL"
+        elif old == "https" and new == "http" and not self.allow_http:
+            why = "redirected from https to plain http (`allow_http` is off)"
+        if why is not None:
+            fp.close()
+            raise InsecureRedirect([*self.hops[:-1], Hop(req.full_url, code)], newurl, why)
+
+    def http_error_302(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+    ) -> object:
+        # urllib refuses some schemes itself with a plain HTTPError; judge every
+        # Location first so each refusal is the same typed error.
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            self._refuse_unsafe(req, fp, code, urllib.parse.urljoin(req.full_url, location))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
     def redirect_request(
         self,
         req: urllib.request.Request,
@@ -69,16 +100,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         headers: HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
-        old = urllib.parse.urlsplit(req.full_url).scheme
-        new = urllib.parse.urlsplit(newurl).scheme
-        why = None
-        if new not in ("http", "https"):
-            why = f"redirected to a {new or 'relative'}: URL"
-        elif old == "https" and new == "http" and not self.allow_http:
-            why = "redirected from https to plain http (allow_http is off)"
-        if why is not None:
-            fp.close()
-            raise InsecureRedirect([*self.hops[:-1], Hop(req.full_url, code)], newurl, why)
+        self._refuse_unsafe(req, fp, code, newurl)
         self.hops[-1] = Hop(self.hops[-1].url, code)
         self.hops.append(Hop(newurl))
         request = super().redirect_request(req, fp, code, msg, headers, newurl)
