@@ -149,7 +149,7 @@ def test_user_agent_cloaking_cannot_swap_the_bytes_a_lock_vouches_for(
     assert (entry.sha256, entry.scan) == (hashlib.sha256(CLEAN).hexdigest(), "clean")
     # A loader fetching the same URL with its own client gets the evil bytes...
     request = urllib.request.Request(url, headers={"User-Agent": "python-requests/2.32"})
-    with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(request) as response:
         (work / "dest" / "model.pkl").write_bytes(response.read())
     # ...and verify refuses them.
     verified = invoke("verify", "dest")
