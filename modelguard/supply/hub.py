@@ -2,8 +2,9 @@
 
 Only huggingface_hub's public API is used (``HfApi.model_info``,
 ``hf_hub_download``, ``snapshot_download``, ``hf_hub_url``, ``get_token`` and
-the classes in ``huggingface_hub.errors``), so every release from 0.24 on
-works; tests run against the lowest and the newest. The package is imported in
+the error classes exported by ``huggingface_hub.utils``, where 0.24 defines
+them and 1.x/2.x re-export them), so every release from 0.24 on works; tests
+run against the lowest (``tests/supply/test_hub_versions.py``) and the newest. The package is imported in
 one place, :func:`require_hub`, which turns its absence into
 :class:`~modelguard.errors.MissingExtra`.
 """
@@ -33,7 +34,7 @@ def require_hub(feature: str) -> ModuleType:
     """The huggingface_hub package, or MissingExtra naming ``feature`` and the extra."""
     try:
         import huggingface_hub
-        import huggingface_hub.errors
+        import huggingface_hub.utils
     except ModuleNotFoundError:
         raise MissingExtra(feature, "supply", "huggingface_hub") from None
     return huggingface_hub
@@ -46,13 +47,11 @@ def _hub_errors(hub: ModuleType) -> tuple[type[BaseException], ...]:
     before 1.0, httpx's after), which also covers connection errors; taking it from
     there means modelguard never imports (or declares) the client itself.
     """
-    http_error: type[BaseException] = hub.errors.HfHubHTTPError
+    http_error: type[BaseException] = hub.utils.HfHubHTTPError
     client_bases = tuple(
         b for b in http_error.__mro__[1:] if b not in (Exception, BaseException, object)
     )
-    found = getattr(hub.errors, "EntryNotFoundError", None)
-    extra = (found,) if isinstance(found, type) else ()
-    return (http_error, *client_bases, *extra, OSError)
+    return (http_error, *client_bases, hub.utils.EntryNotFoundError, OSError)
 
 
 def is_hf(source: str) -> bool:
@@ -111,7 +110,7 @@ def hf_plan(source: str, token: str | None = None) -> DownloadPlan:
     api = hub.HfApi(endpoint=hf_endpoint(), token=token)
     try:
         info = api.model_info(parsed.repo, revision=parsed.revision, files_metadata=True)
-    except hub.errors.HfHubHTTPError as exc:
+    except hub.utils.HfHubHTTPError as exc:
         raise FetchError(f"{source}: the Hub refused the metadata request: {exc}") from None
     except _hub_errors(hub) as exc:
         raise FetchError(f"{source}: cannot reach the Hub at {api.endpoint}: {exc}") from None

@@ -70,10 +70,12 @@ def test_whole_repo_snapshot_pinned_and_locked(repo: FakeHub, work: Path) -> Non
     assert entry.source == f"hf://acme/tiny@{commit}/model.bin"
     assert entry.sha256 == hashlib.sha256(WEIGHTS).hexdigest()
     assert "Hub LFS sha256" in result.output and "Hub git blob id" in result.output
-    # The real huggingface_hub path ran: metadata with blobs, the tree, resolve HEAD+GET.
+    # The real huggingface_hub path ran: metadata with blobs, the file listing at the
+    # pinned commit (the tree since 0.25, the revision's metadata before), resolve HEAD+GET.
     paths = [p for _, p, _ in repo.server.requests]
     assert any(p.startswith("/api/models/acme/tiny") and "blobs=" in p for p in paths)
-    assert any("/api/models/acme/tiny/tree/" + commit in p for p in paths)
+    listed = (f"/api/models/acme/tiny/tree/{commit}", f"/api/models/acme/tiny/revision/{commit}")
+    assert any(p.startswith(listed) for p in paths)
     hits = [(m, p) for m, p, _ in repo.server.requests]
     assert ("HEAD", f"/acme/tiny/resolve/{commit}/model.bin") in hits
     assert modelguard.verify("dest").exit_code(modelguard.Severity.HIGH) == 0
