@@ -83,9 +83,7 @@ def test_lock_reports_every_file_it_does_not_pin(project: Path) -> None:
     assert report.exit_code(Severity.HIGH) == 1
 
 
-def test_lock_and_signature_never_break_each_other(
-    project: Path, keys: dict[str, KeyPair]
-) -> None:
+def test_lock_and_signature_never_break_each_other(project: Path, keys: dict[str, KeyPair]) -> None:
     model = project / "model"
     lock = model / "modelguard.lock"
     modelguard.lock(["model"], lockfile=lock)
