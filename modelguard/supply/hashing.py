@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from modelguard.errors import UsageError
-from modelguard.files import open_regular
+from modelguard.errors import UnreadableInput, UsageError
+from modelguard.files import NotARegularFile, open_regular
 
 # Large enough that per-call overhead vanishes, small enough to stay in L2/L3.
 CHUNK_BYTES = 1 << 20
@@ -61,15 +61,20 @@ def hash_file(
     hasher = MultiHasher(algorithms)
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
-    # A FIFO or device named in a tree is refused, never waited on.
-    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
-        while True:
-            n = handle.readinto(buffer)
-            if not n:
-                break
-            hasher.update(view[:n])
-            if progress is not None:
-                progress(n)
+    try:
+        # A FIFO or device named in a tree is refused, never waited on.
+        with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
+            while True:
+                n = handle.readinto(buffer)
+                if not n:
+                    break
+                hasher.update(view[:n])
+                if progress is not None:
+                    progress(n)
+    except NotARegularFile:
+        raise UnreadableInput(os.fspath(path), "not a regular file") from None
+    except OSError as exc:
+        raise UnreadableInput(os.fspath(path), exc.strerror or str(exc)) from None
     return hasher.hexdigests()
 
 
@@ -81,7 +86,8 @@ def hash_files(
 ) -> dict[Path, dict[str, str]]:
     """Hash many files in parallel threads; returns digests keyed by the given path.
 
-    Raises OSError for the first unreadable file (callers check existence first).
+    Raises UnreadableInput for the first file that cannot be read (or is not a
+    regular file), naming it.
     """
     items = [Path(p) for p in paths]
     algos = tuple(algorithms)

@@ -3,10 +3,10 @@
 Only huggingface_hub's public API is used (``HfApi.model_info``,
 ``hf_hub_download``, ``snapshot_download``, ``hf_hub_url``, ``get_token`` and
 the error classes exported by ``huggingface_hub.utils``, where 0.24 defines
-them and 1.x/2.x re-export them), so every release from 0.24 on works; tests
-run against the lowest (``tests/supply/test_hub_versions.py``) and the newest. The package is imported in
-one place, :func:`require_hub`, which turns its absence into
-:class:`~modelguard.errors.MissingExtra`.
+them and 1.x/2.x re-export them), so every release from 0.24 on works; the
+tests run against the lowest (``tests/supply/test_hub_versions.py``) and the
+newest. The package is imported in one place, :func:`require_hub`, which turns
+its absence into :class:`~modelguard.errors.MissingExtra`.
 """
 
 from __future__ import annotations

@@ -113,9 +113,12 @@ def _group(findings: Iterable[Finding]) -> Report:
 
 def _verify_digests(target: Path, expected: Mapping[str, str]) -> Report:
     shown = display_path(target, cwd_root())
-    if not target.is_file():
+    if target.is_dir():
         raise UsageError(f"{shown}: `sha256`/`sha1` check a single file, not a folder")
-    actual = hash_files([target], tuple(expected))[target]
+    try:
+        actual = hash_files([target], tuple(expected))[target]
+    except UnreadableInput as exc:
+        raise UnreadableInput(shown, exc.problem) from None
     found = []
     for algorithm, want in expected.items():
         got = actual[algorithm]

@@ -123,3 +123,29 @@ def test_a_single_files_bundle_is_not_locked(project: Path, keys: dict[str, KeyP
     report = modelguard.verify("model")
     assert ("MG403", "model/weights.bin.sig", "info") in found(report)
     assert report.exit_code(Severity.HIGH) == 0
+
+
+def test_a_fifo_in_the_tree_never_blocks_lock_verify_or_sign(
+    project: Path, keys: dict[str, KeyPair]
+) -> None:
+    """A FIFO would block a reader until a writer comes: it is listed, never opened."""
+    import os
+
+    from click.testing import CliRunner
+
+    from modelguard.cli import cli
+
+    modelguard.lock(["model"])
+    modelguard.sign(project / "model", keys["alice"].private)
+    os.mkfifo(project / "model" / "pipe.bin")
+    runner = CliRunner()
+    locked = runner.invoke(cli, ["lock", "model", "--lock", "other.lock"])
+    assert locked.exit_code == 2 and "model/pipe.bin: special file" in locked.output
+    report = modelguard.verify("model")
+    assert ("MG403", "model/pipe.bin", "high") in found(report)
+    signed = modelguard.verify("model", key=keys["alice"].public)
+    assert ("MG403", "model/pipe.bin", "high") in found(signed)
+    named = runner.invoke(cli, ["verify", "model/pipe.bin", "--sha256", "0" * 64])
+    assert named.exit_code == 2 and "not a regular file" in named.output
+    with pytest.raises(modelguard.UsageError, match="only regular files"):
+        modelguard.sign(project / "model", keys["alice"].private)
