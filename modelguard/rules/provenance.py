@@ -44,7 +44,10 @@ FILE_UNEXPECTED = Rule(
     "A file is present that the lock file or signature does not list.",
     "Like pip's --require-hashes, every file must be accounted for: a file added "
     "after locking or signing may be loaded by the model's code (custom modules, "
-    "extra weights, config pointing elsewhere).",
+    "extra weights, config pointing elsewhere). Files that lock files or OpenSSF model "
+    "signing leave out by default (git's files at the top of the folder, signature "
+    "bundles, a lock file, empty files in a shard manifest) are reported at info "
+    "severity; symbolic links and special files at high.",
     "Remove the file, or re-lock / re-sign if it was added on purpose.",
     ("security", "provenance"),
 )

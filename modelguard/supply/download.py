@@ -155,11 +155,8 @@ class Destination:
         """Remove folders this fetch created that stayed empty, then let go of the folder."""
         for parent_fd, name in reversed(self.created):
             with contextlib.suppress(OSError):
-                os.rmdir(name, dir_fd=parent_fd)
-        for parent_fd, _ in self.created:
-            if parent_fd != self.fd:
-                with contextlib.suppress(OSError):
-                    os.close(parent_fd)
+                os.rmdir(name, dir_fd=parent_fd)  # fails, as it should, when not empty
+            os.close(parent_fd)
         self.created.clear()
         if self.fd >= 0:
             os.close(self.fd)

@@ -13,10 +13,9 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from modelguard.files import user_cache_dir
+from modelguard.files import user_cache_dir, write_atomic
 
 
 def _record_path(final: Path) -> Path:
@@ -42,11 +41,4 @@ def record(final: Path, sha256: str, size: int) -> None:
     body = json.dumps({"path": os.path.abspath(final), "sha256": sha256, "size": size})
     with contextlib.suppress(OSError):
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".placed-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(body)
-            os.replace(tmp, target)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_atomic(target, body.encode("utf-8"))
