@@ -264,9 +264,8 @@ def plain_server() -> Iterator[LoopbackServer]:
     srv.close()
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """A self-signed certificate for 127.0.0.1 and localhost."""
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 and localhost, written into ``folder``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -292,7 +291,6 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    folder = tmp_path_factory.mktemp("tls")
     files = TlsFiles(folder / "cert.pem", folder / "key.pem")
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
@@ -303,6 +301,11 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         )
     )
     return files
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
