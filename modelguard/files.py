@@ -85,6 +85,7 @@ class Target:
 
     fs_path: str
     display: str
+    links: tuple[str, ...] = ()  # symbolic links (as shown) that led to this file
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ plain TOML file whose top level holds the same keys::
     exclude = ["third_party/**", "*.tmp"]
 
     [[tool.modelguard.ignore]]
-    rule = "MG102"
+    rule = "MG102"                          # an id from the catalogue (docs/rules.md)
     paths = ["models/legacy/*.pt"]          # optional; default: everywhere
     reason = "vetted by security review 2026-03"
 
     [tool.modelguard.limits]
     max-member-bytes = 2147483648
+
+Paths in ``exclude`` and ``ignore.paths`` are relative to the folder of the file
+that declares them, like .gitignore's, whatever folder the scan runs from.
 
 The files being checked never choose the policy: discovery skips every
 pyproject.toml inside a scanned, verified or fetched-into tree (each one is
@@ -26,16 +29,17 @@ reason can.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from modelguard.errors import ConfigError
-from modelguard.files import display_path
+from modelguard.files import display_path, open_regular
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity, Suppressed
 from modelguard.limits import Limits
 from modelguard.rules import provenance
@@ -76,10 +80,12 @@ class IgnoreRule:
     reason: str
     paths: tuple[str, ...] = ()
 
-    def applies_to(self, finding: Finding) -> bool:
+    def applies_to(self, finding: Finding, path: str | None = None) -> bool:
+        """``path``: the finding's file as the policy's patterns see it (default: as shown)."""
         if finding.rule_id != self.rule:
             return False
-        return not self.paths or path_matches(finding.location.path, self.paths)
+        where = finding.location.path if path is None else path
+        return not self.paths or path_matches(where, self.paths)
 
 
 @dataclass(frozen=True)
@@ -107,18 +113,39 @@ class Policy:
     no_default_excludes: bool = False
     fail_on_source: str | None = None  # the file that set fail-on (None: the caller did)
     ignored_files: tuple[str, ...] = ()  # policy files inside the checked tree, not used
+    # The folder that paths in ``exclude`` and ``ignore.paths`` are relative to:
+    # the declaring file's. None (a Policy built in code): the scan root.
+    base: str | None = None
+    # What shown paths are relative to (the scan root; set with ``for_root``).
+    scan_root: str | None = None
+
+    def for_root(self, root: str | os.PathLike[str]) -> Policy:
+        """This policy for a scan whose shown paths are relative to ``root``."""
+        return replace(self, scan_root=os.fspath(root))
+
+    def declared_path(self, shown: str) -> str:
+        """``shown`` (relative to the scan root, or absolute) as the patterns see it."""
+        if self.base is None or "://" in shown:
+            return shown
+        root = self.scan_root or os.getcwd()
+        absolute = os.path.abspath(os.path.join(root, shown))
+        try:
+            return PurePath(os.path.relpath(absolute, self.base)).as_posix()
+        except ValueError:  # another drive (Windows): no pattern of this file can name it
+            return PurePath(absolute).as_posix()
 
     @property
     def settings(self) -> ScanSettings:
         return ScanSettings(limits=self.limits, allow_globals=self.allow_globals)
 
     def is_excluded(self, rel_path: str) -> bool:
-        return bool(self.exclude) and path_matches(rel_path, self.exclude)
+        return bool(self.exclude) and path_matches(self.declared_path(rel_path), self.exclude)
 
     def suppression_for(self, finding: Finding) -> str | None:
         """The reason a finding is ignored by policy, or None if it stands."""
+        path = self.declared_path(finding.location.path) if self.ignores else ""
         for ignore in self.ignores:
-            if ignore.applies_to(finding):
+            if ignore.applies_to(finding, path):
                 return ignore.reason
         return None
 
@@ -196,6 +223,7 @@ def policy_from_mapping(table: Mapping[str, Any], *, source: str) -> Policy:
         reason = entry.get("reason")
         if not isinstance(rule, str) or not rule:
             raise ConfigError(f"{where}: 'rule' (a rule id such as MG102) is required")
+        _check_rule_id(rule, f"{where}.rule")
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError(f"{where}: ignoring {rule} needs a non-empty 'reason'")
         paths = _string_list(entry.get("paths", []), f"ignore[{index}].paths", source)
@@ -213,8 +241,27 @@ def policy_from_mapping(table: Mapping[str, Any], *, source: str) -> Policy:
         exclude=tuple(exclude),
         limits=limits,
         source=source,
+        base=os.path.dirname(os.path.abspath(source)),
         fail_on_source=source if "fail-on" in table else None,
     )
+
+
+def _check_rule_id(rule_id: str, where: str) -> None:
+    """A typo in an ignore would silently ignore nothing: name the closest real id."""
+    from modelguard.rules import RULES
+
+    if rule_id in RULES:
+        return
+    by_name = {rule.name: rule.id for rule in RULES.values()}
+    if rule_id.strip().upper() in RULES:
+        closest: str | None = rule_id.strip().upper()
+    elif rule_id in by_name:
+        closest = by_name[rule_id]
+    else:
+        matches = difflib.get_close_matches(rule_id.upper(), list(RULES), n=1, cutoff=0.6)
+        closest = matches[0] if matches else None
+    hint = f"; the closest is {closest} ({RULES[closest].name})" if closest else ""
+    raise ConfigError(f"{where}: {rule_id!r} is not a modelguard rule id{hint}")
 
 
 def load_policy(
@@ -242,13 +289,35 @@ def load_policy(
         if not candidate.is_file():
             continue
         if _inside(candidate.resolve(), trees):
-            ignored.append(str(candidate))
+            if _declares_policy(candidate):
+                ignored.append(str(candidate))
             continue
         table = _read_table(candidate, required=False)
         if table is not None:
             policy = policy_from_mapping(table, source=str(candidate))
         break
     return replace(policy, ignored_files=tuple(ignored)) if ignored else policy
+
+
+_MAX_IN_TREE_BYTES = 1 << 20
+
+
+def _declares_policy(path: Path) -> bool:
+    """Whether a pyproject.toml in the checked tree holds modelguard settings (or may).
+
+    It is only looked at, never obeyed: a file that cannot be read or parsed counts
+    as one that may, and is reported, never an error that would stop the run.
+    """
+    try:
+        with os.fdopen(open_regular(path), "rb") as handle:
+            data = handle.read(_MAX_IN_TREE_BYTES + 1)
+        if len(data) > _MAX_IN_TREE_BYTES:
+            return True
+        document = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True
+    tool = document.get("tool")
+    return isinstance(tool, dict) and "modelguard" in tool
 
 
 def _real_trees(checked: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -23,10 +23,13 @@ from modelguard.findings import Report
 from modelguard.policy import Policy
 
 
-def _emit(report: ReportChoices, result: Report, policy: Policy) -> int:
-    """Render ``result`` under the policy's threshold for it; its exit code."""
+def _emit(report: ReportChoices, result: Report, policy: Policy, lock: Path | None) -> int:
+    """Render ``result`` under the policy's threshold for it; its exit code.
+
+    ``lock`` is the lock file the command used, for the BOM's pins.
+    """
     fail_on = policy.fail_on_for(result)
-    report.emit(result, fail_on)
+    report.emit(result, fail_on, lock=lock)
     return result.exit_code(fail_on)
 
 
@@ -135,7 +138,7 @@ def fetch(
                 allow_dotfiles=allow_dotfiles,
             )
         )
-    code = _emit(report, result.report, policy)
+    code = _emit(report, result.report, policy, lock_file)
     pinned = f" at revision {result.revision}" if result.revision else ""
     for path in result.placed:
         click.echo(f"modelguard: fetched {path} from {result.source}{pinned}", err=True)
@@ -178,7 +181,7 @@ def lock(
 
     policy = report.policy(checked=list(paths))
     result = call_api(lambda: api_lock(list(paths), lockfile=lock_file, scan=scan, policy=policy))
-    code = _emit(report, result, policy)
+    code = _emit(report, result, policy, lock_file)
     if not result.errors:
         click.echo(f"modelguard: locked {len(result.artifacts)} file(s) in {lock_file}", err=True)
     sys.exit(code)
@@ -236,7 +239,7 @@ def verify(
             policy=policy,
         )
     )
-    sys.exit(_emit(report, result, policy))
+    sys.exit(_emit(report, result, policy, lock_file))
 
 
 @click.command()

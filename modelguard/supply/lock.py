@@ -90,6 +90,7 @@ def lock(
         # entry's verdict must describe the file.
         report = run_scan([e.path for e in files], policy=replace(policy, exclude=()), root=root)
     by_display = {a.path: a for a in report.artifacts}
+    not_models = {s.path for s in report.skipped}  # scanned: not a model, nothing to flag
     entries = []
     artifacts = []
     changed = []
@@ -105,7 +106,7 @@ def lock(
                 size=size,
                 sha256=digests[entry.path]["sha256"],
                 sha1=digests[entry.path].get("sha1") if old.get(rel) and old[rel].sha1 else None,
-                scan=scan_verdict(art.findings) if art is not None else NOT_SCANNED,
+                scan=_verdict(art, entry.display in not_models),
             )
         )
         artifacts.append(art if art is not None else ArtifactResult(entry.display, "unknown", size))
@@ -119,6 +120,12 @@ def lock(
         artifacts=tuple(artifacts), errors=report.errors + tuple(changed), root=root.as_posix()
     )
     return result.merged(ignored_policy_report(policy))
+
+
+def _verdict(scanned: ArtifactResult | None, not_a_model: bool) -> str:
+    if scanned is not None:
+        return scan_verdict(scanned.findings)
+    return scan_verdict(()) if not_a_model else NOT_SCANNED
 
 
 def _error(entry: Entry) -> InputError:

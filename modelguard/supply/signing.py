@@ -51,6 +51,9 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 DEFAULT_SIGNATURE_NAME = "model.sig"
 SIGNATURE_SUFFIX = ".sig"  # a single file's default bundle: <file>.sig
+# Evidence of the MG400 finding a verified signature gives (a digest match gives
+# none), so the BOM tells the two apart without reading the message.
+SIGNATURE_VERIFIED_EVIDENCE = "signature"
 _CURVE_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 PathLike = str | os.PathLike[str]
@@ -678,6 +681,7 @@ def _compare_manifest(
                 f"signature {sig_display} verified: "
                 f"{len(actual)} file(s) match the signed manifest",
                 display,
+                SIGNATURE_VERIFIED_EVIDENCE,
             )
         )
     return findings
