@@ -149,3 +149,47 @@ def test_a_fifo_in_the_tree_never_blocks_lock_verify_or_sign(
     assert named.exit_code == 2 and "not a regular file" in named.output
     with pytest.raises(modelguard.UsageError, match="only regular files"):
         modelguard.sign(project / "model", keys["alice"].private)
+
+
+def test_a_file_swapped_while_it_is_locked_is_not_locked(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's digest and verdict must describe the same bytes."""
+    from modelguard.supply import lock as lock_module
+    from modelguard.supply.lockfile import read_lock
+
+    real_scan = lock_module.run_scan
+
+    def scan_then_swap(*args: object, **kwargs: object) -> modelguard.Report:
+        report = real_scan(*args, **kwargs)  # type: ignore[arg-type]
+        (project / "model" / "weights.bin").write_bytes(b"cposix\nsystem\n(S'x'\ntR.")
+        return report
+
+    monkeypatch.setattr(lock_module, "run_scan", scan_then_swap)
+    report = modelguard.lock(["model"])
+    assert [(e.path, e.message) for e in report.errors] == [
+        ("model/weights.bin", "changed while it was being locked")
+    ]
+    assert "model/weights.bin" not in read_lock(project / "modelguard.lock").by_path()
+
+
+def test_a_staged_download_changed_while_scanned_is_not_placed(
+    project: Path, monkeypatch: pytest.MonkeyPatch, server: object
+) -> None:
+    from modelguard.errors import FetchError
+    from modelguard.supply import fetch as fetch_module
+
+    real_scan = fetch_module.scan_file
+
+    def scan_then_tamper(target: object, policy: object) -> object:
+        result = real_scan(target, policy)  # type: ignore[arg-type]
+        with open(target.fs_path, "ab") as handle:  # type: ignore[attr-defined]
+            handle.write(b"appended after the scan")
+        return result
+
+    monkeypatch.setattr(fetch_module, "scan_file", scan_then_tamper)
+    monkeypatch.setenv("MODELGUARD_CACHE_DIR", str(project / "cache"))
+    url = server.serve("/m.bin", b"\x80\x04K\x01.")  # type: ignore[attr-defined]
+    with pytest.raises(FetchError, match="changed while it was scanned"):
+        modelguard.fetch(url, "dest", allow_http=True)
+    assert list((project / "dest").iterdir()) == []
