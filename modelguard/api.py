@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from modelguard.findings import Report
-from modelguard.policy import Policy, load_policy
+from modelguard.policy import Policy, ignored_policy_report, load_policy
 from modelguard.scan.cache import ScanCache
 from modelguard.scan.engine import ProgressCallback, run_scan, without_skipped
 
@@ -66,7 +66,8 @@ def scan(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if policy is None:
-        policy = load_policy(Path(config) if config is not None else None)
+        # The scanned trees never choose their own policy (see modelguard.policy).
+        policy = load_policy(Path(config) if config is not None else None, checked=paths)
     if no_default_excludes:
         policy = replace(policy, no_default_excludes=True)
     scan_cache: ScanCache | None = None
@@ -86,4 +87,4 @@ def scan(
 
         remote_report, _ = scan_remote_sources(remote, policy, RemoteOptions(allow_http=allow_http))
         report = report.merged(without_skipped(remote_report))
-    return report
+    return report.merged(ignored_policy_report(policy, root=Path(report.root)))

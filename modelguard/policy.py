@@ -19,6 +19,12 @@ plain TOML file whose top level holds the same keys::
 
 Paths in ``exclude`` and ``ignore.paths`` are relative to the folder of the file
 that declares them, like .gitignore's, whatever folder the scan runs from.
+
+The files being checked never choose the policy: discovery skips every
+pyproject.toml inside a scanned, verified or fetched-into tree (each one is
+reported as a warning, MG412), and a fail-on read from a file never lets a
+critical verification failure (MG4xx) pass; only an explicit ignore with a
+reason can.
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ import difflib
 import fnmatch
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from modelguard.errors import ConfigError
-from modelguard.findings import Finding, Severity
+from modelguard.files import display_path, open_regular
+from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity, Suppressed
 from modelguard.limits import Limits
+from modelguard.rules import provenance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,6 +111,8 @@ class Policy:
     # Scan also folders that no model scan wants (.git, venvs, node_modules, ...) and
     # what .gitignore names (see modelguard.files.DEFAULT_EXCLUDES).
     no_default_excludes: bool = False
+    fail_on_source: str | None = None  # the file that set fail-on (None: the caller did)
+    ignored_files: tuple[str, ...] = ()  # policy files inside the checked tree, not used
     # The folder that paths in ``exclude`` and ``ignore.paths`` are relative to:
     # the declaring file's. None (a Policy built in code): the scan root.
     base: str | None = None
@@ -138,6 +148,39 @@ class Policy:
             if ignore.applies_to(finding, path):
                 return ignore.reason
         return None
+
+    def partition(self, findings: Iterable[Finding]) -> tuple[list[Finding], list[Suppressed]]:
+        """Findings that stand, and those this policy ignores (with its reason)."""
+        kept: list[Finding] = []
+        suppressed: list[Suppressed] = []
+        for finding in findings:
+            reason = self.suppression_for(finding)
+            if reason is None:
+                kept.append(finding)
+            else:
+                suppressed.append(Suppressed(finding, reason))
+        return kept, suppressed
+
+    def fail_on_for(self, report: Report) -> Severity | None:
+        """The threshold that decides ``report``'s exit code and verdict.
+
+        ``fail_on``, except that a ``fail-on`` read from a policy file cannot let
+        a critical verification failure (MG4xx) pass: the bar drops to critical.
+        Only an ignore with a reason suppresses such a finding.
+        """
+        if self.fail_on is not None or self.fail_on_source is None:
+            return self.fail_on
+        if any(
+            f.severity >= Severity.CRITICAL and f.rule_id in _PROVENANCE for f in report.findings
+        ):
+            return Severity.CRITICAL
+        return None
+
+    def exit_code(self, report: Report) -> int:
+        return report.exit_code(self.fail_on_for(report))
+
+
+_PROVENANCE = frozenset(rule.id for rule in provenance.RULES)
 
 
 def policy_from_mapping(table: Mapping[str, Any], *, source: str) -> Policy:
@@ -199,6 +242,7 @@ def policy_from_mapping(table: Mapping[str, Any], *, source: str) -> Policy:
         limits=limits,
         source=source,
         base=os.path.dirname(os.path.abspath(source)),
+        fail_on_source=source if "fail-on" in table else None,
     )
 
 
@@ -220,20 +264,91 @@ def _check_rule_id(rule_id: str, where: str) -> None:
     raise ConfigError(f"{where}: {rule_id!r} is not a modelguard rule id{hint}")
 
 
-def load_policy(config: Path | None = None, *, start: Path | None = None) -> Policy:
-    """Load policy from ``config`` or discover pyproject.toml from ``start`` upwards."""
+def load_policy(
+    config: Path | None = None,
+    *,
+    start: Path | None = None,
+    checked: Sequence[str | os.PathLike[str]] = (),
+) -> Policy:
+    """Load policy from ``config`` or discover pyproject.toml from ``start`` upwards.
+
+    ``checked`` names the trees being scanned, verified or fetched into: a
+    pyproject.toml inside one of them is never used (the checked files must not
+    choose their own policy); it is recorded in ``Policy.ignored_files`` and
+    :func:`ignored_policy_report` reports it. Discovery goes on above the tree.
+    """
     if config is not None:
         table = _read_table(config, required=True)
         return policy_from_mapping(table or {}, source=str(config))
+    trees = _real_trees(checked)
+    ignored: list[str] = []
     folder = (start or Path.cwd()).resolve()
+    policy = Policy()
     for candidate_dir in (folder, *folder.parents):
         candidate = candidate_dir / "pyproject.toml"
-        if candidate.is_file():
-            table = _read_table(candidate, required=False)
-            if table is not None:
-                return policy_from_mapping(table, source=str(candidate))
-            return Policy()
-    return Policy()
+        if not candidate.is_file():
+            continue
+        if _inside(candidate.resolve(), trees):
+            if _declares_policy(candidate):
+                ignored.append(str(candidate))
+            continue
+        table = _read_table(candidate, required=False)
+        if table is not None:
+            policy = policy_from_mapping(table, source=str(candidate))
+        break
+    return replace(policy, ignored_files=tuple(ignored)) if ignored else policy
+
+
+_MAX_IN_TREE_BYTES = 1 << 20
+
+
+def _declares_policy(path: Path) -> bool:
+    """Whether a pyproject.toml in the checked tree holds modelguard settings (or may).
+
+    It is only looked at, never obeyed: a file that cannot be read or parsed counts
+    as one that may, and is reported, never an error that would stop the run.
+    """
+    try:
+        with os.fdopen(open_regular(path), "rb") as handle:
+            data = handle.read(_MAX_IN_TREE_BYTES + 1)
+        if len(data) > _MAX_IN_TREE_BYTES:
+            return True
+        document = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True
+    tool = document.get("tool")
+    return isinstance(tool, dict) and "modelguard" in tool
+
+
+def _real_trees(checked: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    trees = []
+    for raw in checked:
+        text = os.fspath(raw)
+        if "://" in text:
+            continue  # remote sources hold no local policy files
+        trees.append(Path(os.path.realpath(text)))
+    return trees
+
+
+def _inside(path: Path, trees: Sequence[Path]) -> bool:
+    return any(path == tree or tree in path.parents for tree in trees)
+
+
+def ignored_policy_report(policy: Policy, root: Path | None = None) -> Report:
+    """A warning (MG412) on each policy file the checked tree held and discovery skipped."""
+    base = root or Path(os.path.abspath(Path.cwd()))
+    artifacts = []
+    for path in policy.ignored_files:
+        shown = display_path(path, base)
+        finding = provenance.POLICY_IN_CHECKED_TREE.finding(
+            f"{shown} lies inside the checked tree, so its [tool.modelguard] settings were "
+            f"not used (the files being checked must not choose their own policy); "
+            f"{'policy from ' + policy.source if policy.source else 'default policy'} applies",
+            Location(shown),
+            evidence=shown,
+        )
+        artifacts.append(ArtifactResult(shown, "unknown", 0, findings=(finding,)))
+    return Report(artifacts=tuple(artifacts), root=base.as_posix())
 
 
 def _read_table(path: Path, *, required: bool) -> dict[str, Any] | None:

@@ -375,10 +375,15 @@ def test_pyproject_exclude_skips_files_and_folders(project: Path) -> None:
     (project / "third_party" / "deep").mkdir(parents=True)
     (project / "third_party" / "deep" / "x.bin").write_bytes(UNKNOWN_BYTES)
     (project / "scratch.tmp").write_bytes(UNKNOWN_BYTES)
-    data = _json(invoke("scan", ".", "--format", "json"))
+    data = _json(invoke("scan", ".", "--format", "json", "--config", "pyproject.toml"))
     assert [a["path"] for a in data["artifacts"]] == ["blob.bin"]
     # not excluded, but not a model either: no result, only a reason
     assert [s["path"] for s in data["skipped"]] == ["pyproject.toml"]
+    # Discovered inside the scanned tree, the same file is not used (and says so).
+    data = _json(invoke("scan", ".", "--format", "json"))
+    assert "third_party/deep/x.bin" in [a["path"] for a in data["artifacts"]]
+    (ignored,) = [a for a in data["artifacts"] if a["path"] == "pyproject.toml"]
+    assert "MG412" in [f["rule_id"] for f in ignored["findings"]]
 
 
 def test_config_file_with_top_level_keys(project: Path) -> None:

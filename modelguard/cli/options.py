@@ -16,7 +16,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -71,11 +71,16 @@ def silence_library_progress() -> None:
         hub.utils.disable_progress_bars()
 
 
-def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
-    """Policy from ``config`` (or discovered pyproject.toml), with ``fail_on`` overriding it."""
-    policy = call_api(lambda: load_policy(config))
+def resolve_policy(
+    config: Path | None, fail_on: str | None, *, checked: Sequence[str | Path] = ()
+) -> Policy:
+    """Policy from ``config`` (or discovered pyproject.toml), with ``fail_on`` overriding it.
+
+    ``checked``: the trees the command checks; a pyproject.toml inside them is not used.
+    """
+    policy = call_api(lambda: load_policy(config, checked=checked))
     if fail_on is not None:
-        policy = replace(policy, fail_on=parse_fail_on(fail_on))
+        policy = replace(policy, fail_on=parse_fail_on(fail_on), fail_on_source=None)
     return policy
 
 
@@ -106,8 +111,8 @@ class ReportChoices(TerminalChoices):
     def to_stdout(self) -> bool:
         return self.output is None or str(self.output) == "-"
 
-    def policy(self) -> Policy:
-        return resolve_policy(self.config, self.fail_on)
+    def policy(self, checked: Sequence[str | Path] = ()) -> Policy:
+        return resolve_policy(self.config, self.fail_on, checked=checked)
 
     def check_format(self) -> None:
         """Fail now, before any work, when the format's extra is not installed."""

@@ -21,7 +21,6 @@ from modelguard.findings import (
     Location,
     Report,
     Skipped,
-    Suppressed,
 )
 from modelguard.policy import Policy
 from modelguard.rules.scan import SCANNER_ERROR, UNSUPPORTED_FORMAT
@@ -161,14 +160,7 @@ def scan_input(inp: Input, policy: Policy) -> ArtifactResult | InputError:
 def _apply_policy(
     display: str, fmt: str, size: int, findings: list[Finding], policy: Policy
 ) -> ArtifactResult:
-    kept: list[Finding] = []
-    suppressed: list[Suppressed] = []
-    for finding in findings:
-        reason = policy.suppression_for(finding)
-        if reason is None:
-            kept.append(finding)
-        else:
-            suppressed.append(Suppressed(finding, reason))
+    kept, suppressed = policy.partition(findings)
     kept.sort(key=lambda f: (-f.severity, f.location.members, f.location.offset or 0, f.rule_id))
     return ArtifactResult(
         path=display, format=fmt, size=size, findings=tuple(kept), suppressed=tuple(suppressed)

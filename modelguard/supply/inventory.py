@@ -36,9 +36,9 @@ from modelguard.findings import ArtifactResult, Finding, Report
 from modelguard.rules import provenance
 from modelguard.scan.model_names import is_model_name
 from modelguard.supply.hashing import hash_file
+from modelguard.supply.hub import HF_SCHEME, hf_endpoint, parse_hf
 from modelguard.supply.lockfile import LOCK_NAME, LockEntry, read_lock
 from modelguard.supply.signing import DEFAULT_SIGNATURE_NAME, SIGNATURE_VERIFIED_EVIDENCE
-from modelguard.supply.sources import HF_SCHEME, hf_endpoint, parse_hf
 
 DEFAULT_HUB = "https://huggingface.co"
 
@@ -152,7 +152,7 @@ def _digests(path: Path, want_sha1: bool) -> dict[str, str]:
         return {}
     try:
         return hash_file(path, ("sha256", "sha1") if want_sha1 else ("sha256",))
-    except OSError:
+    except ModelGuardError:  # unreadable (hash_file names it): no digests to list
         return {}
 
 

@@ -1,7 +1,9 @@
 """Tiny model files for the integration tests, made here (never loaded).
 
 Tests get them through the ``models`` fixture (pytest runs with
---import-mode=importlib, so test modules cannot import a sibling helper).
+--import-mode=importlib, so test modules cannot import a sibling helper). The
+loopback server (``range_server``, ``plain_server``) is the shared one in
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,7 @@ import io
 import json
 import os
 import pickle
-import threading
-import urllib.parse
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,150 +68,6 @@ def models() -> SimpleNamespace:
         torch_like_zip=torch_like_zip,
         write=write,
     )
-
-
-# ---- a loopback HTTP server with (optional) Range support --------------------------------
-
-
-@dataclass
-class Served:
-    body: bytes
-    etag: str | None = None
-
-
-class RangeServer:
-    """Serves files from memory on 127.0.0.1; Range support can be switched off.
-
-    Counts requests and body bytes sent, so tests and the benchmark can show what
-    a scan transferred. ``redirects`` maps a path to another (302), like the Hub's
-    /resolve/ URLs pointing at a CDN.
-    """
-
-    def __init__(self, ranges: bool = True) -> None:
-        self.ranges = ranges
-        self.files: dict[str, Served] = {}
-        self.redirects: dict[str, str] = {}
-        self.json_routes: dict[str, object] = {}
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
-        self.bytes_sent = 0
-        self.authorizations: list[str | None] = []  # Authorization header of each request
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-                with server._lock:
-                    server.requests.append(("GET", self.path, self.headers.get("Range")))
-                    server.authorizations.append(self.headers.get("Authorization"))
-                if path in server.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirects[path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if path in server.json_routes:
-                    body = json.dumps(server.json_routes[path]).encode()
-                    self._send(200, body, {"Content-Type": "application/json"})
-                    return
-                served = server.files.get(path)
-                if served is None:
-                    self._send(404, b"", {})
-                    return
-                headers = {"Accept-Ranges": "bytes"} if server.ranges else {}
-                if served.etag:
-                    headers["ETag"] = served.etag
-                wanted = self.headers.get("Range")
-                if_range = self.headers.get("If-Range")
-                if server.ranges and wanted and (if_range is None or if_range == served.etag):
-                    span = _parse_range(wanted, len(served.body))
-                    if span is None:
-                        headers["Content-Range"] = f"bytes */{len(served.body)}"
-                        self._send(416, b"", headers)
-                        return
-                    start, end = span
-                    headers["Content-Range"] = f"bytes {start}-{end}/{len(served.body)}"
-                    self._send(206, served.body[start : end + 1], headers)
-                    return
-                self._send(200, served.body, headers)
-
-            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                # Counted before the write: the client may read the body and the test
-                # may check the count before this thread runs again.
-                with server._lock:
-                    server.bytes_sent += len(body)
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    with server._lock:
-                        server.bytes_sent -= len(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def serve(self, path: str, body: bytes, etag: str | None = None) -> str:
-        self.files[path] = Served(body, etag)
-        return self.url + path
-
-    def reset_counts(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.bytes_sent = 0
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    unit, _, spec = header.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
-        return None
-    first, _, last = spec.strip().partition("-")
-    if not first:
-        count = int(last)
-        if count == 0 or size == 0:
-            return None
-        return max(0, size - count), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
-        return None
-    return start, min(end, size - 1)
-
-
-@pytest.fixture
-def range_server() -> Iterator[RangeServer]:
-    server = RangeServer(ranges=True)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def plain_server() -> Iterator[RangeServer]:
-    """A server that ignores Range headers (always answers 200 with the whole file)."""
-    server = RangeServer(ranges=False)
-    yield server
-    server.close()
 
 
 # ---- a real-looking repository: code, a venv, node_modules, a symlink, a few models ------

@@ -292,6 +292,19 @@ def test_fail_on_critical_vs_config(
     assert overridden.step("Scan").outputs["exit-code"] == "1"
 
 
+def test_the_repositorys_own_pyproject_applies_when_scanning_the_whole_workspace(
+    models: SimpleNamespace, workspace: Path, tmp_path: Path
+) -> None:
+    """`modelguard scan .` ignores policy inside the tree; the action names it."""
+    models.write(workspace / "models" / "evil.pt", models.torch_like_zip(models.malicious_pickle()))
+    (workspace / "pyproject.toml").write_text('[tool.modelguard]\nfail-on = "never"\n')
+    run = run_action(workspace, tmp_path, paths=".")
+    scan = run.step("Scan").outputs
+    assert scan["exit-code"] == "0"
+    assert len(sarif_results(scan["scan-sarif"])) == 1
+    assert "MG412" not in {r["ruleId"] for r in sarif_results(scan["scan-sarif"])}
+
+
 def test_multiline_paths_with_spaces_and_quoted_extra_args(
     models: SimpleNamespace, workspace: Path, tmp_path: Path
 ) -> None:

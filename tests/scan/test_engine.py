@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, torch_zip
@@ -110,16 +111,18 @@ def test_unreadable_inputs_go_to_errors(mixed: Path, tmp_path: Path) -> None:
     assert any(a.path == "models/bad/evil.pt" for a in report.artifacts)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of mode")
-def test_permission_denied_goes_to_errors(tmp_path: Path) -> None:
-    path = tmp_path / "locked.pt"
+def test_permission_denied_goes_to_errors(unprivileged: Any) -> None:
+    # Root reads files whatever their mode: the scan runs without that power.
+    home = unprivileged.folder()
+    path = home / "locked.pt"
     path.write_bytes(torch_zip(BENIGN_PICKLE))
     path.chmod(0)
-    try:
-        report = modelguard.scan(path, root=tmp_path, workers=1)
-    finally:
-        path.chmod(0o600)
-    assert [e.path for e in report.errors] == ["locked.pt"]
+    out = unprivileged.python(
+        "import modelguard\n"
+        f"report = modelguard.scan({str(path)!r}, root={str(home)!r}, workers=1)\n"
+        "print([(e.path, e.message) for e in report.errors])"
+    )
+    assert out.strip() == "[('locked.pt', 'Permission denied')]"
 
 
 def test_parallel_workers_give_the_sequential_result(mixed: Path) -> None:

@@ -5,7 +5,7 @@
 # a path or argument cannot inject shell code):
 #   INPUT_PATHS        paths to scan; one per line, or whitespace-separated on one line
 #   INPUT_FAIL_ON      info|low|medium|high|critical|never ('' = config or high)
-#   INPUT_CONFIG       policy file ('' = discover pyproject.toml)
+#   INPUT_CONFIG       policy file ('' = the workspace's pyproject.toml, when present)
 #   INPUT_LOCK_FILE    modelguard.lock to verify against ('' = no verification)
 #   INPUT_LOCK_ROOT    folder the lock file describes ('' = the lock file's folder)
 #   INPUT_EXTRA_ARGS   more `modelguard scan` arguments, shell-quoted
@@ -55,7 +55,15 @@ fi
 
 policy=()
 [[ -n "${INPUT_FAIL_ON:-}" ]] && policy+=(--fail-on "$INPUT_FAIL_ON")
-[[ -n "${INPUT_CONFIG:-}" ]] && policy+=(--config "$INPUT_CONFIG")
+# modelguard never takes policy from inside the tree it checks (a downloaded
+# model folder must not choose its own verdict), so scanning "." would skip the
+# repository's pyproject.toml. In this workflow the repository is the caller's
+# own reviewed code: name its policy explicitly.
+if [[ -n "${INPUT_CONFIG:-}" ]]; then
+    policy+=(--config "$INPUT_CONFIG")
+elif [[ -f pyproject.toml ]]; then
+    policy+=(--config pyproject.toml)
+fi
 
 scan_sarif="$sarif_dir/modelguard-scan.sarif"
 "$modelguard" scan "${paths[@]}" "${policy[@]}" "${extra[@]}" --no-progress \
