@@ -21,12 +21,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPMessage
 from typing import IO
 
 from modelguard._version import __version__
+from modelguard.remote.throttle import Throttle, parse_retry_after
 
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 256  # 16 MiB of blocks
@@ -44,6 +45,28 @@ class RemoteReadError(OSError):
 
 class TransientReadError(RemoteReadError):
     """A failure worth retrying: connection lost, timeout, HTTP 5xx or 429."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after  # seconds the server asked us to wait
+
+
+def retry_verdict(exc: BaseException) -> float | bool:
+    """For :meth:`Throttle.call`: retry transient failures, after Retry-After if given."""
+    if not isinstance(exc, TransientReadError):
+        return False
+    return True if exc.retry_after is None else exc.retry_after
+
+
+def throttled_open(
+    url: str, headers: Mapping[str, str], timeout: float, throttle: Throttle | None
+) -> http.client.HTTPResponse:
+    """:func:`open_url`, paced and retried by ``throttle`` when one is given."""
+    if throttle is None:
+        return open_url(url, headers, timeout)
+    return throttle.call(url, lambda: open_url(url, headers, timeout), retry_verdict)
 
 
 @dataclass
@@ -66,20 +89,25 @@ class Probe:
 
 
 def probe(
-    url: str, headers: Mapping[str, str], timeout: float, stats: TransferStats
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    stats: TransferStats,
+    throttle: Throttle | None = None,
 ) -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
     """Ask for the first block with a Range header.
 
     Returns the probe, and either the first block (the server honoured the range)
     or the still-open full response (it did not: the caller downloads it all).
     """
+    ranged = {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}
     try:
-        response = open_url(url, {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}, timeout)
+        response = throttled_open(url, ranged, timeout, throttle)
     except RemoteReadError as exc:
         if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
             raise
         stats.requests += 1
-        response = open_url(url, headers, timeout)
+        response = throttled_open(url, headers, timeout, throttle)
     stats.requests += 1
     final_url = response.geturl() or url
     etag = _strong_etag(response.headers.get("ETag"))
@@ -162,8 +190,11 @@ def open_url(url: str, headers: Mapping[str, str], timeout: float) -> http.clien
         response: http.client.HTTPResponse = _OPENER.open(_request(url, headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
-        kind = TransientReadError if exc.code >= 500 or exc.code == 429 else RemoteReadError
-        raise kind(f"{url}: HTTP {exc.code} {exc.reason}", exc.code) from None
+        message = f"{url}: HTTP {exc.code} {exc.reason}"
+        if exc.code >= 500 or exc.code == 429:
+            retry_after = parse_retry_after(exc.headers.get("Retry-After"))
+            raise TransientReadError(message, exc.code, retry_after) from None
+        raise RemoteReadError(message, exc.code) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
         raise TransientReadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
     return response
@@ -180,8 +211,16 @@ def _runs(blocks: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+RangeFetch = Callable[[int, int], bytes]  # (first byte, last byte) -> exactly those bytes
+
+
 class RangeFile(io.RawIOBase):
-    """A remote file read through Range requests (after a probe said they work)."""
+    """A remote file read through Range requests (after a probe said they work).
+
+    ``fetch`` replaces the HTTP request with another transport's ranged read (an
+    fsspec object-store file), so every remote file shares this block cache,
+    read-ahead, accounting and pacing.
+    """
 
     def __init__(
         self,
@@ -192,6 +231,8 @@ class RangeFile(io.RawIOBase):
         retries: int = 2,
         stats: TransferStats | None = None,
         first_block: bytes | None = None,
+        throttle: Throttle | None = None,
+        fetch: RangeFetch | None = None,
     ) -> None:
         """``first_block``: bytes 0.. already received by the probe (kept, not refetched)."""
         super().__init__()
@@ -207,6 +248,8 @@ class RangeFile(io.RawIOBase):
         self._pos = 0
         self._next_sequential = 1 if first_block is not None else 0
         self._readahead = 0
+        self._throttle = throttle
+        self._fetch = fetch
         self.stats = stats if stats is not None else TransferStats()
         if first_block is not None and (
             len(first_block) == BLOCK_BYTES or len(first_block) == self.size
@@ -291,9 +334,15 @@ class RangeFile(io.RawIOBase):
         return fetched
 
     def _get_range(self, start: int, end: int) -> bytes:
+        if self._fetch is not None:
+            return self._fetch_with(self._fetch, start, end)
         headers = {**self._headers, "Range": f"bytes={start}-{end}"}
         if self._etag is not None:
             headers["If-Range"] = self._etag
+        if self._throttle is not None:
+            return self._throttle.call(
+                self.url, lambda: self._get_range_once(headers, start, end), retry_verdict
+            )
         attempt = 0
         while True:
             try:
@@ -330,5 +379,20 @@ class RangeFile(io.RawIOBase):
         if len(data) != end - start + 1:
             raise TransientReadError(
                 f"{self.url}: server sent {len(data)} of {end - start + 1} bytes of a range"
+            )
+        return data
+
+    def _fetch_with(self, fetch: RangeFetch, start: int, end: int) -> bytes:
+        if self._throttle is not None:
+            # The transport retries its own failures; the throttle only paces it.
+            data = self._throttle.call(self.url, lambda: fetch(start, end), lambda _: False)
+        else:
+            data = fetch(start, end)
+        self.stats.requests += 1
+        self.stats.bytes_received += len(data)
+        self.stats.ranges.append((start, end))
+        if len(data) != end - start + 1:
+            raise RemoteReadError(
+                f"{self.url}: asked for bytes {start}-{end} of {self.size}, got {len(data)} bytes"
             )
         return data

@@ -29,12 +29,15 @@ from modelguard.errors import FetchError, MissingExtra, UsageError
 from modelguard.findings import ArtifactResult, InputError, Report
 from modelguard.policy import Policy
 from modelguard.remote.http_range import (
+    Probe,
+    RangeFetch,
     RangeFile,
     RemoteReadError,
     TransferStats,
     probe,
     same_origin,
 )
+from modelguard.remote.throttle import RetryPolicy, Throttle, throttle_for
 from modelguard.scan.context import Input
 from modelguard.scan.engine import Target, scan_file, scan_input
 
@@ -49,6 +52,11 @@ class RemoteOptions:
     timeout: float = 60.0
     max_download_bytes: int = 64 * 1024**3  # cap for the full-download fallback
     hf_token: str | None = None  # default: huggingface_hub's configured token
+    retry: RetryPolicy | None = None  # per-host pacing and back-off (registry scans)
+
+    def throttle(self) -> Throttle | None:
+        """This process's shared throttle for ``retry``, or None when unpaced."""
+        return None if self.retry is None else throttle_for(self.retry)
 
 
 @dataclass
@@ -60,6 +68,7 @@ class RemoteScan:
     method: Literal["ranges", "download", "failed"]
     size: int | None
     stats: TransferStats = field(default_factory=TransferStats)
+    etag: str | None = None  # the strong ETag the file was read under, if the server gave one
 
 
 def _display_url(url: str) -> str:
@@ -78,8 +87,9 @@ def scan_url(
     """Scan one http(s) file: by ranges when the server allows, else downloaded whole."""
     headers = dict(headers or {})
     stats = TransferStats()
+    throttle = options.throttle()
     try:
-        found, first_block, response = probe(url, headers, options.timeout, stats)
+        found, first_block, response = probe(url, headers, options.timeout, stats, throttle)
     except RemoteReadError as exc:
         return RemoteScan(display, InputError(display, str(exc)), "failed", None, stats)
     if response is None:
@@ -87,12 +97,45 @@ def scan_url(
             # Redirected to a CDN: its signed URL is the credential; keep ours to ourselves.
             headers.pop("Authorization", None)
         remote = RangeFile(
-            found, headers=headers, timeout=options.timeout, stats=stats, first_block=first_block
+            found,
+            headers=headers,
+            timeout=options.timeout,
+            stats=stats,
+            first_block=first_block,
+            throttle=throttle,
         )
-        size = found.size or 0
-        inp = Input(stream=cast(BinaryIO, remote), size=size, name=display)
-        return RemoteScan(display, scan_input(inp, policy), "ranges", size, stats)
-    return _scan_downloaded(response, display, policy, options, stats, found.size)
+        return _scan_ranges(remote, display, policy, found)
+    scanned = _scan_downloaded(response, display, policy, options, stats, found.size)
+    scanned.etag = found.etag
+    return scanned
+
+
+def _scan_ranges(remote: RangeFile, display: str, policy: Policy, found: Probe) -> RemoteScan:
+    size = found.size or 0
+    inp = Input(stream=cast(BinaryIO, remote), size=size, name=display)
+    result = scan_input(inp, policy)
+    return RemoteScan(display, result, "ranges", size, remote.stats, etag=found.etag)
+
+
+def scan_ranged(
+    fetch: RangeFetch,
+    url: str,
+    size: int,
+    display: str,
+    policy: Policy,
+    options: RemoteOptions,
+    etag: str | None = None,
+) -> RemoteScan:
+    """Scan a file another transport reads by ranges (an fsspec object-store file).
+
+    ``fetch(first, last)`` returns those bytes; it must read one fixed version
+    of the file (the caller pins it by ETag or version id) and raise ``OSError``
+    on failure, which becomes an InputError. ``url`` names the host for pacing.
+    """
+    found = Probe(url=url, size=size, ranges=True, etag=etag)
+    remote = RangeFile(found, timeout=options.timeout, throttle=options.throttle(), fetch=fetch)
+    return _scan_ranges(remote, display, policy, found)
+
 
 
 def _scan_downloaded(
