@@ -32,6 +32,8 @@ from modelguard.remote.throttle import Throttle, parse_retry_after
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 256  # 16 MiB of blocks
 MAX_READAHEAD_BLOCKS = 128  # sequential reads grow fetches up to 8 MiB
+# Overload and gateway failures: worth another try. 501/505 and 4xx are answers.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -134,7 +136,22 @@ def probe(
     return Probe(final_url, size, False, etag), None, response
 
 
-def _request(url: str, headers: Mapping[str, str]) -> urllib.request.Request:
+def head(
+    url: str, headers: Mapping[str, str], timeout: float, throttle: Throttle | None = None
+) -> tuple[int | None, str | None]:
+    """A HEAD request: the file's size and strong ETag, without a byte of its body."""
+
+    def once() -> http.client.HTTPResponse:
+        return open_url(url, headers, timeout, method="HEAD")
+
+    response = once() if throttle is None else throttle.call(url, once, retry_verdict)
+    with response:
+        length = response.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return size, _strong_etag(response.headers.get("ETag"))
+
+
+def _request(url: str, headers: Mapping[str, str], method: str = "GET") -> urllib.request.Request:
     return urllib.request.Request(  # noqa: S310 - callers check the scheme
         url,
         headers={
@@ -142,6 +159,7 @@ def _request(url: str, headers: Mapping[str, str]) -> urllib.request.Request:
             "Accept-Encoding": "identity",
             **headers,
         },
+        method=method,
     )
 
 
@@ -170,6 +188,8 @@ class _OriginBoundRedirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and req.get_method() == "HEAD":
+            new.method = "HEAD"  # urllib turns every redirect into a GET (a body download)
         if new is not None and not same_origin(req.full_url, new.full_url):
             for name in ("Authorization", "Cookie"):
                 new.remove_header(name)
@@ -184,14 +204,17 @@ def same_origin(a: str, b: str) -> bool:
 _OPENER = urllib.request.build_opener(_OriginBoundRedirects)
 
 
-def open_url(url: str, headers: Mapping[str, str], timeout: float) -> http.client.HTTPResponse:
-    """GET with the given headers; HTTP errors become RemoteReadError naming the URL."""
+def open_url(
+    url: str, headers: Mapping[str, str], timeout: float, method: str = "GET"
+) -> http.client.HTTPResponse:
+    """GET (or ``method``); HTTP errors become RemoteReadError naming the URL."""
     try:
-        response: http.client.HTTPResponse = _OPENER.open(_request(url, headers), timeout=timeout)
+        request = _request(url, headers, method)
+        response: http.client.HTTPResponse = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         message = f"{url}: HTTP {exc.code} {exc.reason}"
-        if exc.code >= 500 or exc.code == 429:
+        if exc.code in TRANSIENT_STATUS:
             retry_after = parse_retry_after(exc.headers.get("Retry-After"))
             raise TransientReadError(message, exc.code, retry_after) from None
         raise RemoteReadError(message, exc.code) from None

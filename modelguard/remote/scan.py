@@ -71,10 +71,19 @@ class RemoteScan:
     etag: str | None = None  # the strong ETag the file was read under, if the server gave one
 
 
-def _display_url(url: str) -> str:
+def display_url(url: str) -> str:
     """The URL without query or fragment (signed URLs carry credentials there)."""
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def check_source_url(url: str, allow_http: bool) -> None:
+    """Raises UsageError for a URL modelguard will not fetch (http without opt-in, credentials)."""
+    from modelguard.supply.sources import check_url
+
+    check_url(url, allow_http)
+    if urllib.parse.urlsplit(url).username is not None:
+        raise UsageError(f"{display_url(url)}: credentials in URLs are not accepted")
 
 
 def scan_url(
@@ -135,7 +144,6 @@ def scan_ranged(
     found = Probe(url=url, size=size, ranges=True, etag=etag)
     remote = RangeFile(found, timeout=options.timeout, throttle=options.throttle(), fetch=fetch)
     return _scan_ranges(remote, display, policy, found)
-
 
 
 def _scan_downloaded(
@@ -232,12 +240,8 @@ def scan_remote_sources(
         if source.startswith(HF_SCHEME):
             scans.extend(_hf_scans(source, policy, options))
             continue
-        from modelguard.supply.sources import check_url
-
-        check_url(source, options.allow_http)
-        if urllib.parse.urlsplit(source).username is not None:
-            raise UsageError(f"{_display_url(source)}: credentials in URLs are not accepted")
-        scans.append(scan_url(source, _display_url(source), policy, options))
+        check_source_url(source, options.allow_http)
+        scans.append(scan_url(source, display_url(source), policy, options))
     artifacts = tuple(s.result for s in scans if isinstance(s.result, ArtifactResult))
     errors = tuple(s.result for s in scans if isinstance(s.result, InputError))
     return Report(artifacts=artifacts, errors=errors), scans

@@ -82,7 +82,7 @@ class Throttle:
             self._wait_turn(host)
             try:
                 return func()
-            except Exception as exc:  # noqa: BLE001 - re-raised unless `retryable` accepts it
+            except Exception as exc:
                 verdict = retryable(exc)
                 if verdict is False or attempt >= self.policy.retries:
                     raise
