@@ -71,6 +71,7 @@ class Progress:
     done: int
     total: int
     display: str
+    group: str  # organisation or prefix
     bytes_read: int  # so far, whole run
     from_store: bool
     elapsed: float
@@ -240,7 +241,7 @@ class _Run:
         for batch in executor.map_batches(resolve_batch, self.config, batches):
             for position, item in enumerate(batch.items):
                 done += 1
-                self._tick("resolving", done, len(todo), _name(item), False)
+                self._tick("resolving", done, len(todo), _name(item), "", False)
                 if batch.results is None:
                     self.errors.append(InputError(_name(item), f"listing failed: {batch.error}"))
                     continue
@@ -284,17 +285,18 @@ class _Run:
             raws[artifact.display] = hit
             self.stats.from_store += 1
             self.stats.stored.add(artifact.display)
-            self._tick("scanning", len(raws), total, artifact.display, True)
+            self._tick("scanning", len(raws), total, artifact.display, artifact.group, True)
         retry_alone: list[Artifact] = []
+        groups = {a.display: a.group for a in artifacts}
         for outcome_or_failure in self._run_scans(misses, self.options.batch_size):
             if isinstance(outcome_or_failure, ScanOutcome):
-                self._take(outcome_or_failure, raws, total)
+                self._take(outcome_or_failure, raws, total, groups)
             else:
                 retry_alone.append(outcome_or_failure)
         # A failed batch may hold one artifact that kills its worker: try each alone.
         for outcome_or_failure in self._run_scans(retry_alone, 1):
             if isinstance(outcome_or_failure, ScanOutcome):
-                self._take(outcome_or_failure, raws, total)
+                self._take(outcome_or_failure, raws, total, groups)
             else:
                 self.stats.failed += 1
                 self.errors.append(
@@ -311,7 +313,9 @@ class _Run:
             else:
                 yield from batch.results
 
-    def _take(self, outcome: ScanOutcome, raws: dict[str, RawScan], total: int) -> None:
+    def _take(
+        self, outcome: ScanOutcome, raws: dict[str, RawScan], total: int, groups: dict[str, str]
+    ) -> None:
         if outcome.engine != ruleset_digest():
             raise UsageError(
                 f"a worker runs another modelguard (rule set {outcome.engine[:12]}, "
@@ -329,7 +333,7 @@ class _Run:
             if self.store is not None and outcome.identity is not None:
                 self.store.put(outcome.identity, outcome.display, outcome.raw)
         done = len(raws) + self.stats.failed
-        self._tick("scanning", done, total, outcome.display, False)
+        self._tick("scanning", done, total, outcome.display, groups[outcome.display], False)
 
     def _executor_for(self, count: int) -> Executor:
         if count < INLINE_BELOW and self.executor.name == "pool":
@@ -344,12 +348,13 @@ class _Run:
         findings = decode_findings(encode_findings(raw.findings), artifact.display)
         return _apply_policy(artifact.display, raw.format, raw.size, list(findings), self.policy)
 
-    def _tick(self, phase: str, done: int, total: int, display: str, stored: bool) -> None:
+    def _tick(
+        self, phase: str, done: int, total: int, display: str, group: str, stored: bool
+    ) -> None:
         if self.progress is not None:
             elapsed = time.monotonic() - self.started
-            self.progress(
-                Progress(phase, done, total, display, self.stats.bytes_read, stored, elapsed)
-            )
+            read = self.stats.bytes_read
+            self.progress(Progress(phase, done, total, display, group, read, stored, elapsed))
 
 
 def _name(item: Pending) -> str:

@@ -24,6 +24,7 @@ class Renderer(Protocol):
 RENDERERS: dict[str, str] = {
     "text": "modelguard.report.text:render_text",
     "json": "modelguard.report.json:render_json",
+    "jsonl": "modelguard.report.jsonl:render_jsonl",
     "sarif": "modelguard.report.sarif:render_sarif",
     "cyclonedx": "modelguard.report.cyclonedx:render_cyclonedx",
 }
