@@ -85,6 +85,7 @@ class RegistryStats:
     artifacts: int = 0
     from_store: int = 0
     scanned: int = 0
+    duplicates: int = 0  # same content as another artifact of the run: scanned once
     failed: int = 0
     bytes_read: int = 0
     requests: int = 0
@@ -276,10 +277,16 @@ class _Run:
     def _scan(self, artifacts: list[Artifact]) -> dict[str, RawScan]:
         raws: dict[str, RawScan] = {}
         misses: list[Artifact] = []
+        copies: dict[str, list[Artifact]] = {}  # identity -> later artifacts with that content
         total = len(artifacts)
         for artifact in artifacts:
             hit = self.store.lookup(artifact) if self.store is not None else None
             if hit is None:
+                if artifact.identity is not None and artifact.identity in copies:
+                    copies[artifact.identity].append(artifact)
+                    continue
+                if artifact.identity is not None:
+                    copies[artifact.identity] = []
                 misses.append(artifact)
                 continue
             raws[artifact.display] = hit
@@ -302,7 +309,26 @@ class _Run:
                 self.errors.append(
                     InputError(outcome_or_failure.display, "scan failed: the worker kept failing")
                 )
+        self._share(misses, copies, raws, total)
         return raws
+
+    def _share(
+        self,
+        scanned: list[Artifact],
+        copies: dict[str, list[Artifact]],
+        raws: dict[str, RawScan],
+        total: int,
+    ) -> None:
+        """Same content, one scan: copies take the result of the first one scanned."""
+        for artifact in scanned:
+            raw = raws.get(artifact.display)
+            for copy in copies.get(artifact.identity or "", []):
+                if raw is None:
+                    self.errors.append(InputError(copy.display, "unreadable (as its copy was)"))
+                    continue
+                raws[copy.display] = raw
+                self.stats.duplicates += 1
+                self._tick("scanning", len(raws), total, copy.display, copy.group, False)
 
     def _run_scans(self, artifacts: list[Artifact], size: int) -> Iterator[ScanOutcome | Artifact]:
         executor = self._executor_for(len(artifacts))

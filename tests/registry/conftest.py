@@ -334,7 +334,7 @@ def build_fleet(
             malicious.add(repo_id)
         files = {
             "pytorch_model.bin": model_bytes(index, evil, padding),
-            "config.json": json.dumps({"hidden": 4 + index % 3}).encode(),
+            "config.json": json.dumps({"hidden": 4 + index % 3, "index": index}).encode(),
         }
         hub.add(repo_id, files, tags=["pytorch"] + (["vision"] if index % 10 == 0 else []))
     return HubFleet(hub, frozenset(malicious))
@@ -350,6 +350,12 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeHub
     monkeypatch.delenv("HF_TOKEN", raising=False)
     yield hub
     hub.close()
+
+
+@pytest.fixture
+def make_model() -> Callable[[int, bool, int], bytes]:
+    """``model_bytes(index, malicious, padding)`` for tests (they cannot import this module)."""
+    return model_bytes
 
 
 @pytest.fixture
