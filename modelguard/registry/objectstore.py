@@ -107,6 +107,7 @@ def list_objects(
         raise UsageError(f"{source}: expected {scheme}bucket[/prefix]")
     fs = filesystem(protocol, storage_options)
     try:
+        fs.invalidate_cache(base)  # a long-lived process must see today's objects
         if fs.isfile(base):
             found = {base: fs.info(base)}
             base = base.rsplit("/", 1)[0] if "/" in base else base

@@ -148,7 +148,9 @@ def _scan_object(artifact: Artifact, config: WorkerConfig) -> tuple[RemoteScan, 
     options = config.storage_options.get(artifact.protocol, {})
     fs = objectstore.filesystem(artifact.protocol, options)
     try:
-        # One metadata request; reads are then pinned to the version it names.
+        # One metadata request (never an old listing's cached answer); reads are
+        # then pinned to the version it names.
+        fs.invalidate_cache(artifact.location)
         handle = fs.open(artifact.location, "rb", block_size=BLOCK_BYTES, cache_type="none")
     except OSError as exc:
         error = InputError(artifact.display, f"cannot open the object: {exc}")

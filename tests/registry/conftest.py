@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import threading
 import time
@@ -367,73 +368,77 @@ def hub_fleet(fake_hub: FakeHub) -> HubFleet:
 
 
 class S3Server:
-    """moto's server app on 127.0.0.1 behind a counting (and optionally slow) middleware."""
+    """moto's server in a subprocess (``s3_server.py`` beside this file), with its counts."""
 
     def __init__(self) -> None:
-        from moto.server import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
+        import subprocess
+        import sys
+        from pathlib import Path
 
-        self.counts: Counter[str] = Counter()  # "METHOD kind" -> count
-        self.object_gets: Counter[str] = Counter()  # key -> ranged GETs
-        self.model_bytes = 0
-        self.delay = 0.0
-        self._lock = threading.Lock()
-        app = DomainDispatcherApplication(create_backend_app)
-        self.server = make_server("127.0.0.1", 0, self._middleware(app), threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _middleware(self, app: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            if self.delay:
-                time.sleep(self.delay)
-            method = environ["REQUEST_METHOD"]
-            path = environ.get("PATH_INFO", "")
-            is_object = path.count("/") >= 2 and not environ.get("QUERY_STRING")
-            kind = "object" if is_object else "bucket"
-            body = b"".join(app(environ, start_response))
-            with self._lock:
-                self.counts[f"{method} {kind}"] += 1
-                if method == "GET" and is_object:
-                    self.object_gets[path] += 1
-                    self.model_bytes += len(body)
-            return [body]
-
-        return counted
+        script = Path(__file__).with_name("s3_server.py")
+        self.process = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return f"http://127.0.0.1:{self.port}"
 
-    def reset_counts(self) -> None:
-        with self._lock:
-            self.counts.clear()
-            self.object_gets.clear()
-            self.model_bytes = 0
-
-    def reset_moto(self) -> None:
-        """moto keeps its buckets in process-wide state: start every test empty."""
+    def _call(self, path: str, method: str = "GET") -> Any:
         import urllib.request
 
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        request = urllib.request.Request(f"{self.url}{path}", method=method)
         with urllib.request.urlopen(request) as response:
-            response.read()
-        self.reset_counts()
+            return json.loads(response.read())
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(self._call("/__counts")["counts"])
+
+    @property
+    def object_gets(self) -> Counter[str]:
+        return Counter(self._call("/__counts")["object_gets"])
+
+    @property
+    def model_bytes(self) -> int:
+        return int(self._call("/__counts")["model_bytes"])
+
+    def reset_counts(self) -> None:
+        self._call("/__reset", "POST")
+
+    def reset_moto(self) -> None:
+        """Empty buckets and counts."""
+        self._call("/__reset?moto=1", "POST")
+
+    def set_delay(self, seconds: float) -> None:
+        self._call(f"/__delay?seconds={seconds}", "POST")
 
     def close(self) -> None:
-        self.server.shutdown()
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    """One moto server per test module (filling a bucket costs seconds); see ``bucket``."""
     s3fs = pytest.importorskip("s3fs")
     server = S3Server()
-    server.reset_moto()
-    for key, value in s3_environment(server.url).items():
-        monkeypatch.setenv(key, value)
+    saved = {key: os.environ.get(key) for key in s3_environment(server.url)}
+    os.environ.update(s3_environment(server.url))
     s3fs.S3FileSystem.clear_instance_cache()  # instances keep the endpoint they were made with
     yield server
     s3fs.S3FileSystem.clear_instance_cache()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     server.close()
 
 
@@ -471,7 +476,13 @@ def fill_bucket(
     return Bucket(server, "models", frozenset(malicious))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def bucket(s3_server: S3Server) -> Bucket:
+    """204 objects below s3://models/; a test that changes one puts it back."""
     return fill_bucket(s3_server, 204)
 
+
+@pytest.fixture
+def counted(s3_server: S3Server) -> S3Server:
+    s3_server.reset_counts()
+    return s3_server
