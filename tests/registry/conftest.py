@@ -17,6 +17,7 @@ a pickle that is benign or calls ``os.system``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -252,9 +253,7 @@ class FakeHub:
             ]
         else:
             blobs = query.get("blobs", ["false"])[0].lower() == "true"
-            siblings = [
-                repo.sibling(n) if blobs else {"rfilename": n} for n in sorted(repo.files)
-            ]
+            siblings = [repo.sibling(n) if blobs else {"rfilename": n} for n in sorted(repo.files)]
             body = {"id": repo.repo_id, "sha": repo.sha, "tags": repo.tags, "siblings": siblings}
         self._send(request, 200, json.dumps(body).encode(), {}, head)
 
@@ -310,10 +309,8 @@ class FakeHub:
             with self._lock:
                 self.model_bytes += len(body)
         if not head:
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 request.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
 
 @dataclass(frozen=True)

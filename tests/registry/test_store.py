@@ -14,6 +14,7 @@ from modelguard.policy import IgnoreRule, Policy
 from modelguard.registry import Progress, RegistryOptions, scan_registry
 from modelguard.registry.store import ResultStore
 
+
 def models_of(report: Report) -> dict[str, Any]:
     return {a.path: a for a in report.artifacts}
 
@@ -104,9 +105,7 @@ def test_policy_applies_on_every_run_and_settings_key_the_store(
     assert other.stats.from_store == 0  # another scan setting: nothing reused
 
 
-def test_corrupt_rows_are_misses_and_a_bad_file_is_an_error(
-    hub_fleet: Any, tmp_path: Path
-) -> None:
+def test_corrupt_rows_are_misses_and_a_bad_file_is_an_error(hub_fleet: Any, tmp_path: Path) -> None:
     db = tmp_path / "results.sqlite"
     first = scan_registry(["hf://acme/model-0007"], Policy(), RegistryOptions(results_db=db))
     with sqlite3.connect(db) as connection:
@@ -115,5 +114,5 @@ def test_corrupt_rows_are_misses_and_a_bad_file_is_an_error(
     assert again.stats.from_store == 0 and again.report == first.report
     not_a_db = tmp_path / "notes.txt"
     not_a_db.write_text("hello, I am not SQLite\n" * 100)
-    with pytest.raises(UsageError, match="notes.txt"):
+    with pytest.raises(UsageError, match=r"notes\.txt"):
         ResultStore.open(not_a_db, Policy())
