@@ -36,7 +36,7 @@ class RetryPolicy:
 
     rate: float | None = None  # requests per second per host; None: unpaced
     burst: int = 8
-    retries: int = 6
+    retries: int = 8
     base_delay: float = 0.25
     max_delay: float = 60.0
 
@@ -105,10 +105,10 @@ class Throttle:
                         float(self.policy.burst), state.tokens + (now - state.updated) * rate
                     )
                     state.updated = now
-                    if state.tokens >= 1:
+                    if state.tokens >= 1 - 1e-9:  # float sums of rate * elapsed fall short
                         state.tokens -= 1
                         return
-                    wait = (1 - state.tokens) / rate
+                    wait = max((1 - state.tokens) / rate, 1e-3)
                 elif wait <= 0:
                     return
             self.sleep(wait)
