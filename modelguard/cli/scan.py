@@ -112,9 +112,9 @@ def scan(
                 remote_progress=remote_callback,
             )
         )
+    report.emit(result, policy.fail_on)
     if source_lists or any(is_registry_source(t) for t in targets):
         print_summary(result, tally, policy.fail_on)
-    report.emit(result, policy.fail_on)
     sys.exit(result.exit_code(policy.fail_on))
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from modelguard.cli import cli
 from modelguard.errors import UsageError
 from modelguard.policy import Policy
 from modelguard.registry import RegistryOptions, scan_registry
@@ -72,6 +75,19 @@ def test_rerun_reads_no_object_bytes_and_rescans_the_changed(
     assert third.stats.scanned == 2 and third.stats.from_store == 202
     assert "s3://models/team-b/m0000.pt" in flagged(third.report)
     assert "s3://models/team-a/m0003.pt" not in flagged(third.report)
+
+
+def test_bucket_scan_through_the_cli(
+    bucket: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["scan", "s3://models/team-a", "-f", "json", "--no-cache", "--no-progress"]
+    result = CliRunner().invoke(cli, [*args, "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["summary"]["files"] == 102
+    assert "s3://models/team-a" in result.stderr  # the summary's group column
 
 
 def test_object_identity_names_path_and_version() -> None:
