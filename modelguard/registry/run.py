@@ -208,13 +208,16 @@ class _Run:
             try:
                 if hub.is_owner_source(source):
                     token = self.config.remote.hf_token
-                    pending += hub.list_owner(source, self.filters, self.endpoint, token)
+                    repos = hub.list_owner(source, self.filters, self.endpoint, token)
+                    self._nothing_listed(source, repos, "model repository")
+                    pending += repos
                 elif source.startswith(hub.HF_SCHEME):
                     pending.append(hub.repo_ref(source))
                 elif objectstore.is_object_store(source):
                     options = self.options.storage_options
                     protocol = objectstore.protocol_of(source)
                     found = objectstore.list_objects(source, self.filters, options.get(protocol))
+                    self._nothing_listed(source, found, "object")
                     artifacts += found
                 elif source.startswith(("https://", "http://")):
                     check_source_url(source, self.options.allow_http)
@@ -225,6 +228,12 @@ class _Run:
             except FetchError as exc:
                 self.errors.append(InputError(source, str(exc).removeprefix(f"{source}: ")))
         return artifacts, pending
+
+    def _nothing_listed(self, source: str, listed: Sequence[object], what: str) -> None:
+        # A gate that passes on nothing would pass a typo: an empty listing is an error.
+        if not listed:
+            passing = " passes the filters" if self.filters.names or self.filters.tags else ""
+            self.errors.append(InputError(source, f"no {what}{passing}"))
 
     # -- 2. resolve ------------------------------------------------------------------
     def _resolve(self, pending: list[Pending]) -> list[Artifact]:

@@ -397,13 +397,17 @@ class RangeFile(io.RawIOBase):
                 raise TransientReadError(
                     f"{self.url}: connection lost reading a range ({exc})"
                 ) from None
-        self.stats.bytes_received += len(data)
-        self.stats.ranges.append((start, end))
-        if len(data) != end - start + 1:
+        if not self._received(start, end, data):
             raise TransientReadError(
                 f"{self.url}: server sent {len(data)} of {end - start + 1} bytes of a range"
             )
         return data
+
+    def _received(self, start: int, end: int, data: bytes) -> bool:
+        """Count a range's bytes; False when it is short."""
+        self.stats.bytes_received += len(data)
+        self.stats.ranges.append((start, end))
+        return len(data) == end - start + 1
 
     def _fetch_with(self, fetch: RangeFetch, start: int, end: int) -> bytes:
         if self._throttle is not None:
@@ -412,9 +416,7 @@ class RangeFile(io.RawIOBase):
         else:
             data = fetch(start, end)
         self.stats.requests += 1
-        self.stats.bytes_received += len(data)
-        self.stats.ranges.append((start, end))
-        if len(data) != end - start + 1:
+        if not self._received(start, end, data):
             raise RemoteReadError(
                 f"{self.url}: asked for bytes {start}-{end} of {self.size}, got {len(data)} bytes"
             )

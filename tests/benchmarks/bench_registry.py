@@ -62,7 +62,7 @@ class Row:
         return (
             f"| {self.mode:<34} | {self.parallel:>13} | {self.seconds:8.1f} | {self.rate:11.1f} "
             f"| {self.requests / max(1, self.artifacts):8.2f} | {per / 1024:10.1f} "
-            f"| {100 * fraction:8.1f}% | {'n/a' if self.flagged is None else self.flagged:>7} |"
+            f"| {100 * fraction:7.3g} % | {'n/a' if self.flagged is None else self.flagged:>7} |"
         )
 
 
@@ -158,7 +158,13 @@ def worker_cpu_per_artifact(hub: object, size: int) -> float:
     return spent / row.artifacts
 
 
-def estimate(rows: list[Row], cpu: float, latency: float, threads: int) -> list[str]:
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def estimate(
+    rows: list[Row], cpu: float, latency: float, threads: int, host_rps: float
+) -> list[str]:
     """1,000,000 models from the measured per-artifact cost."""
     pool = next(r for r in rows if r.mode.startswith("process pool"))
     requests = pool.requests / pool.artifacts
@@ -179,9 +185,14 @@ def estimate(rows: list[Row], cpu: float, latency: float, threads: int) -> list[
         computing = 1e6 * cpu / workers
         total = max(waiting, computing)
         lines.append(
-            f"| {workers} | {waiting / 3600:.1f} h | {computing / 3600:.1f} h | "
-            f"{total / 3600:.1f} h | {1e6 * per_bytes / 1024**3:.0f} GiB |"
+            f"| {workers} | {_duration(waiting)} | {_duration(computing)} | "
+            f"{_duration(total)} | {1e6 * per_bytes / 1024**3:.0f} GiB |"
         )
+    lines += [
+        "",
+        f"A host's rate limit caps every row: {1e6 * requests:,.0f} requests at {host_rps:g} "
+        f"requests/s take {_duration(1e6 * requests / host_rps)} however many workers ask.",
+    ]
     return lines
 
 
@@ -192,6 +203,7 @@ def main() -> None:
     parser.add_argument("--padding-kib", type=int, default=256)
     parser.add_argument("--big-mib", type=int, default=256)
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--host-rps", type=float, default=100.0, help="for the estimate")
     args = parser.parse_args()
 
     hub = fixtures.FakeHub()
@@ -280,7 +292,7 @@ def main() -> None:
             "Ray cluster start (not in the wall times): "
             + ", ".join(f"{c} CPU: {s:.1f} s" for c, s in ray_start.items())
         )
-    for line in estimate(rows, cpu, args.latency_ms / 1000, threads):
+    for line in estimate(rows, cpu, args.latency_ms / 1000, threads, args.host_rps):
         print(line)
     hub.close()
 

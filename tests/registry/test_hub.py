@@ -68,8 +68,10 @@ def test_single_repo_and_path(hub_fleet: Any) -> None:
 def test_unknown_owner_and_repo_are_errors_not_crashes(fake_hub: Any) -> None:
     run = scan_registry(["hf://nobody", "hf://nobody/nothing"], Policy(), RegistryOptions())
     assert run.report.artifacts == ()
-    assert [e.path for e in run.report.errors] == ["hf://nobody/nothing"]
-    assert "404" in run.report.errors[0].message or "not found" in run.report.errors[0].message
+    nobody, nothing = run.report.errors
+    assert (nobody.path, nobody.message) == ("hf://nobody", "no model repository")
+    assert nothing.path == "hf://nobody/nothing" and "404" in nothing.message
+    assert run.report.exit_code(None) == 2  # a typo in an owner's name never passes
 
 
 def test_listing_is_paginated(hub_fleet: Any) -> None:
