@@ -24,7 +24,8 @@ _OWNER = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-def _hub() -> Any:
+def hub_module() -> Any:
+    """huggingface_hub, or MissingExtra naming the extra that installs it."""
     try:
         import huggingface_hub
     except ModuleNotFoundError:
@@ -56,7 +57,7 @@ def list_owner(source: str, filters: Filters, endpoint: str, token: str | None) 
     owner = source[len(HF_SCHEME) :].strip("/")
     if not _OWNER.match(owner):
         raise UsageError(f"{source}: expected hf://OWNER or hf://owner/repo[@revision][/path]")
-    hub = _hub()
+    hub = hub_module()
     api = hub.HfApi(endpoint=endpoint, token=token)
     tags = list(filters.tags) or None
     refs: list[RepoRef] = []
@@ -88,7 +89,7 @@ def _httpx_error() -> type[Exception]:
 
 def retry_verdict(exc: BaseException) -> float | bool:
     """For the throttle: retry 429/5xx (after Retry-After) and transport failures."""
-    hub = _hub()
+    hub = hub_module()
     if isinstance(exc, hub.errors.HfHubHTTPError):
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
@@ -105,7 +106,7 @@ def resolve_repo(ref: RepoRef, endpoint: str, token: str | None, throttle: Throt
     Every file is listed (``ref.path`` is applied by the caller), so the list can
     be kept per commit and reused for any path.
     """
-    hub = _hub()
+    hub = hub_module()
     source = f"{HF_SCHEME}{ref.repo}" + (f"@{ref.revision}" if ref.revision else "")
     api = hub.HfApi(endpoint=endpoint, token=token)
 

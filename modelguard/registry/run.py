@@ -177,7 +177,7 @@ class _Run:
     def _token(self) -> str | None:
         if self.options.hf_token or not any(s.startswith(hub.HF_SCHEME) for s in self.sources):
             return self.options.hf_token
-        token: str | None = hub._hub().get_token()
+        token: str | None = hub.hub_module().get_token()
         return token
 
     def run(self) -> RegistryRun:
