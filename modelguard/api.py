@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelguard.findings import Report
-from modelguard.policy import Policy, load_policy
+from modelguard.policy import Policy, ignored_policy_report, load_policy
 from modelguard.scan.cache import ScanCache
-from modelguard.scan.engine import ProgressCallback, run_scan
+from modelguard.scan.engine import ProgressCallback, run_scan, without_skipped
 
 if TYPE_CHECKING:
     from modelguard.registry import ProgressCallback as RemoteProgressCallback
@@ -31,6 +32,7 @@ def scan(
     filters: Sequence[str] = (),
     rate_limit: float | None = None,
     remote_progress: RemoteProgressCallback | None = None,
+    no_default_excludes: bool = False,
 ) -> Report:
     """Statically scan model files and folders without ever loading them.
 
@@ -70,10 +72,15 @@ def scan(
             workers together (default: unpaced; 429/5xx are always backed off).
         remote_progress: called with a :class:`modelguard.registry.Progress`
             for each remote artifact resolved and scanned.
+        no_default_excludes: also walk the folders a model scan skips by default
+            (``.git``, ``.venv``, ``node_modules``, ``__pycache__``, ... and what
+            ``.gitignore`` names in a git work tree; see ``modelguard.files``).
 
     Returns:
         A :class:`~modelguard.findings.Report`; ``report.exit_code(policy.fail_on)``
-        gives the CLI's exit code. Unreadable inputs are in ``report.errors``.
+        gives the CLI's exit code. Unreadable inputs are in ``report.errors``;
+        files that are not model-like by content or name (``README.md``,
+        ``train.py``) are no result, only listed in ``report.skipped``.
 
     Raises:
         modelguard.errors.ConfigError: the policy file is invalid.
@@ -84,7 +91,10 @@ def scan(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if policy is None:
-        policy = load_policy(Path(config) if config is not None else None)
+        # The scanned trees never choose their own policy (see modelguard.policy).
+        policy = load_policy(Path(config) if config is not None else None, checked=paths)
+    if no_default_excludes:
+        policy = replace(policy, no_default_excludes=True)
     scan_cache: ScanCache | None = None
     if isinstance(cache, ScanCache):
         scan_cache = cache
@@ -113,5 +123,5 @@ def scan(
             rate_limit=rate_limit,
         )
         run = scan_registry(remote, policy, options, remote_progress)
-        report = report.merged(run.report)
-    return report
+        report = report.merged(without_skipped(run.report))
+    return report.merged(ignored_policy_report(policy, root=Path(report.root)))

@@ -52,6 +52,12 @@ def read_path_list(paths: tuple[str, ...]) -> list[str]:
 @click.option(
     "--allow-http", is_flag=True, help="Accept plain http:// sources (default: https only)."
 )
+@click.option(
+    "--no-default-excludes",
+    is_flag=True,
+    help="Also walk .git, .venv/venv, node_modules, __pycache__, tool caches and what "
+    ".gitignore names (skipped by default inside folders).",
+)
 @registry_options
 @report_options
 def scan(
@@ -65,6 +71,7 @@ def scan(
     executor: str | None,
     results_db: Path | None,
     rate_limit: float | None,
+    no_default_excludes: bool,
     report: ReportChoices,
 ) -> None:
     """Scan model files and folders without loading them.
@@ -85,7 +92,7 @@ def scan(
         targets += call_api(functools.partial(read_source_list, source_list))
     if not paths and not source_lists:
         raise click.UsageError("Missing argument 'PATHS...' (or --from FILE).")
-    policy = report.policy()
+    policy = report.policy(checked=targets)
     if not targets:
         # `git ls-files '*.pt' | modelguard scan -` in a repository without models.
         click.echo("modelguard: nothing to scan (no paths on stdin)", err=True)
@@ -110,6 +117,7 @@ def scan(
                 filters=filters,
                 rate_limit=rate_limit,
                 remote_progress=remote_callback,
+                no_default_excludes=no_default_excludes,
             )
         )
     report.emit(result, policy.fail_on)

@@ -30,6 +30,9 @@ class Artifact:
     size: int | None = None
     hub: bool = False  # a Hub URL: the Hub token goes with it
     version: str | None = None  # object stores: the version markers the listing saw
+    expected: tuple[tuple[str, str], ...] = ()  # Hub: the published digests (sha256, git blob)
+    vouched_by: str = ""  # who publishes ``expected``
+    problem: str | None = None  # why it must not be read at all (an unsafe name)
 
 
 @dataclass(frozen=True)

@@ -14,23 +14,25 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from modelguard.errors import FetchError, MissingExtra, UsageError
+from modelguard.errors import FetchError, UsageError
 from modelguard.registry.artifacts import Artifact, RepoRef, Resolved, hub_identity
 from modelguard.registry.filters import Filters
 from modelguard.remote.throttle import Throttle, parse_retry_after
+from modelguard.supply import hub as supply_hub
+from modelguard.supply.hub import HF_SCHEME
+from modelguard.supply.sources import name_problem
 
-HF_SCHEME = "hf://"
 _OWNER = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def hub_module() -> Any:
     """huggingface_hub, or MissingExtra naming the extra that installs it."""
-    try:
-        import huggingface_hub
-    except ModuleNotFoundError:
-        raise MissingExtra("scanning hf:// sources", "supply", "huggingface_hub") from None
-    return huggingface_hub
+    return supply_hub.require_hub("scanning hf:// sources")
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    return supply_hub._hub_errors(hub_module())
 
 
 def is_owner_source(source: str) -> bool:
@@ -41,9 +43,7 @@ def is_owner_source(source: str) -> bool:
 
 def repo_ref(source: str) -> RepoRef:
     """``hf://owner/repo[@revision][/path]`` as a repository to resolve."""
-    from modelguard.supply.sources import parse_hf
-
-    parsed = parse_hf(source)
+    parsed = supply_hub.parse_hf(source)
     return RepoRef(parsed.repo, parsed.revision, parsed.path, group=parsed.repo.split("/")[0])
 
 
@@ -67,9 +67,9 @@ def list_owner(source: str, filters: Filters, endpoint: str, token: str | None) 
                 continue
             commit = model.sha if isinstance(model.sha, str) and _COMMIT.match(model.sha) else None
             refs.append(RepoRef(model.id, None, None, group=owner, commit=commit))
-    except hub.errors.HfHubHTTPError as exc:
+    except hub.utils.HfHubHTTPError as exc:
         raise FetchError(f"{source}: the Hub refused the listing: {exc}") from None
-    except (OSError, _httpx_error()) as exc:
+    except _errors() as exc:
         raise FetchError(f"{source}: cannot reach the Hub at {endpoint}: {exc}") from None
     return refs
 
@@ -80,24 +80,17 @@ def _models(api: Any, owner: str, tags: list[str] | None) -> Iterator[Any]:
     yield from api.list_models(author=owner, filter=tags, full=True)
 
 
-def _httpx_error() -> type[Exception]:
-    import httpx2
-
-    error: type[Exception] = httpx2.HTTPError
-    return error
-
-
 def retry_verdict(exc: BaseException) -> float | bool:
     """For the throttle: retry 429/5xx (after Retry-After) and transport failures."""
     hub = hub_module()
-    if isinstance(exc, hub.errors.HfHubHTTPError):
+    if isinstance(exc, hub.utils.HfHubHTTPError):
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         if response is not None and (status == 429 or (isinstance(status, int) and status >= 500)):
             asked = parse_retry_after(response.headers.get("Retry-After"))
             return True if asked is None else asked
         return False
-    return isinstance(exc, _httpx_error())
+    return isinstance(exc, _errors()) and not isinstance(exc, hub.utils.EntryNotFoundError)
 
 
 def resolve_repo(ref: RepoRef, endpoint: str, token: str | None, throttle: Throttle) -> Resolved:
@@ -115,29 +108,36 @@ def resolve_repo(ref: RepoRef, endpoint: str, token: str | None, throttle: Throt
 
     try:
         model = throttle.call(endpoint, info, retry_verdict)
-    except hub.errors.HfHubHTTPError as exc:
+    except hub.utils.HfHubHTTPError as exc:
         return Resolved(source, error=f"the Hub refused the metadata request: {exc}")
-    except (OSError, _httpx_error()) as exc:
+    except _errors() as exc:
         return Resolved(source, error=f"cannot reach the Hub at {endpoint}: {exc}")
     commit = model.sha
     if not isinstance(commit, str) or not _COMMIT.match(commit):
         return Resolved(source, error="the Hub did not resolve the revision to a commit sha")
+    parsed = supply_hub.HfSource(ref.repo, commit, None)
     artifacts = []
     for sibling in model.siblings or []:
         name = sibling.rfilename
-        lfs = sibling.lfs
-        size = lfs.size if lfs is not None else sibling.size
+        # The Hub's record of the file: its digest, and who vouches for it.
+        published = supply_hub._hf_remote(parsed, commit, name, sibling)
+        problem = name_problem(published.name)
         artifacts.append(
             Artifact(
-                display=f"{HF_SCHEME}{ref.repo}@{commit}/{name}",
+                display=published.source if problem is None else ascii(published.source)[1:-1],
                 group=ref.group,
                 kind="http",
                 location=hub.hf_hub_url(ref.repo, name, revision=commit, endpoint=endpoint),
                 identity=hub_identity(
-                    lfs.sha256 if lfs is not None else None, sibling.blob_id, size
+                    published.expected.get("sha256"),
+                    published.expected.get("git-blob-sha1"),
+                    published.size,
                 ),
-                size=size,
+                size=published.size,
                 hub=True,
+                expected=tuple(sorted(published.expected.items())),
+                vouched_by=published.vouched_by,
+                problem=None if problem is None else f"the Hub lists a file whose name {problem}",
             )
         )
     return Resolved(source, tuple(artifacts), commit=commit)

@@ -40,10 +40,13 @@ from modelguard.registry.filters import Filters
 from modelguard.registry.sources import url_group
 from modelguard.registry.store import ResultStore, decode_findings, encode_findings
 from modelguard.registry.work import WorkerConfig, resolve_batch, scan_batch, scan_only
-from modelguard.remote.scan import DEFAULT_HF_ENDPOINT, RemoteOptions, check_source_url, display_url
+from modelguard.remote.scan import RemoteOptions, check_source_url
 from modelguard.remote.throttle import RetryPolicy
 from modelguard.scan.cache import ruleset_digest
 from modelguard.scan.engine import _apply_policy
+from modelguard.supply import hub as supply_hub
+from modelguard.supply.hub import HF_SCHEME
+from modelguard.supply.sources import display_url
 
 T = TypeVar("T")
 BATCH_SIZE = 8
@@ -157,9 +160,7 @@ class _Run:
         self.errors: list[InputError] = []
         self.stats = RegistryStats()
         self.started = time.monotonic()
-        from modelguard.supply.sources import hf_endpoint
-
-        self.endpoint = hf_endpoint() or DEFAULT_HF_ENDPOINT
+        self.endpoint = supply_hub.hf_endpoint() or supply_hub.DEFAULT_ENDPOINT
         rate = options.rate_limit / executor.parallelism if options.rate_limit else None
         self.config = WorkerConfig(
             policy=scan_only(policy),
@@ -175,10 +176,9 @@ class _Run:
         )
 
     def _token(self) -> str | None:
-        if self.options.hf_token or not any(s.startswith(hub.HF_SCHEME) for s in self.sources):
+        if self.options.hf_token or not any(s.startswith(HF_SCHEME) for s in self.sources):
             return self.options.hf_token
-        token: str | None = hub.hub_module().get_token()
-        return token
+        return supply_hub.hub_token(None)
 
     def run(self) -> RegistryRun:
         artifacts, pending = self._list()
@@ -211,7 +211,7 @@ class _Run:
                     repos = hub.list_owner(source, self.filters, self.endpoint, token)
                     self._nothing_listed(source, repos, "model repository")
                     pending += repos
-                elif source.startswith(hub.HF_SCHEME):
+                elif source.startswith(HF_SCHEME):
                     pending.append(hub.repo_ref(source))
                 elif objectstore.is_object_store(source):
                     options = self.options.storage_options
@@ -289,6 +289,10 @@ class _Run:
         copies: dict[str, list[Artifact]] = {}  # identity -> later artifacts with that content
         total = len(artifacts)
         for artifact in artifacts:
+            if artifact.problem is not None:
+                total -= 1
+                self.errors.append(InputError(artifact.display, artifact.problem))
+                continue
             hit = self.store.lookup(artifact) if self.store is not None else None
             if hit is None:
                 if artifact.identity is not None and artifact.identity in copies:

@@ -223,7 +223,9 @@ def _snapshot_key(endpoint: str, repo: str, commit: str) -> str:
 def _artifact(item: Any) -> Artifact:
     if not isinstance(item, dict):
         raise TypeError("artifact is not an object")
-    artifact = Artifact(**item)
+    # JSON has no tuples: the published digests come back as lists of pairs.
+    expected = tuple((str(kind), str(value)) for kind, value in item.pop("expected", ()))
+    artifact = Artifact(**item, expected=expected)
     if not isinstance(artifact.display, str) or artifact.kind not in ("http", "fsspec"):
         raise TypeError("malformed artifact")
     return artifact

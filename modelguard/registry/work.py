@@ -31,6 +31,7 @@ from modelguard.registry.artifacts import (
 from modelguard.remote.http_range import BLOCK_BYTES, RemoteReadError, head
 from modelguard.remote.scan import RemoteOptions, RemoteScan, scan_ranged, scan_url
 from modelguard.scan.cache import ruleset_digest
+from modelguard.supply.sources import RemoteFile
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,7 +83,10 @@ def resolve(item: Pending, config: WorkerConfig) -> Resolved:
             throttle or throttle_for(RetryPolicy(retries=0)),
         )
     try:
-        size, etag = head(item.url, {}, config.remote.timeout, throttle)
+        allow_http = config.remote.allow_http
+        size, etag = head(
+            item.url, {}, config.remote.timeout, allow_http=allow_http, throttle=throttle
+        )
     except RemoteReadError:
         # No identity (some servers refuse HEAD): the file is scanned every run,
         # and the scan itself reports a file that cannot be read.
@@ -110,15 +114,31 @@ def scan_artifact(artifact: Artifact, config: WorkerConfig) -> ScanOutcome:
         scanned, identity = _scan_object(artifact, config)
     else:
         headers = config.hub_headers() if artifact.hub else {}
+        published = _published(artifact)
         scanned = scan_url(
-            artifact.location, artifact.display, config.policy, config.remote, headers
+            artifact.location, artifact.display, config.policy, config.remote, headers, published
         )
         if artifact.hub:
             # The URL is pinned to a commit; the Hub vouched for the file's digest.
             identity = artifact.identity
         else:
-            identity = url_identity(artifact.display, scanned.etag, scanned.size)
+            identity = url_identity(artifact.display, scanned.digests.get("etag"), scanned.size)
     return _outcome(artifact, scanned, identity)
+
+
+def _published(artifact: Artifact) -> RemoteFile | None:
+    """The Hub's record of the file, for the scan's basis note (MG416) and digest checks."""
+    if not artifact.hub:
+        return None
+    name = artifact.display.split("@", 1)[1].split("/", 1)[1]
+    return RemoteFile(
+        name=name.rsplit("/", 1)[-1],
+        source=artifact.display,
+        hf_filename=name,
+        size=artifact.size,
+        expected=dict(artifact.expected),
+        vouched_by=artifact.vouched_by,
+    )
 
 
 def _outcome(artifact: Artifact, scanned: RemoteScan, identity: str | None) -> ScanOutcome:

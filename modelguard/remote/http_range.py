@@ -19,15 +19,13 @@ import re
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.client import HTTPMessage
-from typing import IO
 
-from modelguard._version import __version__
 from modelguard.remote.throttle import Throttle, parse_retry_after
+from modelguard.supply import http as supply_http
+from modelguard.supply.http import Hop
 
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 256  # 16 MiB of blocks
@@ -62,15 +60,6 @@ def retry_verdict(exc: BaseException) -> float | bool:
     return True if exc.retry_after is None else exc.retry_after
 
 
-def throttled_open(
-    url: str, headers: Mapping[str, str], timeout: float, throttle: Throttle | None
-) -> http.client.HTTPResponse:
-    """:func:`open_url`, paced and retried by ``throttle`` when one is given."""
-    if throttle is None:
-        return open_url(url, headers, timeout)
-    return throttle.call(url, lambda: open_url(url, headers, timeout), retry_verdict)
-
-
 @dataclass
 class TransferStats:
     """What went over the wire for one remote file."""
@@ -78,6 +67,7 @@ class TransferStats:
     requests: int = 0
     bytes_received: int = 0
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)  # the probe's URL and every redirect after it
 
 
 @dataclass(frozen=True)
@@ -95,21 +85,33 @@ def probe(
     headers: Mapping[str, str],
     timeout: float,
     stats: TransferStats,
+    *,
+    allow_http: bool = False,
     throttle: Throttle | None = None,
 ) -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
     """Ask for the first block with a Range header.
 
     Returns the probe, and either the first block (the server honoured the range)
     or the still-open full response (it did not: the caller downloads it all).
+    Redirects are recorded in ``stats.hops``; one from https to plain http raises
+    :class:`~modelguard.supply.http.InsecureRedirect` unless ``allow_http``.
+    With a ``throttle``, requests are paced and transient failures retried.
     """
-    ranged = {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}
+
+    def get(with_headers: Mapping[str, str]) -> http.client.HTTPResponse:
+        def once() -> http.client.HTTPResponse:
+            stats.hops.clear()
+            return open_url(url, with_headers, timeout, allow_http=allow_http, hops=stats.hops)
+
+        return once() if throttle is None else throttle.call(url, once, retry_verdict)
+
     try:
-        response = throttled_open(url, ranged, timeout, throttle)
+        response = get({**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"})
     except RemoteReadError as exc:
         if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
             raise
         stats.requests += 1
-        response = throttled_open(url, headers, timeout, throttle)
+        response = get(headers)
     stats.requests += 1
     final_url = response.geturl() or url
     etag = _strong_etag(response.headers.get("ETag"))
@@ -136,33 +138,6 @@ def probe(
     return Probe(final_url, size, False, etag), None, response
 
 
-def head(
-    url: str, headers: Mapping[str, str], timeout: float, throttle: Throttle | None = None
-) -> tuple[int | None, str | None]:
-    """A HEAD request: the file's size and strong ETag, without a byte of its body."""
-
-    def once() -> http.client.HTTPResponse:
-        return open_url(url, headers, timeout, method="HEAD")
-
-    response = once() if throttle is None else throttle.call(url, once, retry_verdict)
-    with response:
-        length = response.headers.get("Content-Length")
-        size = int(length) if length and length.isdigit() else None
-        return size, _strong_etag(response.headers.get("ETag"))
-
-
-def _request(url: str, headers: Mapping[str, str], method: str = "GET") -> urllib.request.Request:
-    return urllib.request.Request(  # noqa: S310 - callers check the scheme
-        url,
-        headers={
-            "User-Agent": f"modelguard/{__version__}",
-            "Accept-Encoding": "identity",
-            **headers,
-        },
-        method=method,
-    )
-
-
 def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
     match = _CONTENT_RANGE.match((value or "").strip())
     if match is None:
@@ -175,42 +150,45 @@ def _strong_etag(value: str | None) -> str | None:
     return value if value and not value.startswith("W/") else None
 
 
-class _OriginBoundRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but never carry credentials to another origin (a CDN)."""
+def head(
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    allow_http: bool = False,
+    throttle: Throttle | None = None,
+) -> tuple[int | None, str | None]:
+    """A HEAD request: the file's size and strong ETag, without a byte of its body."""
 
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and req.get_method() == "HEAD":
-            new.method = "HEAD"  # urllib turns every redirect into a GET (a body download)
-        if new is not None and not same_origin(req.full_url, new.full_url):
-            for name in ("Authorization", "Cookie"):
-                new.remove_header(name)
-        return new
+    def once() -> http.client.HTTPResponse:
+        return open_url(url, headers, timeout, allow_http=allow_http, method="HEAD")
 
-
-def same_origin(a: str, b: str) -> bool:
-    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
-    return (pa.scheme, pa.netloc) == (pb.scheme, pb.netloc)
-
-
-_OPENER = urllib.request.build_opener(_OriginBoundRedirects)
+    response = once() if throttle is None else throttle.call(url, once, retry_verdict)
+    with response:
+        length = response.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return size, _strong_etag(response.headers.get("ETag"))
 
 
 def open_url(
-    url: str, headers: Mapping[str, str], timeout: float, method: str = "GET"
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    allow_http: bool = False,
+    hops: list[Hop] | None = None,
+    method: str = "GET",
 ) -> http.client.HTTPResponse:
-    """GET (or ``method``); HTTP errors become RemoteReadError naming the URL."""
+    """GET (or ``method``); HTTP errors become RemoteReadError naming the URL.
+
+    Redirects follow modelguard's one rule (:mod:`modelguard.supply.http`); the
+    URLs visited are appended to ``hops`` when given. 429 and 5xx answers are
+    :class:`TransientReadError`, with the server's ``Retry-After``.
+    """
     try:
-        request = _request(url, headers, method)
-        response: http.client.HTTPResponse = _OPENER.open(request, timeout=timeout)
+        response, visited = supply_http.open_url(
+            url, headers, timeout, allow_http=allow_http, method=method
+        )
     except urllib.error.HTTPError as exc:
         exc.close()
         message = f"{url}: HTTP {exc.code} {exc.reason}"
@@ -220,6 +198,8 @@ def open_url(
         raise RemoteReadError(message, exc.code) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
         raise TransientReadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    if hops is not None:
+        hops.extend(visited)
     return response
 
 
@@ -254,6 +234,7 @@ class RangeFile(io.RawIOBase):
         retries: int = 2,
         stats: TransferStats | None = None,
         first_block: bytes | None = None,
+        allow_http: bool = False,
         throttle: Throttle | None = None,
         fetch: RangeFetch | None = None,
     ) -> None:
@@ -267,6 +248,7 @@ class RangeFile(io.RawIOBase):
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._retries = retries
+        self._allow_http = allow_http
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._pos = 0
         self._next_sequential = 1 if first_block is not None else 0
@@ -377,7 +359,10 @@ class RangeFile(io.RawIOBase):
                 attempt += 1
 
     def _get_range_once(self, headers: Mapping[str, str], start: int, end: int) -> bytes:
-        response = open_url(self.url, headers, self._timeout)
+        try:
+            response = open_url(self.url, headers, self._timeout, allow_http=self._allow_http)
+        except supply_http.InsecureRedirect as exc:
+            raise RemoteReadError(str(exc)) from None  # a read error: the scan stops here
         with response:
             self.stats.requests += 1
             if response.status != 206:

@@ -10,15 +10,24 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
+from modelguard.files import Kind, Target, display_path, walk
+from modelguard.findings import (
+    ArtifactResult,
+    Finding,
+    InputError,
+    Location,
+    Report,
+    Skipped,
+)
 from modelguard.policy import Policy
-from modelguard.rules.scan import SCANNER_ERROR
+from modelguard.rules.scan import SCANNER_ERROR, UNSUPPORTED_FORMAT
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
+from modelguard.scan.model_names import is_model_name
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -26,64 +35,55 @@ ProgressCallback = Callable[[int, int, str], None]
 _PARALLEL_MIN_FILES = 8
 
 
-@dataclass(frozen=True)
-class Target:
-    fs_path: str
-    display: str
-
-
-def display_path(path: Path, root: Path) -> str:
-    """POSIX path relative to ``root`` when inside it, else the absolute path."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return absolute.relative_to(root).as_posix()
-    except ValueError:
-        return absolute.as_posix()
-
-
 def collect_targets(
     paths: Iterable[str | os.PathLike[str]], root: Path, policy: Policy
 ) -> tuple[list[Target], list[InputError]]:
-    """Expand files and folders (recursively, not following folder links) into targets."""
-    targets: list[Target] = []
+    """Expand files and folders into targets under the one walk of :mod:`modelguard.files`.
+
+    Links to files are scanned (a loader would read their target), each real file
+    once, under its own path when that lies inside ``root`` (where a reader of the
+    report, GitHub included, finds its bytes), with the links kept beside it;
+    links to folders are not followed; special files are read errors.
+    """
+    listing = walk(
+        paths,
+        root=root,
+        exclude=policy.is_excluded if policy.exclude else None,
+        default_excludes=not policy.no_default_excludes,
+        gitignore=not policy.no_default_excludes,
+    )
+    by_real: dict[str, Target] = {}
+    links: dict[str, list[str]] = {}
     errors: list[InputError] = []
-    seen: set[str] = set()
-
-    def add(path: Path) -> None:
-        shown = display_path(path, root)
-        if policy.is_excluded(shown):
-            return
-        real = os.path.realpath(path)
-        if real in seen:
-            return
-        seen.add(real)
-        targets.append(Target(fs_path=str(path), display=shown))
-
-    for raw in paths:
-        path = Path(raw)
-        shown = display_path(path, root)
-        if not path.exists():
-            problem = "broken symbolic link" if path.is_symlink() else "no such file or directory"
-            errors.append(InputError(shown, problem))
-        elif path.is_dir():
-            for folder, dirnames, filenames in os.walk(path, followlinks=False):
-                dirnames.sort()
-                dirnames[:] = [
-                    d
-                    for d in dirnames
-                    if not policy.is_excluded(display_path(Path(folder, d), root))
-                ]
-                for name in sorted(filenames):
-                    file_path = Path(folder, name)
-                    if file_path.is_symlink() and not file_path.exists():
-                        errors.append(
-                            InputError(display_path(file_path, root), "broken symbolic link")
-                        )
-                        continue
-                    add(file_path)
-        else:
-            add(path)
+    for entry in listing.entries:
+        if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
+            real = os.path.realpath(entry.path)
+            target = entry.target
+            if os.path.islink(entry.path):
+                links.setdefault(real, []).append(entry.display)
+                shown = display_path(real, root)
+                if not os.path.isabs(shown):
+                    target = replace(target, display=shown)
+            by_real.setdefault(real, target)
+        elif entry.kind is Kind.MISSING:
+            errors.append(InputError(entry.display, _MISSING[entry.note]))
+        elif entry.kind is Kind.BROKEN_LINK:
+            errors.append(InputError(entry.display, "broken symbolic link"))
+        elif entry.kind is Kind.SPECIAL:
+            errors.append(InputError(entry.display, "not a regular file"))
+        elif entry.kind is Kind.UNREADABLE:
+            errors.append(InputError(entry.display, f"cannot list folder: {entry.note}"))
+    targets = [
+        replace(t, links=tuple(x for x in links.get(real, ()) if x != t.display))
+        for real, t in by_real.items()
+    ]
     return targets, errors
+
+
+_MISSING = {
+    Kind.BROKEN_LINK.value: "broken symbolic link",
+    Kind.MISSING.value: "no such file or directory",
+}
 
 
 def scan_file(
@@ -107,7 +107,7 @@ def scan_file(
             return InputError(target.display, "not a regular file")
         identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
         if cache is not None:
-            hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+            hit = cache.lookup(identity, policy.settings, target.display)
             if hit is not None:
                 return _apply_policy(
                     target.display, hit.format, info.st_size, list(hit.findings), policy
@@ -124,17 +124,13 @@ def scan_file(
             cache is not None
             and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
         ):
-            cache.store(identity, policy.limits, policy.allow_globals, fmt, findings)
+            cache.store(identity, policy.settings, fmt, findings)
     return _apply_policy(target.display, fmt, info.st_size, findings, policy)
 
 
 def _scan_input(inp: Input, policy: Policy) -> tuple[str, list[Finding]] | InputError:
     """Dispatch ``inp`` to its scanners; returns (format, raw findings) or a read error."""
-    ctx = ScanContext(
-        location=Location(inp.name),
-        limits=policy.limits,
-        allow_globals=policy.allow_globals,
-    )
+    ctx = ScanContext(location=Location(inp.name), settings=policy.settings)
     try:
         fmt = dispatch(inp, ctx)
     except OSError as exc:
@@ -164,18 +160,42 @@ def scan_input(inp: Input, policy: Policy) -> ArtifactResult | InputError:
 def _apply_policy(
     display: str, fmt: str, size: int, findings: list[Finding], policy: Policy
 ) -> ArtifactResult:
-    kept: list[Finding] = []
-    suppressed: list[Suppressed] = []
-    for finding in findings:
-        reason = policy.suppression_for(finding)
-        if reason is None:
-            kept.append(finding)
-        else:
-            suppressed.append(Suppressed(finding, reason))
+    kept, suppressed = policy.partition(findings)
     kept.sort(key=lambda f: (-f.severity, f.location.members, f.location.offset or 0, f.rule_id))
     return ArtifactResult(
         path=display, format=fmt, size=size, findings=tuple(kept), suppressed=tuple(suppressed)
     )
+
+
+def skip_reason(result: ArtifactResult) -> str | None:
+    """Why ``result`` is no result at all: a file that is not model-like, by content or name.
+
+    Only a file in which no reading matched (format ``unknown``, nothing but the
+    unrecognised-format note) and whose name is not a model's is skipped; a
+    ``weights.pt`` no reader recognises stays a finding, since it could not be
+    inspected.
+    """
+    notes = [*result.findings, *(s.finding for s in result.suppressed)]
+    if result.format != "unknown" or any(f.rule_id != UNSUPPORTED_FORMAT.id for f in notes):
+        return None
+    if is_model_name(result.path):
+        return None
+    if result.size == 0:
+        return "empty file"
+    return "not a model file: no model format in its bytes, and not a model file name"
+
+
+def without_skipped(report: Report) -> Report:
+    """``report`` with every not-model-like artifact moved to ``report.skipped``."""
+    kept: list[ArtifactResult] = []
+    skipped = list(report.skipped)
+    for artifact in report.artifacts:
+        reason = skip_reason(artifact)
+        if reason is None:
+            kept.append(artifact)
+        else:
+            skipped.append(Skipped(artifact.path, reason))
+    return replace(report, artifacts=tuple(kept), skipped=tuple(skipped))
 
 
 def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> ArtifactResult | None:
@@ -187,7 +207,7 @@ def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> Artifact
     if not stat.S_ISREG(info.st_mode):
         return None
     identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
-    hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+    hit = cache.lookup(identity, policy.settings, target.display)
     if hit is None:
         return None
     return _apply_policy(target.display, hit.format, info.st_size, list(hit.findings), policy)
@@ -237,17 +257,25 @@ def run_scan(
     cache: ScanCache | None = None,
 ) -> Report:
     """Scan files and folders; see :func:`modelguard.scan` for the public contract."""
-    policy = policy or Policy()
     root_path = Path(os.path.abspath(root or Path.cwd()))
+    policy = (policy or Policy()).for_root(root_path)
     targets, errors = collect_targets(paths, root_path, policy)
     artifacts: list[ArtifactResult] = []
+    skipped: list[Skipped] = []
     total = len(targets)
     results = _scan_many(targets, policy, default_workers() if workers is None else workers, cache)
     for done, (target, result) in enumerate(zip(targets, results, strict=True), start=1):
         if isinstance(result, InputError):
             errors.append(result)
+        elif (reason := skip_reason(result)) is not None:
+            skipped.append(Skipped(result.path, reason))
         else:
-            artifacts.append(result)
+            artifacts.append(replace(result, links=target.links) if target.links else result)
         if progress is not None:
             progress(done, total, target.display)
-    return Report(artifacts=tuple(artifacts), errors=tuple(errors), root=root_path.as_posix())
+    return Report(
+        artifacts=tuple(artifacts),
+        errors=tuple(errors),
+        root=root_path.as_posix(),
+        skipped=tuple(skipped),
+    )

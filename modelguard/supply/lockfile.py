@@ -20,16 +20,15 @@ re-lock of unchanged files is a no-op diff.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from modelguard.errors import UsageError
+from modelguard.files import write_atomic
+from modelguard.findings import Finding, Severity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +37,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 LOCK_NAME = "modelguard.lock"
 LOCK_VERSION = 1
+NOT_SCANNED = "not-scanned"
 _KEY_ORDER = ("path", "size", "sha256", "sha1", "source", "revision", "scan")
 
 
@@ -77,6 +77,12 @@ class LockFile:
                 entry = replace(entry, source=old.source, revision=old.revision)
             table[entry.path] = entry
         return LockFile(tuple(sorted(table.values(), key=lambda e: e.path)))
+
+
+def scan_verdict(findings: Iterable[Finding]) -> str:
+    """The ``scan`` value of an entry: "clean", or the worst severity above info."""
+    worst = max((f.severity for f in findings), default=None)
+    return "clean" if worst is None or worst == Severity.INFO else worst.label
 
 
 def lock_relative(path: Path, lock_path: Path) -> str:
@@ -162,16 +168,7 @@ def render_lock(lock: LockFile) -> str:
 
 def write_lock(path: Path, lock: LockFile) -> None:
     """Write atomically (temporary file + rename): a reader never sees half a lock."""
-    folder = path.resolve().parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        write_atomic(path, render_lock(lock).encode("utf-8"))
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write lock file: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(render_lock(lock))
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise UsageError(f"{path}: cannot write lock file: {exc.strerror or exc}") from None

@@ -59,7 +59,7 @@ def test_single_repo_and_path(hub_fleet: Any) -> None:
     run = scan_registry(["hf://acme/model-0007/pytorch_model.bin"], Policy(), RegistryOptions())
     (artifact,) = run.report.artifacts
     assert artifact.path == f"hf://acme/model-0007@{repo.sha}/pytorch_model.bin"
-    assert [f.rule_id for f in artifact.findings] == ["MG101"]
+    assert [f.rule_id for f in artifact.findings] == ["MG101", "MG416"]  # and how it was read
     missing = scan_registry(["hf://acme/model-0007/nothing"], Policy(), RegistryOptions())
     assert missing.report.artifacts == ()
     assert "no file 'nothing'" in missing.report.errors[0].message

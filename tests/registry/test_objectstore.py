@@ -46,7 +46,7 @@ def test_prefix_filter_and_single_object(bucket: Any) -> None:
     assert names == [f"m000{i}.pt" for i in range(10)]
     one = scan_registry(["s3://models/team-a/m0003.pt"], Policy(), RegistryOptions()).report
     assert [a.path for a in one.artifacts] == ["s3://models/team-a/m0003.pt"]
-    assert [f.rule_id for f in one.findings] == ["MG101"]
+    assert [f.rule_id for f in one.findings] == ["MG101", "MG416"]
 
 
 def test_rerun_reads_no_object_bytes_and_rescans_the_changed(
