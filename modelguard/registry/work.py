@@ -31,6 +31,7 @@ from modelguard.registry.artifacts import (
 from modelguard.remote.http_range import BLOCK_BYTES, RemoteReadError, head
 from modelguard.remote.scan import RemoteOptions, RemoteScan, scan_ranged, scan_url
 from modelguard.scan.cache import ruleset_digest
+from modelguard.supply.http import InsecureRedirect
 from modelguard.supply.sources import RemoteFile
 
 T = TypeVar("T")
@@ -87,9 +88,9 @@ def resolve(item: Pending, config: WorkerConfig) -> Resolved:
         size, etag = head(
             item.url, {}, config.remote.timeout, allow_http=allow_http, throttle=throttle
         )
-    except RemoteReadError:
+    except (RemoteReadError, InsecureRedirect):
         # No identity (some servers refuse HEAD): the file is scanned every run,
-        # and the scan itself reports a file that cannot be read.
+        # and the scan itself reports what is wrong (unreadable, an unsafe redirect).
         size, etag = None, None
     artifact = Artifact(
         display=item.display,
