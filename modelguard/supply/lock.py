@@ -25,6 +25,7 @@ from modelguard.supply.lockfile import (
     LockFile,
     lock_relative,
     read_lock,
+    require_recordable,
     scan_verdict,
     write_lock,
 )
@@ -82,6 +83,8 @@ def lock(
     before = {str(e.path): _identity(e.path) for e in files}
     old = existing.by_path()
     rels = [lock_relative(e.path, lock_path) for e in files]
+    for entry, rel in zip(files, rels, strict=True):
+        require_recordable(rel, entry.path)
     need_sha1 = any(old.get(r) is not None and old[r].sha1 for r in rels)
     digests = hash_files([e.path for e in files], ("sha256", "sha1") if need_sha1 else ("sha256",))
     report = Report(root=root.as_posix())

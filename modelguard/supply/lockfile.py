@@ -21,6 +21,7 @@ re-lock of unchanged files is a no-op diff.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -94,6 +95,23 @@ def lock_relative(path: Path, lock_path: Path) -> str:
     except ValueError:
         raise UsageError(
             f"{path}: cannot lock a file outside the lock file's folder {base}"
+        ) from None
+
+
+def require_recordable(rel: str, path: Path) -> None:
+    """Refuse a name a TOML lock file cannot hold.
+
+    TOML is UTF-8 text; a file name that is not valid UTF-8 (kept by Python as
+    surrogate escapes) would be written as an escape TOML rejects, and every
+    later ``verify`` would fail on the lock instead of checking the files.
+    """
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise UsageError(
+            f"{shown}: the file name is not valid UTF-8, so a lock file (TOML, UTF-8 "
+            "text) cannot record it; rename the file"
         ) from None
 
 
