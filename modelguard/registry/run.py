@@ -121,14 +121,16 @@ def scan_registry(
     """
     options = options or RegistryOptions()
     filters = Filters.parse(options.filters)
-    executor = make_executor(options.executor, options.workers)
     store = ResultStore.open(options.results_db, policy) if options.results_db else None
     try:
-        return _Run(sources, policy, options, filters, executor, store, progress).run()
+        executor = make_executor(options.executor, options.workers)
+        try:
+            return _Run(sources, policy, options, filters, executor, store, progress).run()
+        finally:
+            executor.close()
     finally:
         if store is not None:
             store.close()
-        executor.close()
 
 
 def _batches(items: Sequence[T], size: int, parallelism: int) -> Iterator[Sequence[T]]:
