@@ -464,7 +464,7 @@ def test_files_that_are_not_models_give_no_result_only_a_reason(project: Path) -
     assert sorted(a["path"] for a in data["artifacts"]) == ["blob.bin", "weights.pt"]
     assert {a["path"]: [f["rule_id"] for f in a["findings"]] for a in data["artifacts"]} == {
         "blob.bin": ["MG001"],
-        "weights.pt": ["MG001"],
+        "weights.pt": ["MG005", "MG001"],  # named as a checkpoint, and is none (MG005)
     }
     skipped = {s["path"]: s["reason"] for s in data["skipped"]}
     assert set(skipped) == {"README.md", "train.py", "empty.txt"}
