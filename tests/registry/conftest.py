@@ -44,19 +44,20 @@ def benign_pickle(index: int) -> bytes:
 
 
 def torch_like_zip(pickle_bytes: bytes, padding: int, seed: int) -> bytes:
-    """A zip laid out like torch.save's; ``padding`` bytes of tensor data (zeros).
+    """A zip laid out like torch.save's; ``padding`` bytes of tensor data.
 
-    Zeros, not random bytes: random tensor data that starts with a pickle opcode
-    byte is flagged by the scanner on main (MG104 on ``archive/data/0``, reported
-    to the scan owners); these tests are about the registry, not that reading.
+    Zeros, then ``seed`` (every file differs, malicious ones included), not random
+    bytes: random tensor data that starts with a pickle opcode byte is flagged by
+    the scanner on main (MG104 on ``archive/data/0``, reported to the scan
+    owners); these tests are about the registry, not that reading.
     """
-    del seed  # files differ by their pickle already
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("archive/data.pkl", pickle_bytes)
         archive.writestr("archive/byteorder", "little")
         if padding:
-            archive.writestr("archive/data/0", bytes(padding))
+            tensor = bytes(max(0, padding - 8)) + seed.to_bytes(8, "little")
+            archive.writestr("archive/data/0", tensor[:padding])
         archive.writestr("archive/version", "3\n")
     return buffer.getvalue()
 
