@@ -37,7 +37,7 @@ from modelguard.findings import (
 from modelguard.policy import Policy, load_policy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelguard.backdoor.api import analyze_backdoor  # type: ignore[import-not-found,unused-ignore]
+    from modelguard.backdoor.analysis import analyze_backdoor  # type: ignore[import-not-found,unused-ignore]
     from modelguard.supply.api import (  # type: ignore[import-not-found,unused-ignore]
         fetch,
         lock,
@@ -52,7 +52,7 @@ _LAZY = {
     "lock": "modelguard.supply.api",
     "verify": "modelguard.supply.api",
     "sign": "modelguard.supply.api",
-    "analyze_backdoor": "modelguard.backdoor.api",
+    "analyze_backdoor": "modelguard.backdoor.analysis",
 }
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 class Severity(enum.IntEnum):
@@ -125,6 +126,8 @@ class ArtifactResult:
     size: int
     findings: tuple[Finding, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()
+    # The backdoor analyzer's numbers (JSON-ready; docs/json-report.md), when it ran.
+    backdoor: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def max_severity(self) -> Severity | None:
@@ -179,6 +182,7 @@ class Report:
                     size=max(mine.size, art.size),
                     findings=mine.findings + art.findings,
                     suppressed=mine.suppressed + art.suppressed,
+                    backdoor=mine.backdoor if mine.backdoor is not None else art.backdoor,
                 )
             else:
                 by_path[art.path] = art

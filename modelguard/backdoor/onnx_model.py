@@ -157,12 +157,17 @@ class OnnxModel:
     def can_fine_tune(self) -> bool:
         return False
 
+    def differentiable(self) -> Any:
+        raise BackdoorAnalysisError(
+            "trigger reverse engineering needs gradients, which onnxruntime does not give"
+        )
+
     def fine_tune(
         self,
         x: FloatArray,
         y: IntArray,
-        layer: str,
-        pruned: BoolArray,
+        layer: str | None,
+        pruned: BoolArray | None,
         settings: FineTuneSettings,
     ) -> None:
         raise BackdoorAnalysisError(

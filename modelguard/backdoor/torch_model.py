@@ -155,15 +155,21 @@ class TorchModel:
     def can_fine_tune(self) -> bool:
         return True
 
+    def differentiable(self) -> nn.Module:
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        _set_mode(self.module, training=False)
+        return self.module
+
     def fine_tune(
         self,
         x: FloatArray,
         y: IntArray,
-        layer: str,
-        pruned: BoolArray,
+        layer: str | None,
+        pruned: BoolArray | None,
         settings: FineTuneSettings,
     ) -> None:
-        """Plain SGD with momentum on clean data; pruned channels re-zeroed every step."""
+        """Plain SGD with momentum; pruned channels re-zeroed every step."""
         params = [p for p in self.module.parameters() if p.requires_grad or p.is_leaf]
         for p in params:
             p.requires_grad_(True)
@@ -171,7 +177,7 @@ class TorchModel:
         generator = torch.Generator().manual_seed(settings.seed)
         xt = torch.from_numpy(x)
         yt = torch.from_numpy(y)
-        keep_zero = bool(np.any(pruned))
+        keep_zero = layer is not None and pruned is not None and bool(np.any(pruned))
         steps_per_epoch = -(-len(yt) // settings.batch_size)
         total_steps = max(1, settings.epochs * steps_per_epoch)
         step = 0
@@ -190,6 +196,7 @@ class TorchModel:
                     loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     if keep_zero:
+                        assert layer is not None and pruned is not None
                         self.prune(layer, pruned)
         finally:
             _set_mode(self.module, training=False)
