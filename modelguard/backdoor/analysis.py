@@ -68,7 +68,7 @@ class AnalysisSettings:
     compare: tuple[str, ...] = ()  # further methods to measure (not written)
     control: bool = True  # measure fine-tuning alone beside a repair
     epochs: int = 10
-    learning_rate: float = 0.01
+    learning_rate: float = 0.003
     lr_schedule: str = "cosine"
     fine_tune_batch_size: int = 32
     max_acc_drop: float = 0.025  # the repair's accuracy guard (fraction)

@@ -16,9 +16,10 @@
 The score is the largest of the three, each divided by its threshold, so a
 model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
 crosses its own threshold. Suspected targets are every class whose norm or
-margin index crosses its threshold (two triggers to two targets name both);
-when only the shortcut statistic fires, every class is a suspected target (an
-all-to-all backdoor has no single one).
+margin index crosses its threshold (two triggers to two targets name both).
+When the shortcut statistic fires and no flagged target's own trigger explains
+the small exits (they are more than 4x smaller), the backdoor is taken as
+all-to-all and every class is a suspected target.
 
 Thresholds were set on the ``dev`` half of the fixture family
 (``fixtures/backdoor/family.py``), never on the ``eval`` half the benchmark
@@ -28,6 +29,7 @@ rest on). They are calibrated on small digit CNNs only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,12 +44,13 @@ from modelguard.backdoor.reverse import (
     Task,
     reverse_engineer,
 )
-from modelguard.backdoor.untargeted import shortcut_score
+from modelguard.backdoor.untargeted import shortcut_score, unexplained_score
 
 THRESHOLD = 1.0  # of the combined score
 NORM_THRESHOLD = 3.0  # anomaly index of the log mask norms
-MARGIN_THRESHOLD = 3.0  # anomaly index of the log maximum margins
-SHORTCUT_THRESHOLD = 2.2  # log(median targeted / median untargeted mask norm)
+MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
+SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
+UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
 NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
 
 
@@ -198,7 +201,9 @@ def combine(
     shortcut_part = 0.0 if shortcut is None else shortcut / settings.shortcut_threshold
     score = max(score, shortcut_part)
     targets = tuple(c.label for c in evidence if c.suspected)
-    all_to_all = not targets and shortcut_part >= THRESHOLD
+    all_to_all = shortcut_part >= THRESHOLD and (
+        not targets or unexplained_score(targeted, untargeted) >= UNEXPLAINED
+    )
     if all_to_all:
         targets = tuple(c.label for c in evidence)
     statistics = ["reversed-trigger norm (Neural Cleanse)"]

@@ -97,7 +97,7 @@ FAIL_ON_CHOICES = [s.label for s in Severity] + [NEVER]
     "--lr",
     "learning_rate",
     type=click.FloatRange(min=0, min_open=True),
-    default=0.01,
+    default=0.003,
     show_default=True,
     help="Repair fine-tuning learning rate (SGD, momentum 0.9).",
 )
