@@ -146,7 +146,9 @@ def test_repaired_model_keeps_its_format(suffix: str, tmp_path: Path, digits: Pa
     )
     pruned = analysis.pruning.mask()
     assert pruned.any()
-    reopened = analyze_backdoor(out, digits / "val.npz", factory=factory, device="cpu", detect=False)
+    reopened = analyze_backdoor(
+        out, digits / "val.npz", factory=factory, device="cpu", detect=False
+    )
     assert reopened.format == analysis.format
     assert np.all(reopened.profile.mean[pruned] == 0)  # pruned channels held at zero
     assert reopened.row("none").accuracy == pytest.approx(

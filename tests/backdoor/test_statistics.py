@@ -22,7 +22,9 @@ from modelguard.backdoor.split import split_data
 def trig(label: int, norm: float, targeted: bool = True) -> RecoveredTrigger:
     mask = np.zeros((4, 4), np.float32)
     mask.flat[0] = norm
-    return RecoveredTrigger(label, targeted, mask, np.ones((1, 4, 4), np.float32), norm, 1.0, True, 1)
+    return RecoveredTrigger(
+        label, targeted, mask, np.ones((1, 4, 4), np.float32), norm, 1.0, True, 1
+    )
 
 
 def test_anomaly_index_is_nc_mad_score() -> None:

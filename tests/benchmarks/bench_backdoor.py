@@ -206,7 +206,9 @@ def report(records: list[dict[str, Any]]) -> None:
             f"| {len(nc_flagged)}/{len(rows)} | {named_ours}/{len(flagged)} "
             f"| {named_nc}/{len(nc_flagged)} | {statistics.fmean(cpu):.1f} / {max(cpu):.1f} |"
         )
-    print("\n### Repair: ASR % on the test split (mean / max), clean-accuracy drop pp (mean / max)\n")
+    print(
+        "\n### Repair: ASR % on the test split (mean / max), clean-accuracy drop pp (mean / max)\n"
+    )
     print("| attack | n | " + " | ".join(f"{m} ASR" for m in METHODS) + " | "
           + " | ".join(f"{m} drop" for m in METHODS[1:]) + " |")  # fmt: skip
     print("|---|---:|" + "---:|" * (2 * len(METHODS) - 1))
@@ -233,7 +235,9 @@ def report(records: list[dict[str, Any]]) -> None:
         for m in ("none", "fine-tune", "pruning", "fine-prune"):
             acc = statistics.fmean(r["results"][m]["acc"] for r in rows)
             asr = statistics.fmean(r["results"][m]["asr"] for r in rows)
-            cells.append(f"{100 * acc:.1f} / {100 * asr:.1f}" if kind != "clean" else f"{100 * acc:.1f}")
+            cells.append(
+                f"{100 * acc:.1f} / {100 * asr:.1f}" if kind != "clean" else f"{100 * acc:.1f}"
+            )
         print(f"| {kind} ({len(rows)}) | " + " | ".join(cells) + " |")
 
 
