@@ -1,3 +1,3 @@
-from modelguard.cli.main import main
+from modelguard.cli import main
 
 main()

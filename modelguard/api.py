@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from modelguard.findings import Report
@@ -22,6 +23,7 @@ def scan(
     progress: ProgressCallback | None = None,
     cache: bool | ScanCache = False,
     allow_http: bool = False,
+    no_default_excludes: bool = False,
 ) -> Report:
     """Statically scan model files and folders without ever loading them.
 
@@ -45,6 +47,9 @@ def scan(
             CLI caches unless ``--no-cache`` is given; the API defaults to off.
             Remote sources are not cached.
         allow_http: accept plain ``http://`` sources (default: https only).
+        no_default_excludes: also walk the folders a model scan skips by default
+            (``.git``, ``.venv``, ``node_modules``, ``__pycache__``, ... and what
+            ``.gitignore`` names in a git work tree; see ``modelguard.files``).
 
     Returns:
         A :class:`~modelguard.findings.Report`; ``report.exit_code(policy.fail_on)``
@@ -60,6 +65,8 @@ def scan(
         paths = [paths]
     if policy is None:
         policy = load_policy(Path(config) if config is not None else None)
+    if no_default_excludes:
+        policy = replace(policy, no_default_excludes=True)
     scan_cache: ScanCache | None = None
     if isinstance(cache, ScanCache):
         scan_cache = cache

@@ -29,7 +29,7 @@ from typing import Any
 
 from modelguard.errors import ConfigError
 from modelguard.findings import Finding, Severity
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,6 +74,18 @@ class IgnoreRule:
 
 
 @dataclass(frozen=True)
+class ScanSettings:
+    """The settings that change what the scanner reports (and so key the scan cache).
+
+    Everything else in a Policy (fail level, suppressions, excludes) is applied to
+    findings after the scan.
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    allow_globals: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Policy:
     fail_on: Severity | None = Severity.HIGH
     allow_globals: frozenset[str] = frozenset()
@@ -81,6 +93,13 @@ class Policy:
     exclude: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     source: str | None = None  # the file the policy came from, for messages
+    # Scan also folders that no model scan wants (.git, venvs, node_modules, ...) and
+    # what .gitignore names (see modelguard.files.DEFAULT_EXCLUDES).
+    no_default_excludes: bool = False
+
+    @property
+    def settings(self) -> ScanSettings:
+        return ScanSettings(limits=self.limits, allow_globals=self.allow_globals)
 
     def is_excluded(self, rel_path: str) -> bool:
         return bool(self.exclude) and path_matches(rel_path, self.exclude)

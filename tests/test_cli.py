@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
+from modelguard.cli import cli
 from modelguard.cli import output as cli_output
-from modelguard.cli.main import cli
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
 from modelguard.report.json import load_schema
 from modelguard.rules import all_rules
@@ -278,10 +278,14 @@ def test_dash_with_missing_path_from_stdin(project: Path) -> None:
     assert "missing.pt" in result.stderr
 
 
-def test_empty_stdin_is_a_usage_error(project: Path) -> None:
-    result = invoke("scan", "-", stdin="\n\n")
-    assert result.exit_code == 2
-    assert "no paths" in result.stderr
+def test_empty_stdin_is_nothing_to_scan(project: Path) -> None:
+    # `git ls-files '*.pt' | modelguard scan -` in a repository without models.
+    result = invoke("scan", "-", "--format", "sarif", "-o", "out.sarif", stdin="\n\n")
+    assert result.exit_code == 0, result.output
+    assert "nothing to scan" in result.stderr
+    sarif = json.loads((project / "out.sarif").read_text())
+    jsonschema.validate(sarif, json.loads(SARIF_SCHEMA.read_text()))
+    assert sarif["runs"][0]["results"] == []
 
 
 # -- configuration ----------------------------------------------------------------------

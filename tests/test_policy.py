@@ -9,6 +9,7 @@ import pytest
 from modelguard.api import scan
 from modelguard.errors import ConfigError, UsageError
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
 from modelguard.policy import (
     IgnoreRule,
     Policy,
@@ -17,7 +18,6 @@ from modelguard.policy import (
     path_matches,
     policy_from_mapping,
 )
-from modelguard.scan.limits import Limits
 
 UNKNOWN_BYTES = b"\x00\x00not a model file\n"
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from modelguard.cli.output import call_api, emit_report, fail
-from modelguard.findings import Severity
-from modelguard.policy import NEVER, parse_fail_on
-from modelguard.report.interface import RenderOptions
-
-FAIL_ON_CHOICES = [s.label for s in Severity] + [NEVER]
+from modelguard.cli.options import ReportChoices, report_options
+from modelguard.cli.output import call_api, fail
 
 
 @click.command()
@@ -128,28 +125,8 @@ FAIL_ON_CHOICES = [s.label for s in Severity] + [NEVER]
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the recovered trigger (mask, pattern, stamped input) and per-class norms as PNG.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "sarif"]),
-    default="text",
-    show_default=True,
-    help="Report format.",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the report here instead of stdout.",
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON_CHOICES, case_sensitive=False),
-    default="high",
-    show_default=True,
-    help="Exit 1 when a finding is at or above this severity.",
-)
 @click.option("--seed", type=int, default=0, show_default=True, help="Split and tuning seed.")
+@report_options
 def backdoor(
     model: Path,
     data: str | None,
@@ -173,10 +150,8 @@ def backdoor(
     profile_only: bool,
     trust_pickle: bool,
     plot: Path | None,
-    fmt: str,
-    output: Path | None,
-    fail_on: str,
     seed: int,
+    report: ReportChoices,
 ) -> None:
     """Look for a backdoor in MODEL without trigger data, and repair it.
 
@@ -191,7 +166,7 @@ def backdoor(
     """
     from modelguard.backdoor import analysis as api
 
-    threshold = parse_fail_on(fail_on)
+    threshold = report.policy().fail_on
     if list_layers:
         layers = call_api(
             lambda: api.list_layers(model, factory=factory, trust_pickle=trust_pickle)
@@ -229,17 +204,17 @@ def backdoor(
         seed=seed,
         full_curve=plot is not None,
     )
-    with reverse_progress(sys.stderr.isatty()) as progress:
+    with reverse_progress(report.show_progress()) as progress:
         analysis = call_api(lambda: api.analyze_backdoor(model, data, settings, progress=progress))
     if plot is not None:
         from modelguard.backdoor.plot import plot_analysis
 
         call_api(lambda: plot_analysis(analysis, plot))
     # The table goes with a text report; machine-readable output stays parseable.
-    table_to_stderr = fmt != "text" and (output is None or str(output) == "-")
+    table_to_stderr = report.fmt != "text" and report.to_stdout()
     click.echo(analysis.table(), err=table_to_stderr)
-    options = RenderOptions(color=False, fail_on=threshold, verbose=True)
-    emit_report(analysis.report, fmt, output, options)
+    # The analysis is shown in full (info findings too), as it always was.
+    replace(report, verbose=True).emit(analysis.report, threshold)
     sys.exit(analysis.report.exit_code(threshold))
 
 

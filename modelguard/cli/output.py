@@ -6,9 +6,9 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
@@ -16,7 +16,6 @@ from modelguard.errors import ModelGuardError
 from modelguard.findings import Report
 from modelguard.report.interface import RenderOptions, render
 
-EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
 
@@ -74,35 +73,10 @@ def emit_report(report: Report, fmt: str, output: Path | None, options: RenderOp
     """Render and print (or atomically write) the report; input errors go to stderr."""
     for error in report.errors:
         click.echo(f"modelguard: error: {error.path}: {error.message}", err=True)
-    text = render(report, fmt, options)
+    text = call_api(lambda: render(report, fmt, options))
     if output is None or str(output) == "-":
         # color=: click strips ANSI codes when stdout is not a terminal, which would
         # defeat an explicit --color (e.g. piping into ``less -R``).
         click.echo(text, nl=not text.endswith("\n"), color=options.color)
     else:
         write_atomically(output, text)
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
-    """A progress callback drawing a bar on stderr, or None when disabled.
-
-    The bar is created on the first callback, when the number of files is known.
-    """
-    if not enabled:
-        yield None
-        return
-    bars: list[Any] = []  # click's ProgressBar type is private
-
-    def update(done: int, total: int, path: str) -> None:
-        if not bars:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
-            bar.__enter__()
-            bars.append(bar)
-        bars[0].update(1)
-
-    try:
-        yield update
-    finally:
-        for bar in bars:
-            bar.__exit__(None, None, None)

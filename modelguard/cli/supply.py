@@ -2,92 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
-from modelguard.cli.main import FAIL_ON_CHOICES, resolve_policy
-from modelguard.cli.output import EXIT_FINDINGS, call_api, emit_report
-from modelguard.findings import Report, Severity
-from modelguard.report.interface import RenderOptions
-
-REPORT_FORMATS = ["text", "json", "sarif"]
-
-
-def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--format/--output/--fail-on/--config/--verbose, as `modelguard scan` has them."""
-    options = [
-        click.option(
-            "--format",
-            "fmt",
-            type=click.Choice(REPORT_FORMATS),
-            default="text",
-            show_default=True,
-            help="Report format.",
-        ),
-        click.option(
-            "-o",
-            "--output",
-            "report_output",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Write the report here (atomically) instead of stdout.",
-        ),
-        click.option(
-            "--fail-on",
-            type=click.Choice(FAIL_ON_CHOICES, case_sensitive=False),
-            help="Exit 1 when a finding is at or above this severity [default: high, or config].",
-        ),
-        click.option(
-            "--config",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Policy file (pyproject.toml or TOML with the [tool.modelguard] keys).",
-        ),
-        click.option("-v", "--verbose", is_flag=True, help="Also show info findings."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _render(
-    report: Report, fmt: str, output: Path | None, fail_on: Severity | None, verbose: bool
-) -> None:
-    use_color = output is None and fmt == "text" and sys.stdout.isatty()
-    emit_report(
-        report, fmt, output, RenderOptions(color=use_color, fail_on=fail_on, verbose=verbose)
-    )
-
-
-@contextlib.contextmanager
-def _byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
-    """One click progress bar per file, drawn on stderr."""
-    if not enabled:
-        yield None
-        return
-    bars: dict[str, Any] = {}
-    done: dict[str, int] = {}
-
-    def update(name: str, so_far: int, total: int | None) -> None:
-        bar = bars.get(name)
-        if bar is None and total is None:
-            return  # no announced size: nothing meaningful to draw
-        if bar is None:
-            bar = click.progressbar(length=total, label=name, file=sys.stderr, show_percent=True)
-            bar.__enter__()
-            bars[name] = bar
-            done[name] = 0
-        bar.update(so_far - done[name])
-        done[name] = so_far
-
-    try:
-        yield update
-    finally:
-        for bar in bars.values():
-            bar.__exit__(None, None, None)
+from modelguard.cli.options import (
+    ReportChoices,
+    TerminalChoices,
+    byte_progress,
+    output_options,
+    report_options,
+)
+from modelguard.cli.output import EXIT_FINDINGS, call_api
 
 
 @click.command()
@@ -131,10 +58,7 @@ def _byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], N
 @click.option(
     "--max-size", type=click.IntRange(min=1), help="Refuse downloads larger than this many bytes."
 )
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."
-)
-@_report_options
+@report_options
 def fetch(
     source: str,
     dest: Path,
@@ -147,12 +71,7 @@ def fetch(
     timeout: float,
     retries: int,
     max_size: int | None,
-    progress: bool | None,
-    fmt: str,
-    report_output: Path | None,
-    fail_on: str | None,
-    config: Path | None,
-    verbose: bool,
+    report: ReportChoices,
 ) -> None:
     """Download SOURCE, verify its digest, scan it, and place it atomically.
 
@@ -164,9 +83,8 @@ def fetch(
     from modelguard.supply.api import fetch as api_fetch
     from modelguard.supply.download import DEFAULT_MAX_BYTES, DownloadOptions
 
-    policy = resolve_policy(config, fail_on)
-    show = sys.stderr.isatty() if progress is None else progress
-    with _byte_progress(show) as callback:
+    policy = report.policy()
+    with byte_progress(report.show_progress()) as callback:
         options = DownloadOptions(
             timeout=timeout,
             retries=retries,
@@ -187,7 +105,7 @@ def fetch(
                 options=options,
             )
         )
-    _render(result.report, fmt, report_output, policy.fail_on, verbose)
+    report.emit(result.report, policy.fail_on)
     pinned = f" at revision {result.revision}" if result.revision else ""
     for path in result.placed:
         click.echo(f"modelguard: fetched {path} from {result.source}{pinned}", err=True)
@@ -215,26 +133,22 @@ def fetch(
     help="Lock file to write (entries for other paths are kept).",
 )
 @click.option("--scan/--no-scan", default=True, help="Record each file's scan verdict.")
-@_report_options
+@report_options
 def lock(
     paths: tuple[Path, ...],
     lock_file: Path,
     scan: bool,
-    fmt: str,
-    report_output: Path | None,
-    fail_on: str | None,
-    config: Path | None,
-    verbose: bool,
+    report: ReportChoices,
 ) -> None:
     """Pin files (folders recursively): size, sha256 and scan verdict into modelguard.lock."""
     from modelguard.supply.api import lock as api_lock
 
-    policy = resolve_policy(config, fail_on)
-    report = call_api(lambda: api_lock(list(paths), lockfile=lock_file, scan=scan, policy=policy))
-    _render(report, fmt, report_output, policy.fail_on, verbose)
-    if not report.errors:
-        click.echo(f"modelguard: locked {len(report.artifacts)} file(s) in {lock_file}", err=True)
-    sys.exit(report.exit_code(policy.fail_on))
+    policy = report.policy()
+    result = call_api(lambda: api_lock(list(paths), lockfile=lock_file, scan=scan, policy=policy))
+    report.emit(result, policy.fail_on)
+    if not result.errors:
+        click.echo(f"modelguard: locked {len(result.artifacts)} file(s) in {lock_file}", err=True)
+    sys.exit(result.exit_code(policy.fail_on))
 
 
 @click.command()
@@ -257,7 +171,7 @@ def lock(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Signer's PEM public key (ECDSA P-256/384/521).",
 )
-@_report_options
+@report_options
 def verify(
     path: Path,
     lock_file: Path | None,
@@ -265,11 +179,7 @@ def verify(
     sha1: str | None,
     signature: Path | None,
     key: Path | None,
-    fmt: str,
-    report_output: Path | None,
-    fail_on: str | None,
-    config: Path | None,
-    verbose: bool,
+    report: ReportChoices,
 ) -> None:
     """Verify PATH against a lock file, a digest, or a signature bundle.
 
@@ -279,14 +189,14 @@ def verify(
     """
     from modelguard.supply.api import verify as api_verify
 
-    policy = resolve_policy(config, fail_on)
-    report = call_api(
+    policy = report.policy()
+    result = call_api(
         lambda: api_verify(
             path, lockfile=lock_file, sha256=sha256, sha1=sha1, signature=signature, key=key
         )
     )
-    _render(report, fmt, report_output, policy.fail_on, verbose)
-    sys.exit(report.exit_code(policy.fail_on))
+    report.emit(result, policy.fail_on)
+    sys.exit(result.exit_code(policy.fail_on))
 
 
 @click.command()
@@ -297,7 +207,10 @@ def verify(
     type=click.Path(dir_okay=False, path_type=Path),
     help="PEM private key (ECDSA P-256/384/521), as for `model_signing sign key`.",
 )
+# sign writes a bundle, not a report: -o names the bundle, and it takes only the
+# terminal options of the shared set.
 @click.option(
+    "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Bundle to write [default: PATH/model.sig for a folder, PATH.sig for a file].",
@@ -307,7 +220,10 @@ def verify(
     metavar="VAR",
     help="Read the private key's password from this environment variable.",
 )
-def sign(path: Path, key: Path, output: Path | None, password_env: str | None) -> None:
+@output_options
+def sign(
+    path: Path, key: Path, output: Path | None, password_env: str | None, terminal: TerminalChoices
+) -> None:
     """Sign a model file or folder (OpenSSF model-signing compatible bundle)."""
     import os
 
@@ -322,6 +238,3 @@ def sign(path: Path, key: Path, output: Path | None, password_env: str | None) -
         password = value.encode()
     bundle = call_api(lambda: api_sign(path, key, output=output, password=password))
     click.echo(f"modelguard: signed {path}: {bundle}")
-
-
-COMMANDS = [fetch, lock, verify, sign]

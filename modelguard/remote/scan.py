@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 from modelguard.errors import FetchError, MissingExtra, UsageError
+from modelguard.files import Target
 from modelguard.findings import ArtifactResult, InputError, Report
 from modelguard.policy import Policy
 from modelguard.remote.http_range import (
@@ -36,7 +37,7 @@ from modelguard.remote.http_range import (
     same_origin,
 )
 from modelguard.scan.context import Input
-from modelguard.scan.engine import Target, scan_file, scan_input
+from modelguard.scan.engine import scan_file, scan_input
 
 HF_SCHEME = "hf://"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"

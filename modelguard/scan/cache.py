@@ -39,14 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from modelguard._version import __version__
+from modelguard.files import ENV_CACHE_DIR as ENV_CACHE_DIR  # the name tests set
+from modelguard.files import user_cache_dir
 from modelguard.findings import Finding, Location, Severity
+from modelguard.policy import ScanSettings
 from modelguard.rules.scan import SCANNER_ERROR
-from modelguard.scan.limits import Limits
 
 ENTRY_SCHEMA = 1
 MAX_AGE_DAYS = 30
 PRUNE_INTERVAL_S = 86400
-ENV_CACHE_DIR = "MODELGUARD_CACHE_DIR"
 # Findings of these rules mean the scan itself did not finish normally; such a
 # result is never stored, so the next run tries again.
 _UNCACHEABLE_RULES = frozenset({SCANNER_ERROR.id})
@@ -54,12 +55,7 @@ _UNCACHEABLE_RULES = frozenset({SCANNER_ERROR.id})
 
 def default_cache_dir() -> Path:
     """The cache folder: MODELGUARD_CACHE_DIR, XDG_CACHE_HOME/modelguard or ~/.cache/modelguard."""
-    explicit = os.environ.get(ENV_CACHE_DIR)
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "modelguard"
+    return user_cache_dir()
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,7 +108,7 @@ class CachedScan:
     findings: tuple[Finding, ...]
 
 
-def _key_material(identity: FileIdentity, limits: Limits, allow_globals: frozenset[str]) -> str:
+def _key_material(identity: FileIdentity, settings: ScanSettings) -> str:
     return json.dumps(
         {
             "schema": ENTRY_SCHEMA,
@@ -126,8 +122,8 @@ def _key_material(identity: FileIdentity, limits: Limits, allow_globals: frozens
                 identity.mtime_ns,
                 identity.ctime_ns,
             ],
-            "limits": sorted(vars(limits).items()),
-            "allow_globals": sorted(allow_globals),
+            "limits": sorted(vars(settings.limits).items()),
+            "allow_globals": sorted(settings.allow_globals),
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -193,12 +189,11 @@ class ScanCache:
     def lookup(
         self,
         identity: FileIdentity,
-        limits: Limits,
-        allow_globals: frozenset[str],
+        settings: ScanSettings,
         display: str,
     ) -> CachedScan | None:
         """The stored result for this exact file state, or None (miss or bad entry)."""
-        material = _key_material(identity, limits, allow_globals)
+        material = _key_material(identity, settings)
         key = hashlib.sha256(material.encode()).hexdigest()
         try:
             text = self._entry_path(key).read_text(encoding="utf-8")
@@ -209,8 +204,7 @@ class ScanCache:
     def store(
         self,
         identity: FileIdentity,
-        limits: Limits,
-        allow_globals: frozenset[str],
+        settings: ScanSettings,
         fmt: str,
         findings: Sequence[Finding],
     ) -> bool:
@@ -222,7 +216,7 @@ class ScanCache:
         """
         if any(f.rule_id in _UNCACHEABLE_RULES for f in findings):
             return False
-        material = _key_material(identity, limits, allow_globals)
+        material = _key_material(identity, settings)
         key = hashlib.sha256(material.encode()).hexdigest()
         payload = {
             "key": material,

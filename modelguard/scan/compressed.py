@@ -1,6 +1,6 @@
 """gzip, bzip2 and xz files: decompress under caps, then scan the content.
 
-The content goes back through ``ScanContext.scan_member`` (sniffed, depth
+The content goes down through ``formats.descend`` (sniffed, depth
 capped), so a gzipped checkpoint, tar or pickle is scanned like the plain one.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from modelguard.rules.scan import ARCHIVE_MALFORMED
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.decompress import Decompressor, bzip2_stream, gzip_stream, inflate, xz_stream
-from modelguard.scan.sniff import BZIP2_MAGIC, GZIP_MAGIC, XZ_MAGIC
+from modelguard.scan.formats import BZIP2_MAGIC, GZIP_MAGIC, XZ_MAGIC, descend
 
 
 def scan_gzip(inp: Input, ctx: ScanContext) -> None:
@@ -77,4 +77,4 @@ def _scan_compressed(
             return  # padding built to exhaust memory; nothing worth scanning
         name = content_name(inp.name, suffixes)
         inner = Input(stream=result.stream, size=result.size, name=f"{inp.name}!/{name}")  # type: ignore[arg-type]
-        ctx.scan_member(name, inner)
+        descend(ctx, name, inner)

@@ -2,21 +2,24 @@
 
 A scanner reads from ``Input.stream`` (seekable, never executed), reports
 findings through ``ScanContext.report`` and hands inner files (archive members,
-embedded pickles) back to the registry through ``ScanContext.scan_member``. It
-never catches exceptions broadly: malformed input is reported as a finding at
-the place it is detected; anything else is a bug and surfaces as MG004.
+embedded pickles) to ``modelguard.scan.formats.descend``. It never catches
+exceptions broadly: malformed input is reported as a finding at the place it is
+detected; anything else is a bug and surfaces as MG004. The context knows
+nothing of formats or dispatch: it reports, keeps budgets and makes children.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import SCAN_LIMIT_REACHED
-from modelguard.scan.limits import Limits
 
 
 @dataclass
@@ -49,23 +52,34 @@ class _Shared:
     seen: set[tuple[str, Location, str | None]] = field(default_factory=set)
 
 
+FindingFilter = Callable[[Finding], bool]
+
+
 class ScanContext:
-    """Reporting, limits and recursion for one (possibly nested) input."""
+    """Reporting, limits and budgets for one (possibly nested) input."""
 
     def __init__(
         self,
         *,
         location: Location,
-        limits: Limits | None = None,
-        allow_globals: frozenset[str] = frozenset(),
+        settings: ScanSettings | None = None,
         depth: int = 0,
         shared: _Shared | None = None,
+        keep: FindingFilter | None = None,
     ) -> None:
         self.location = location
-        self.limits = limits or Limits()
-        self.allow_globals = allow_globals
+        self.settings = settings or ScanSettings()
         self.depth = depth
         self._shared = shared or _Shared()
+        self._keep = keep
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    @property
+    def allow_globals(self) -> frozenset[str]:
+        return self.settings.allow_globals
 
     # -- reporting -------------------------------------------------------------------
     @property
@@ -85,16 +99,18 @@ class ScanContext:
         """Record a finding of ``rule`` here (or in ``member`` below here).
 
         Severity defaults to the rule's. The same rule with the same evidence at
-        the same place is recorded once.
+        the same place is recorded once. A finding this context's filter rejects
+        is dropped.
         """
         location = self.location.inside(member) if member is not None else self.location
         key = (rule.id, location, evidence)
         if evidence is not None and key in self._shared.seen:
             return
+        finding = rule.finding(message, location.at(offset), evidence=evidence, severity=severity)
+        if self._keep is not None and not self._keep(finding):
+            return
         self._shared.seen.add(key)
-        self._shared.findings.append(
-            rule.finding(message, location.at(offset), evidence=evidence, severity=severity)
-        )
+        self._shared.findings.append(finding)
 
     def limit_reached(self, what: str, limit: int, *, offset: int | None = None) -> None:
         """Report MG002: a cap was hit and the rest of this input was not inspected."""
@@ -126,25 +142,23 @@ class ScanContext:
             return False
         return True
 
-    # -- recursion -------------------------------------------------------------------
-    def child(self, member: str) -> ScanContext:
-        """A context for ``member`` nested one archive level below this one."""
+    # -- nesting ---------------------------------------------------------------------
+    def child(self, member: str, *, keep: FindingFilter | None = None) -> ScanContext:
+        """A context for ``member`` nested one level below this one.
+
+        It shares this artifact's findings and budgets; ``keep`` narrows what it
+        (and everything below it) may report, on top of this context's filter.
+        """
+        outer = self._keep
+        combined = keep if outer is None else outer if keep is None else _both(outer, keep)
         return ScanContext(
             location=self.location.inside(member),
-            limits=self.limits,
-            allow_globals=self.allow_globals,
+            settings=self.settings,
             depth=self.depth + 1,
             shared=self._shared,
+            keep=combined,
         )
 
-    def scan_member(self, member: str, inp: Input) -> str:
-        """Detect the format of an inner file and scan it; returns the format name.
 
-        Enforces the archive depth cap (MG002) so archive-in-archive chains end.
-        """
-        from modelguard.scan.registry import dispatch
-
-        if self.depth + 1 > self.limits.max_archive_depth:
-            self.limit_reached("archive nesting depth", self.limits.max_archive_depth)
-            return "unknown"
-        return dispatch(inp, self.child(member))
+def _both(first: FindingFilter, second: FindingFilter) -> FindingFilter:
+    return lambda finding: first(finding) and second(finding)

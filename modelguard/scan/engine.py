@@ -10,15 +10,15 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
+from modelguard.files import Kind, Target, walk
 from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
 from modelguard.policy import Policy
 from modelguard.rules.scan import SCANNER_ERROR
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -26,64 +26,45 @@ ProgressCallback = Callable[[int, int, str], None]
 _PARALLEL_MIN_FILES = 8
 
 
-@dataclass(frozen=True)
-class Target:
-    fs_path: str
-    display: str
-
-
-def display_path(path: Path, root: Path) -> str:
-    """POSIX path relative to ``root`` when inside it, else the absolute path."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return absolute.relative_to(root).as_posix()
-    except ValueError:
-        return absolute.as_posix()
-
-
 def collect_targets(
     paths: Iterable[str | os.PathLike[str]], root: Path, policy: Policy
 ) -> tuple[list[Target], list[InputError]]:
-    """Expand files and folders (recursively, not following folder links) into targets."""
+    """Expand files and folders into targets under the one walk of :mod:`modelguard.files`.
+
+    Links to files are scanned (a loader would read their target), each real file
+    once; links to folders are not followed; special files are read errors.
+    """
+    listing = walk(
+        paths,
+        root=root,
+        exclude=policy.is_excluded if policy.exclude else None,
+        default_excludes=not policy.no_default_excludes,
+        gitignore=not policy.no_default_excludes,
+    )
     targets: list[Target] = []
     errors: list[InputError] = []
     seen: set[str] = set()
-
-    def add(path: Path) -> None:
-        shown = display_path(path, root)
-        if policy.is_excluded(shown):
-            return
-        real = os.path.realpath(path)
-        if real in seen:
-            return
-        seen.add(real)
-        targets.append(Target(fs_path=str(path), display=shown))
-
-    for raw in paths:
-        path = Path(raw)
-        shown = display_path(path, root)
-        if not path.exists():
-            problem = "broken symbolic link" if path.is_symlink() else "no such file or directory"
-            errors.append(InputError(shown, problem))
-        elif path.is_dir():
-            for folder, dirnames, filenames in os.walk(path, followlinks=False):
-                dirnames.sort()
-                dirnames[:] = [
-                    d
-                    for d in dirnames
-                    if not policy.is_excluded(display_path(Path(folder, d), root))
-                ]
-                for name in sorted(filenames):
-                    file_path = Path(folder, name)
-                    if file_path.is_symlink() and not file_path.exists():
-                        errors.append(
-                            InputError(display_path(file_path, root), "broken symbolic link")
-                        )
-                        continue
-                    add(file_path)
-        else:
-            add(path)
+    for entry in listing.entries:
+        if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
+            real = os.path.realpath(entry.path)
+            if real not in seen:
+                seen.add(real)
+                targets.append(entry.target)
+        elif entry.kind is Kind.MISSING:
+            errors.append(InputError(entry.display, _MISSING[entry.note]))
+        elif entry.kind is Kind.BROKEN_LINK:
+            errors.append(InputError(entry.display, "broken symbolic link"))
+        elif entry.kind is Kind.SPECIAL:
+            errors.append(InputError(entry.display, "not a regular file"))
+        elif entry.kind is Kind.UNREADABLE:
+            errors.append(InputError(entry.display, f"cannot list folder: {entry.note}"))
     return targets, errors
+
+
+_MISSING = {
+    Kind.BROKEN_LINK.value: "broken symbolic link",
+    Kind.MISSING.value: "no such file or directory",
+}
 
 
 def scan_file(
@@ -107,7 +88,7 @@ def scan_file(
             return InputError(target.display, "not a regular file")
         identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
         if cache is not None:
-            hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+            hit = cache.lookup(identity, policy.settings, target.display)
             if hit is not None:
                 return _apply_policy(
                     target.display, hit.format, info.st_size, list(hit.findings), policy
@@ -124,17 +105,13 @@ def scan_file(
             cache is not None
             and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
         ):
-            cache.store(identity, policy.limits, policy.allow_globals, fmt, findings)
+            cache.store(identity, policy.settings, fmt, findings)
     return _apply_policy(target.display, fmt, info.st_size, findings, policy)
 
 
 def _scan_input(inp: Input, policy: Policy) -> tuple[str, list[Finding]] | InputError:
     """Dispatch ``inp`` to its scanners; returns (format, raw findings) or a read error."""
-    ctx = ScanContext(
-        location=Location(inp.name),
-        limits=policy.limits,
-        allow_globals=policy.allow_globals,
-    )
+    ctx = ScanContext(location=Location(inp.name), settings=policy.settings)
     try:
         fmt = dispatch(inp, ctx)
     except OSError as exc:
@@ -187,7 +164,7 @@ def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> Artifact
     if not stat.S_ISREG(info.st_mode):
         return None
     identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
-    hit = cache.lookup(identity, policy.limits, policy.allow_globals, target.display)
+    hit = cache.lookup(identity, policy.settings, target.display)
     if hit is None:
         return None
     return _apply_policy(target.display, hit.format, info.st_size, list(hit.findings), policy)

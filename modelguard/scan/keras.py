@@ -84,6 +84,12 @@ def scan_keras_config(
     _scan_config_text(config_bytes, ctx, source=source, model=True)
 
 
+def scan_keras_archive_config(inp: Input, ctx: ScanContext) -> None:
+    """The reading "keras-config": a ``.keras`` archive's ``config.json`` member."""
+    source = ctx.location.members[-1] if ctx.location.members else inp.name
+    scan_keras_config(inp.read_at(0, inp.size), ctx, source=source)
+
+
 def _read_text_attribute(handle: h5py.File, name: str, ctx: ScanContext) -> bytes | None:
     """The attribute's bytes if it is one string within the size cap; else report."""
     import h5py

@@ -8,7 +8,7 @@ of a bounded string, the same key and type checks, ``descr_to_dtype``) so the
 verdict matches what ``numpy.load`` would see, without reading the array data.
 
 ``.npz`` archives are zips; the zip scanner hands each ``.npy`` member back
-here through the registry, so this works on any seekable member stream.
+here through ``formats.descend``, so this works on any seekable member stream.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from modelguard.findings import Severity
 from modelguard.rules.scan import NUMPY_MALFORMED, NUMPY_OBJECT_ARRAY
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import descend
 from modelguard.scan.streams import SliceReader
 
 if TYPE_CHECKING:
@@ -220,8 +221,6 @@ def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
         offset=header.data_offset,
         evidence="object-dtype",
     )
-    from modelguard.scan.registry import get_scanner
-
     length = inp.size - header.data_offset
     if length <= 0:
         _malformed(
@@ -233,9 +232,9 @@ def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
         size=length,
         name=f"{inp.name}!/{OBJECT_DATA_MEMBER}",
     )
-    # Straight to the pickle scanner, not through sniffing: numpy.load unpickles
-    # these bytes whatever they look like.
-    get_scanner("pickle")(region, ctx.child(OBJECT_DATA_MEMBER))
+    # Read as a pickle, not sniffed: numpy.load unpickles these bytes whatever
+    # they look like.
+    descend(ctx, OBJECT_DATA_MEMBER, region, as_format="pickle")
 
 
 def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:

@@ -19,11 +19,11 @@ is MG323. The whole protobuf is held in memory, so ``max_member_bytes`` caps it.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelguard.files import leaves_folder
 from modelguard.rules.scan import (
     ONNX_CHECKER_FAILED,
     ONNX_CUSTOM_DOMAIN,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 STANDARD_DOMAINS = frozenset(
     {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 )
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _CHECKER_MESSAGE_CHARS = 400
 
 
@@ -153,11 +152,9 @@ def location_problem(location: str, model_dir: Path | None) -> str | None:
     """
     if not location or "\x00" in location:
         return "is empty or contains a NUL byte"
-    if location.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(location):
-        return "is an absolute path"
-    parts = PurePosixPath(location.replace("\\", "/")).parts
-    if ".." in parts:
-        return "leaves the model's folder"
+    leaves = leaves_folder(location)
+    if leaves is not None:
+        return leaves
     if model_dir is not None:
         base = Path(os.path.realpath(model_dir))
         target = Path(os.path.realpath(base / location))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tarfile
 from collections import Counter
 
+from modelguard.files import leaves_folder
 from modelguard.rules.scan import (
     ARCHIVE_DUPLICATE_MEMBER,
     ARCHIVE_LINK_MEMBER,
@@ -18,9 +19,8 @@ from modelguard.rules.scan import (
     ARCHIVE_PATH_TRAVERSAL,
 )
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import descend
 from modelguard.scan.streams import SliceReader
-from modelguard.scan.torch import scan_pickle_member
-from modelguard.scan.torch_tar import scan_record_member
 
 # torch.save before 0.4 wrote a tar with these members; each starts with a pickle.
 TORCH_TAR_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
@@ -139,15 +139,10 @@ def _check_hidden_tail(inp: Input, ctx: ScanContext, end: int) -> None:
         offset += len(chunk)
 
 
-def _is_traversal(name: str) -> bool:
-    normal = name.replace("\\", "/")
-    return normal.startswith("/") or ".." in normal.split("/")
-
-
 def _scan_member(
     inp: Input, ctx: ScanContext, member: tarfile.TarInfo, label: str, legacy_torch: bool
 ) -> None:
-    if _is_traversal(member.name):
+    if leaves_folder(member.name):
         ctx.report(
             ARCHIVE_PATH_TRAVERSAL,
             f"member name {member.name!r} is absolute or leaves the extraction folder",
@@ -183,8 +178,8 @@ def _scan_member(
     window = SliceReader(inp.stream, member.offset_data, available)
     inner = Input(stream=window, size=available, name=f"{inp.name}!/{label}")  # type: ignore[arg-type]
     if legacy_torch and member.name in ("storages", "tensors"):
-        scan_record_member(label, member.name, inner, ctx)
+        descend(ctx, label, inner, as_format=f"torch-{member.name}")
     elif legacy_torch and member.name in TORCH_TAR_MEMBERS:
-        scan_pickle_member(label, inner, ctx)
+        descend(ctx, label, inner, as_format="pickle")
     else:
-        ctx.scan_member(label, inner)
+        descend(ctx, label, inner)

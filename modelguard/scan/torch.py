@@ -12,9 +12,7 @@ consecutive pickles followed by raw storage bytes.
 from __future__ import annotations
 
 import enum
-import io
 import itertools
-import pickletools
 import posixpath
 import re
 
@@ -27,7 +25,7 @@ from modelguard.rules.scan import (
     PICKLE_UNKNOWN_IMPORT,
 )
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.registry import get_scanner
+from modelguard.scan.pickle.walker import GlobalName, PickledValue, PickleStream
 
 # Bookkeeping members torch writes beside data.pkl; tiny text/number files.
 _METADATA_NAMES = frozenset(
@@ -120,35 +118,14 @@ def _role(name: str, roots: set[str], present: set[str], torchscript: bool) -> M
     return MemberRole.OTHER
 
 
-def scan_pickle_member(
-    member: str, inp: Input, ctx: ScanContext, *, torchscript: bool = False
-) -> None:
-    """Scan a member the loader unpickles as a pickle, whatever its first bytes say.
-
-    With ``torchscript`` the imports that torch.jit.load's unpickler resolves
-    itself (list builders, the archive's own ``__torch__`` classes) are not
-    reported; everything else the walker finds is.
-    """
-    if ctx.depth + 1 > ctx.limits.max_archive_depth:
-        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
-        return
-    if not torchscript:
-        get_scanner("pickle")(inp, ctx.child(member))
-        return
-    isolated = ScanContext(
-        location=ctx.location.inside(member),
-        limits=ctx.limits,
-        allow_globals=ctx.allow_globals,
-        depth=ctx.depth + 1,
-    )
-    get_scanner("pickle")(inp, isolated)
-    ctx.findings.extend(f for f in isolated.findings if not _resolved_by_torchscript(f))
-
-
-def _resolved_by_torchscript(finding: Finding) -> bool:
+def kept_by_torchscript(finding: Finding) -> bool:
+    """False for the imports torch.jit.load's unpickler resolves itself (list
+    builders, the archive's own ``__torch__`` classes): in a TorchScript pickle
+    they are not reported; everything else the walker finds is."""
     evidence = finding.evidence or ""
-    return finding.rule_id in _IMPORT_RULES and (
-        evidence in _TORCHSCRIPT_BUILDERS or evidence.startswith("__torch__.")
+    return not (
+        finding.rule_id in _IMPORT_RULES
+        and (evidence in _TORCHSCRIPT_BUILDERS or evidence.startswith("__torch__."))
     )
 
 
@@ -159,7 +136,7 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
 
     ctx.set_format("torch-legacy")
     offset = 0
-    starts: list[int] = []
+    walks: list[PickleStream] = []
     for index in range(LEGACY_PICKLES):
         if offset >= inp.size:
             ctx.report(
@@ -169,13 +146,15 @@ def scan_torch_legacy(inp: Input, ctx: ScanContext) -> None:
                 evidence="legacy-truncated",
             )
             return
-        walked = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        # The object and key pickles say how the storage bytes after them are framed.
+        framing = index >= LEGACY_PICKLES - 2
+        walked = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, values=framing)
         if walked.end is None:
             return  # the walker reported why it could not go on
-        starts.append(offset)
+        walks.append(walked)
         offset = walked.end
     _check_storage_framing(
-        inp, ctx, object_start=starts[3], keys_start=starts[4], data_start=offset
+        inp, ctx, objects=walks[3].values, keys=walks[4].values, data_start=offset
     )
 
 
@@ -193,21 +172,15 @@ STORAGE_ELEMENT_SIZES = {
 }  # fmt: skip
 _ANY_SIZE = (1, 2, 4, 8, 16)  # when a key's storage class is not known
 _MAX_FRAMINGS = 256  # distinct candidate offsets followed at once
-_MAX_PARSED_PICKLE = 64 * 1024 * 1024
-_STRING_OPS = frozenset(
-    {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BINSTRING",
-     "SHORT_BINSTRING", "STRING"}
-)  # fmt: skip
-_GET_OPS = frozenset({"BINGET", "LONG_BINGET", "GET"})
-_PUT_OPS = frozenset({"BINPUT", "LONG_BINPUT", "PUT"})
-
-
-class GlobalName(str):
-    """A global's dotted name, told apart from a string value."""
 
 
 def _check_storage_framing(
-    inp: Input, ctx: ScanContext, *, object_start: int, keys_start: int, data_start: int
+    inp: Input,
+    ctx: ScanContext,
+    *,
+    objects: list[PickledValue] | None,
+    keys: list[PickledValue] | None,
+    data_start: int,
 ) -> None:
     """After the keys pickle come, per key, an 8-byte element count and the elements.
 
@@ -216,12 +189,12 @@ def _check_storage_framing(
     be known every dtype size is tried. The file must end exactly where the
     storages end, else it was truncated or has bytes torch.load never reads.
     """
-    keys = [v for v in pickle_values(inp, keys_start, data_start) or [] if type(v) is str]
-    if not keys:
-        return
-    sizes = _storage_sizes(pickle_values(inp, object_start, keys_start) or [])
+    names = [v for v in keys or () if type(v) is str]
+    if not names or objects is None:
+        return  # not enough known to follow the framing
+    sizes = storage_sizes(objects)
     ends = {data_start}
-    for key in keys:
+    for key in names:
         choices = (sizes[key],) if key in sizes else _ANY_SIZE
         following: set[int] = set()
         for at in ends:
@@ -239,57 +212,21 @@ def _check_storage_framing(
         ctx.report(
             ARCHIVE_MALFORMED,
             f"legacy torch storage data after offset {data_start:,} does not match its "
-            f"{len(keys)} storage keys: the file is truncated or has bytes torch.load ignores",
+            f"{len(names)} storage keys: the file is truncated or has bytes torch.load ignores",
             offset=data_start,
             evidence="legacy-storage-framing",
         )
 
 
-def pickle_values(inp: Input, start: int, end: int) -> list[str] | None:
-    """The strings and globals an (already scanned) pickle pushes, in order.
-
-    Memo references are resolved to what they name. pickletools only parses
-    opcodes; nothing is imported or called.
-    """
-    if end - start > _MAX_PARSED_PICKLE:
-        return None
-    values: list[str] = []
-    memo: dict[int, str] = {}
-    last: str | None = None
-    strings: list[str] = []  # for STACK_GLOBAL: the two strings before it
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(inp.read_at(start, end - start))):
-            name = op.name
-            if name in _STRING_OPS:
-                last = arg if isinstance(arg, str) else str(arg)
-                strings = [*strings[-1:], last]
-            elif name == "GLOBAL":
-                last = GlobalName(str(arg).replace(" ", "."))
-            elif name == "STACK_GLOBAL" and len(strings) == 2:
-                last = GlobalName(".".join(strings))
-            elif name in _PUT_OPS and last is not None:
-                memo[int(str(arg))] = last
-                continue
-            elif name == "MEMOIZE" and last is not None:
-                memo[len(memo)] = last
-                continue
-            elif name in _GET_OPS:
-                last = memo.get(int(str(arg)))
-            else:
-                last = None
-                continue
-            if last is not None:
-                values.append(last)
-    except (ValueError, EOFError, UnicodeDecodeError):
-        return None
-    return values
-
-
-def _storage_sizes(values: list[str]) -> dict[str, int]:
+def storage_sizes(values: list[PickledValue]) -> dict[str, int]:
     """Key -> element size, from each storage class global followed by its key."""
     sizes: dict[str, int] = {}
     for value, following in itertools.pairwise(values):
-        if isinstance(value, GlobalName) and not isinstance(following, GlobalName):
+        if (
+            isinstance(value, GlobalName)
+            and isinstance(following, str)
+            and not isinstance(following, GlobalName)
+        ):
             module, _, cls = value.rpartition(".")
             if module == "torch" and cls in STORAGE_ELEMENT_SIZES:
                 sizes.setdefault(following, STORAGE_ELEMENT_SIZES[cls])

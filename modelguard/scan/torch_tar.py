@@ -21,47 +21,54 @@ import struct
 
 from modelguard.rules.scan import ARCHIVE_MALFORMED, PICKLE_TRAILING_DATA
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.torch import STORAGE_ELEMENT_SIZES, GlobalName, pickle_values
+from modelguard.scan.pickle.walker import GlobalName, PickledValue
+from modelguard.scan.torch import STORAGE_ELEMENT_SIZES
 
 
-def scan_record_member(label: str, kind: str, inp: Input, ctx: ScanContext) -> None:
+def scan_storages_member(inp: Input, ctx: ScanContext) -> None:
+    """The reading "torch-storages": a legacy torch tar's ``storages`` member."""
+    _scan_records("storages", inp, ctx)
+
+
+def scan_tensors_member(inp: Input, ctx: ScanContext) -> None:
+    """The reading "torch-tensors": a legacy torch tar's ``tensors`` member."""
+    _scan_records("tensors", inp, ctx)
+
+
+def _scan_records(kind: str, inp: Input, ctx: ScanContext) -> None:
     """Walk the ``storages`` or ``tensors`` (``kind``) member of a legacy torch tar."""
     from modelguard.scan.pickle import walk_pickle
 
-    if ctx.depth + 1 > ctx.limits.max_archive_depth:
-        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
-        return
-    child = ctx.child(label)
-    head = walk_pickle(inp.stream, child, start=0, limit=inp.size)
+    head = walk_pickle(inp.stream, ctx, start=0, limit=inp.size, values=True)
     if head.end is None:
         return
-    count = _pickled_int(inp, 0, head.end)
+    count = _pickled_int(head.values)
     if count is None:
-        _broken(child, "does not start with a pickled record count", 0)
+        _broken(ctx, "does not start with a pickled record count", 0)
         return
     offset = head.end
     for index in range(count):
         if index >= ctx.limits.max_pickle_streams:
-            child.limit_reached("legacy torch records", ctx.limits.max_pickle_streams)
+            ctx.limit_reached("legacy torch records", ctx.limits.max_pickle_streams)
             return
-        record = walk_pickle(inp.stream, child, start=offset, limit=inp.size)
+        record = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, values=True)
         if record.end is None:
             return
-        skip = _raw_length(inp, kind, record.start, record.end)
+        skip = _raw_length(inp, kind, record.values, record.end)
         if skip is None or record.end + skip > inp.size:
-            _broken(child, f"record {index} has raw data that cannot be framed", record.end)
+            _broken(ctx, f"record {index} has raw data that cannot be framed", record.end)
             return
         offset = record.end + skip
     if kind == "storages":
         if offset >= inp.size:
-            _broken(child, "ends before its storage view list", offset)
+            _broken(ctx, "ends before its storage view list", offset)
             return
-        views = walk_pickle(inp.stream, child, start=offset, limit=inp.size)
+        views = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
         if views.end is None:
             return
         offset = views.end
     if offset != inp.size:
-        child.report(
+        ctx.report(
             PICKLE_TRAILING_DATA,
             f"{inp.size - offset:,} bytes follow the last of {count} records",
             offset=offset,
@@ -69,18 +76,17 @@ def scan_record_member(label: str, kind: str, inp: Input, ctx: ScanContext) -> N
         )
 
 
-def _raw_length(inp: Input, kind: str, start: int, end: int) -> int | None:
-    """Bytes of raw data after the record pickle at ``start``..``end``."""
+def _raw_length(inp: Input, kind: str, values: list[PickledValue] | None, end: int) -> int | None:
+    """Bytes of raw data after a record pickle that pushed ``values`` and ends at ``end``."""
     if kind == "tensors":
         head = inp.read_at(end, 8)
         if len(head) < 8:
             return None
         (ndim,) = struct.unpack_from("<i", head)
         return None if ndim < 0 else 8 + 16 * ndim + 8
-    values = pickle_values(inp, start, end) or []
     sizes = [
         STORAGE_ELEMENT_SIZES.get(v.rpartition(".")[2])
-        for v in values
+        for v in values or ()
         if isinstance(v, GlobalName) and v.startswith("torch.")
     ]
     element = next((s for s in sizes if s is not None), None)
@@ -90,19 +96,10 @@ def _raw_length(inp: Input, kind: str, start: int, end: int) -> int | None:
     return 8 + int.from_bytes(count, "little") * element
 
 
-def _pickled_int(inp: Input, start: int, end: int) -> int | None:
-    """The small non-negative int a count pickle holds (pickletools parse only)."""
-    import io
-    import pickletools
-
-    try:
-        ops = list(pickletools.genops(io.BytesIO(inp.read_at(start, min(end - start, 64)))))
-    except (ValueError, EOFError):
-        return None
-    ints = [
-        arg for op, arg, _ in ops if op.name in ("BININT", "BININT1", "BININT2", "INT", "LONG1")
-    ]
-    if len(ints) != 1 or not isinstance(ints[0], int) or isinstance(ints[0], bool) or ints[0] < 0:
+def _pickled_int(values: list[PickledValue] | None) -> int | None:
+    """The one non-negative int a count pickle holds."""
+    ints = [v for v in values or () if type(v) is int]
+    if len(ints) != 1 or ints[0] < 0:
         return None
     return ints[0]
 

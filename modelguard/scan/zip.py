@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import BinaryIO
 
+from modelguard.files import leaves_folder
 from modelguard.rules.scan import (
     ARCHIVE_BOMB,
     ARCHIVE_DUPLICATE_MEMBER,
@@ -25,8 +26,9 @@ from modelguard.rules.scan import (
 )
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.decompress import Decompressor, bzip2_stream, inflate, raw_deflate
+from modelguard.scan.formats import descend
 from modelguard.scan.streams import SliceReader
-from modelguard.scan.torch import MemberRole, scan_pickle_member, zip_flavour
+from modelguard.scan.torch import MemberRole, kept_by_torchscript, zip_flavour
 from modelguard.scan.zip_layout import (
     Directory,
     Entry,
@@ -173,15 +175,8 @@ def _member_labels(entries: list[Entry], ctx: ScanContext) -> list[str]:
     return labels
 
 
-def _is_traversal(name: str) -> bool:
-    normal = name.replace("\\", "/")
-    if normal.startswith("/") or (len(normal) >= 2 and normal[1] == ":"):
-        return True
-    return ".." in normal.split("/")
-
-
 def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, label: str) -> None:
-    if _is_traversal(entry.name):
+    if leaves_folder(entry.name):
         ctx.report(
             ARCHIVE_PATH_TRAVERSAL,
             f"member name {entry.name!r} is absolute or leaves the extraction folder",
@@ -224,23 +219,15 @@ def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, la
     try:
         inner = Input(stream=stream, size=size, name=f"{inp.name}!/{label}")
         if role is MemberRole.KERAS_CONFIG:
-            _scan_keras_config(label, inner, ctx)
-        elif role is MemberRole.PICKLE or role is MemberRole.TORCHSCRIPT_PICKLE:
-            torchscript = role is MemberRole.TORCHSCRIPT_PICKLE
-            scan_pickle_member(label, inner, ctx, torchscript=torchscript)
+            descend(ctx, label, inner, as_format="keras-config")
+        elif role is MemberRole.PICKLE:
+            descend(ctx, label, inner, as_format="pickle")
+        elif role is MemberRole.TORCHSCRIPT_PICKLE:
+            descend(ctx, label, inner, as_format="pickle", keep=kept_by_torchscript)
         else:
-            ctx.scan_member(label, inner)
+            descend(ctx, label, inner)
     finally:
         stream.close()
-
-
-def _scan_keras_config(label: str, inner: Input, ctx: ScanContext) -> None:
-    from modelguard.scan.keras import scan_keras_config
-
-    if ctx.depth + 1 > ctx.limits.max_archive_depth:
-        ctx.limit_reached("archive nesting depth", ctx.limits.max_archive_depth)
-        return
-    scan_keras_config(inner.read_at(0, inner.size), ctx.child(label), source=label)
 
 
 def _declares_bomb(entry: Entry, ctx: ScanContext) -> bool:

@@ -21,7 +21,7 @@ from modelguard.scan.context import Input, ScanContext
 
 
 class CountingDispatch:
-    """Stands in for the registry: reports MG101 when the bytes contain EVIL."""
+    """Stands in for formats.dispatch: reports MG101 when the bytes contain EVIL."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []

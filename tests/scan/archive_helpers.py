@@ -11,9 +11,10 @@ import zipfile
 from pathlib import Path
 
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.limits import Limits
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 
 # posix.system("id") via GLOBAL + REDUCE, protocol 2: what a malicious checkpoint carries.
 MALICIOUS_PICKLE = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03."
@@ -47,7 +48,7 @@ def scan_stream(
     name: str = "artifact",
     limits: Limits | None = None,
 ) -> Scanned:
-    ctx = ScanContext(location=Location(name), limits=limits)
+    ctx = ScanContext(location=Location(name), settings=ScanSettings(limits or Limits()))
     fmt = dispatch(Input(stream=stream, size=size, name=name), ctx)  # type: ignore[arg-type]
     return Scanned(ctx, fmt)
 

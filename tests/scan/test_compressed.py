@@ -14,10 +14,11 @@ import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, scan_bytes
 
 from modelguard.findings import Location
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.compressed import content_name
 from modelguard.scan.context import ScanContext
 from modelguard.scan.decompress import gzip_stream, inflate
-from modelguard.scan.limits import Limits
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda data: gzip.compress(data, mtime=0),
@@ -128,7 +129,7 @@ def test_content_name(name: str, expected: str) -> None:
 def test_output_never_exceeds_the_member_cap_across_streams() -> None:
     # A first stream ending exactly at the cap must not leave the next one unbounded.
     data = gzip.compress(b"\x00" * 1000) + gzip.compress(b"\x00" * 3_000_000)
-    ctx = ScanContext(location=Location("x"), limits=Limits(max_member_bytes=1000))
+    ctx = ScanContext(location=Location("x"), settings=ScanSettings(Limits(max_member_bytes=1000)))
     result = inflate(
         io.BytesIO(data), len(data), gzip_stream, ctx, what="x", multi_stream=True,
         stream_magic=b"\x1f\x8b",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelguard.scan.imports import SAFE_GLOBALS, Verdict, classify, normalise
+from modelguard.scan.pickle.globals import SAFE_GLOBALS, Verdict, classify, normalise
 
 DANGEROUS = [
     ("os", "system"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import inspect
 import io
 import json
 import marshal
@@ -25,10 +24,11 @@ from hypothesis import strategies as st
 
 import modelguard
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import dispatch
 from modelguard.scan.keras import is_keras_module, scan_hdf5, scan_keras_config
-from modelguard.scan.limits import Limits
-from modelguard.scan.registry import dispatch
 
 # ---- Keras 3 style configs -------------------------------------------------------------
 DTYPE_POLICY = {
@@ -258,14 +258,16 @@ def h5_bytes(
 
 # ---- helpers ---------------------------------------------------------------------------
 def scan_h5(data: bytes, *, limits: Limits | None = None) -> tuple[list[Finding], str | None]:
-    ctx = ScanContext(location=Location("model.h5"), limits=limits)
+    ctx = ScanContext(location=Location("model.h5"), settings=ScanSettings(limits or Limits()))
     fmt = dispatch(Input(io.BytesIO(data), len(data), "model.h5"), ctx)
     assert fmt == "hdf5"
     return ctx.findings, ctx.format_label
 
 
 def scan_config(config: object, *, limits: Limits | None = None) -> list[Finding]:
-    ctx = ScanContext(location=Location("model.keras"), limits=limits).child("config.json")
+    ctx = ScanContext(
+        location=Location("model.keras"), settings=ScanSettings(limits or Limits())
+    ).child("config.json")
     raw = config if isinstance(config, bytes) else json.dumps(config).encode()
     scan_keras_config(raw, ctx)
     return ctx.findings
@@ -502,12 +504,6 @@ def test_arbitrary_configs_never_raise(config: object) -> None:
 
 
 # ---- .keras archives through the public API --------------------------------------------
-def _zip_scanner_passes_config() -> bool:
-    from modelguard.scan import zip as zip_scanner
-
-    return "scan_keras_config" in inspect.getsource(zip_scanner)
-
-
 def test_keras_archive_benign(tmp_path: Path) -> None:
     report = modelguard.scan(keras_zip(k3_compiled(k3_sequential([])), tmp_path), workers=1)
     (artifact,) = report.artifacts
@@ -515,11 +511,6 @@ def test_keras_archive_benign(tmp_path: Path) -> None:
     assert [f for f in artifact.findings if f.severity >= Severity.MEDIUM] == []
 
 
-@pytest.mark.xfail(
-    not _zip_scanner_passes_config(),
-    reason="the zip scanner does not yet hand config.json to scan_keras_config",
-    strict=True,
-)
 def test_keras_archive_with_lambda(tmp_path: Path) -> None:
     report = modelguard.scan(keras_zip(k3_sequential([k3_lambda_layer()]), tmp_path), workers=1)
     findings = [f for f in report.findings if f.rule_id == "MG330"]

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 import modelguard
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.limits import Limits
+from modelguard.scan.formats import dispatch
 from modelguard.scan.numpy import OBJECT_DATA_MEMBER, read_npy_header, scan_npy
-from modelguard.scan.registry import dispatch
 
 
 class _RunsCommand:
@@ -42,7 +43,7 @@ def raw_npy(header: bytes, data: bytes = b"", version: int = 1) -> bytes:
 
 
 def scan(data: bytes, *, limits: Limits | None = None, direct: bool = True) -> list[Finding]:
-    ctx = ScanContext(location=Location("a.npy"), limits=limits)
+    ctx = ScanContext(location=Location("a.npy"), settings=ScanSettings(limits or Limits()))
     inp = Input(io.BytesIO(data), len(data), "a.npy")
     if direct:
         scan_npy(inp, ctx)

@@ -15,16 +15,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 import modelguard
 from modelguard.findings import Finding, Location
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.limits import Limits
+from modelguard.scan.formats import dispatch
 from modelguard.scan.onnx import location_problem, scan_onnx
-from modelguard.scan.registry import dispatch
 
 OPSET = [helper.make_opsetid("", 17)]
 
 
 def scan(data: bytes, *, limits: Limits | None = None, direct: bool = True) -> list[Finding]:
-    ctx = ScanContext(location=Location("m.onnx"), limits=limits)
+    ctx = ScanContext(location=Location("m.onnx"), settings=ScanSettings(limits or Limits()))
     inp = Input(io.BytesIO(data), len(data), "m.onnx")
     if direct:
         scan_onnx(inp, ctx)
@@ -163,7 +164,8 @@ def test_location_problem_shapes() -> None:
     assert location_problem("sub/dir/weights.bin", None) is None
     assert location_problem("a..b.bin", None) is None
     assert location_problem("/abs", None) == "is an absolute path"
-    assert location_problem("x/../../y", None) == "leaves the model's folder"
+    assert location_problem("x/../../y", None) == "climbs out of its folder with '..'"
+    assert location_problem("C:\\w.bin", None) == "names a drive (an absolute Windows path)"
 
 
 def test_external_tensor_in_a_subgraph_attribute() -> None:

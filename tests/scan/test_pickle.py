@@ -20,11 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelguard.findings import Finding, Location, Severity
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.imports import Verdict
-from modelguard.scan.limits import Limits
+from modelguard.scan.formats import sniff
 from modelguard.scan.pickle import plausible_pickle, scan_pickle_input, walk_pickle
-from modelguard.scan.sniff import sniff
+from modelguard.scan.pickle.globals import Verdict
 
 # ---- assembly helpers ------------------------------------------------------------------
 STOP = b"."
@@ -105,7 +106,7 @@ def call_with_string(arg: str) -> bytes:
 def scan(
     data: bytes, *, limits: Limits | None = None, allow: frozenset[str] = frozenset()
 ) -> list[Finding]:
-    ctx = ScanContext(location=Location("m.pkl"), limits=limits, allow_globals=allow)
+    ctx = ScanContext(location=Location("m.pkl"), settings=ScanSettings(limits or Limits(), allow))
     scan_pickle_input(Input(io.BytesIO(data), len(data), "m.pkl"), ctx)
     return ctx.findings
 
@@ -694,7 +695,7 @@ def test_joblib_array_bytes_hiding_a_payload_for_pickle_load() -> None:
 
 def test_memoised_text_beyond_budget_becomes_unresolved(monkeypatch: pytest.MonkeyPatch) -> None:
     # modelguard.scan is also the public scan() function, so patch by module object
-    monkeypatch.setattr(sys.modules[scan_pickle_input.__module__], "_MEMO_TEXT_BUDGET", 150)
+    monkeypatch.setattr(sys.modules[walk_pickle.__module__], "_MEMO_TEXT_BUDGET", 150)
     module = "a" * 70 + ".os"  # long enough to count against the budget
     early = proto(4) + sbu(module) + MEMOIZE + b"0"  # memo 0: kept
     late = sbu("b" * 100) + MEMOIZE + b"0" + sbu(module) + MEMOIZE + b"0"  # memo 2: over budget

@@ -22,14 +22,15 @@ from safetensors.torch import save as torch_save
 
 import modelguard
 from modelguard.findings import Finding, Location
+from modelguard.limits import Limits
+from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.limits import Limits
-from modelguard.scan.registry import dispatch
+from modelguard.scan.formats import dispatch
 from modelguard.scan.safetensors import DTYPE_BITS, scan_safetensors
 
 
 def scan(data: bytes, *, limits: Limits | None = None, direct: bool = True) -> list[Finding]:
-    ctx = ScanContext(location=Location("m.safetensors"), limits=limits)
+    ctx = ScanContext(location=Location("m.safetensors"), settings=ScanSettings(limits or Limits()))
     inp = Input(io.BytesIO(data), len(data), "m.safetensors")
     if direct:
         scan_safetensors(inp, ctx)

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, scan_bytes
 
-from modelguard.scan.limits import Limits
+from modelguard.limits import Limits
 
 
 def make_tar(

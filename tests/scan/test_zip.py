@@ -22,8 +22,8 @@ from archive_helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelguard.limits import Limits
 from modelguard.scan import zip_layout
-from modelguard.scan.limits import Limits
 
 
 def test_benign_torch_layout_is_clean_and_named() -> None:

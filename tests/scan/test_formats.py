@@ -14,7 +14,7 @@ import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, torch_zip
 
 from modelguard.scan.context import Input
-from modelguard.scan.sniff import TORCH_LEGACY_MAGIC, sniff
+from modelguard.scan.formats import TORCH_LEGACY_MAGIC, sniff
 
 
 def formats(data: bytes) -> list[str]:

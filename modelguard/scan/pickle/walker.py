@@ -1,4 +1,4 @@
-"""The pickle scanner: a bounded, non-executing opcode walker.
+"""The symbolic pickle machine: a bounded, non-executing opcode walker.
 
 Why hand-written: ``pickle`` executes what it reads, and ``pickletools.genops``
 trusts the stream too much for hostile input. It reads every declared length in
@@ -19,34 +19,32 @@ what is only imported from what is called with arguments the file chose.
 from __future__ import annotations
 
 import codecs
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
+from modelguard.limits import Limits
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import (
     PICKLE_DANGEROUS_IMPORT,
     PICKLE_MALFORMED,
-    PICKLE_MULTIPLE_STREAMS,
-    PICKLE_TRAILING_DATA,
     PICKLE_UNKNOWN_CALL,
     PICKLE_UNKNOWN_IMPORT,
     PICKLE_UNRESOLVED_CALL,
 )
-from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.imports import Classification, Verdict, classify
-from modelguard.scan.limits import Limits
+from modelguard.scan.context import ScanContext
+from modelguard.scan.pickle.globals import Classification, Verdict, classify
+from modelguard.scan.pickle.reader import (
+    KEEP_STRING,
+    AlreadyReported,
+    CapReached,
+    Malformed,
+    Reader,
+    Truncated,
+)
 
-# Strings up to this size are kept (module and attribute names are short);
-# longer ones are skipped with a seek and modelled as opaque data.
-KEEP_STRING = 1024
-_CHUNK = 1 << 20  # read buffer size
 HIGHEST_PROTOCOL = 5
-_SNIFF_MIN_OPCODES = 4  # a protocol 0/1 head must parse this many opcodes
-_MAX_TRIAL_WALKS = 1_000  # embedded-pickle candidates tried in trailing data
-_TRAILING_OVERLAP = 512
 
 
 # ---- results -------------------------------------------------------------------------
@@ -70,6 +68,17 @@ class ImportedGlobal:
         return self.classification.verdict
 
 
+class GlobalName(str):
+    """A global's dotted name among a stream's values, told apart from a string."""
+
+
+# What a stream pushes that a caller may want to read back: strings, ints and
+# the globals it imports (GlobalName).
+PickledValue = str | int
+MAX_VALUES = 1_000_000  # values recorded per stream
+MAX_VALUE_CHARS = 16 * 1024 * 1024  # characters of recorded strings per stream
+
+
 @dataclass
 class PickleStream:
     """What a walk of one pickle stream found.
@@ -77,6 +86,10 @@ class PickleStream:
     ``end`` is the offset just after STOP, or None when the stream was truncated,
     malformed or stopped at a cap (then ``truncated``, ``malformed`` or
     ``limited`` says which). Offsets are absolute positions in the walked stream.
+
+    ``values`` (only when asked for) lists, in order, the strings, ints and
+    globals the stream pushes, memo fetches included; it is None when not asked
+    for or when it outgrew its bounds.
     """
 
     start: int
@@ -87,6 +100,7 @@ class PickleStream:
     truncated: bool = False
     malformed: bool = False
     limited: bool = False
+    values: list[PickledValue] | None = None
 
     @property
     def complete(self) -> bool:
@@ -99,7 +113,7 @@ class _Sink(Protocol):
     def limit(self, what: str, limit: int, offset: int | None) -> None: ...
 
 
-class _ContextSink:
+class ContextSink:
     def __init__(self, ctx: ScanContext) -> None:
         self._ctx = ctx
 
@@ -111,7 +125,7 @@ class _ContextSink:
 
 
 @dataclass
-class _RecordingSink:
+class RecordingSink:
     """Collects findings so a trial walk can be judged before anything is reported."""
 
     findings: list[tuple[Rule, str, int | None, str]] = field(default_factory=list)
@@ -128,34 +142,6 @@ class _RecordingSink:
             ctx.report(rule, message, offset=offset, evidence=evidence)
         for what, limit, offset in self.limits:
             ctx.limit_reached(what, limit, offset=offset)
-
-
-# ---- control flow inside the walker ------------------------------------------------------
-class _WalkStop(Exception):
-    """Ends a walk; subclasses say why. Never escapes this module."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
-
-
-class _Truncated(_WalkStop):
-    pass
-
-
-class _Malformed(_WalkStop):
-    pass
-
-
-class _AlreadyReported(_WalkStop):
-    """A nested walk failed and reported why; the outer walk just stops."""
-
-
-class _CapReached(_WalkStop):
-    def __init__(self, what: str, limit: int, offset: int) -> None:
-        super().__init__(what, offset)
-        self.limit = limit
 
 
 # ---- symbolic values -----------------------------------------------------------------
@@ -220,105 +206,6 @@ _FIXED_DATA: dict[int, tuple[int, _Value]] = {
 }  # fmt: skip
 
 
-# ---- buffered, bounded reading ---------------------------------------------------------
-class _Reader:
-    """Reads ``[start, end)`` of a stream through a buffer; seeks over long arguments."""
-
-    def __init__(self, stream: BinaryIO, start: int, limit: int | None) -> None:
-        # With a limit, trust it rather than seek to the end: seeking to the end of
-        # a compressed archive member decompresses all of it. A stream shorter than
-        # its limit shows up as a short read, which is reported as truncation.
-        self.end = stream.seek(0, io.SEEK_END) if limit is None else max(start, limit)
-        self.stream = stream
-        self.base = start  # absolute offset of buf[0]
-        self.buf = b""
-        self.pos = 0
-        stream.seek(start)
-
-    def tell(self) -> int:
-        return self.base + self.pos
-
-    def remaining(self) -> int:
-        return self.end - self.base - self.pos
-
-    def _fill(self, need: int, opcode_offset: int) -> None:
-        """Make ``need`` bytes available at ``pos`` or raise _Truncated."""
-        have = len(self.buf) - self.pos
-        if need > self.remaining():
-            raise _Truncated(
-                f"input ends {self.remaining():,} bytes after the opcode at offset "
-                f"{opcode_offset}, which needs {need:,}",
-                opcode_offset,
-            )
-        self.base += self.pos
-        chunk = max(_CHUNK, need - have)
-        want = min(chunk, self.end - self.base - have)
-        self.stream.seek(self.base + have)
-        more = self.stream.read(want)
-        self.buf = self.buf[self.pos :] + more
-        self.pos = 0
-        if len(self.buf) < need:  # the stream was shorter than it said
-            self.end = self.base + len(self.buf)
-            raise _Truncated(
-                f"input ends inside the opcode at offset {opcode_offset}", opcode_offset
-            )
-
-    def opcode(self) -> int:
-        pos = self.pos
-        if pos >= len(self.buf):
-            if self.remaining() <= 0:
-                raise _Truncated("input ends before STOP", self.tell())
-            self._fill(1, self.tell())
-            pos = 0
-        self.pos = pos + 1
-        return self.buf[pos]
-
-    def read(self, n: int, opcode_offset: int) -> bytes:
-        if len(self.buf) - self.pos < n:
-            self._fill(n, opcode_offset)
-        pos = self.pos
-        self.pos = pos + n
-        return self.buf[pos : pos + n]
-
-    def skip(self, n: int, opcode_offset: int) -> None:
-        if len(self.buf) - self.pos >= n:
-            self.pos += n
-            return
-        if n > self.remaining():
-            raise _Truncated(
-                f"declared length {n:,} at offset {opcode_offset} runs past the end of input",
-                opcode_offset,
-            )
-        target = self.tell() + n
-        self.buf = b""
-        self.pos = 0
-        self.base = target
-
-    def line(self, keep: int, cap: int, opcode_offset: int) -> bytes | None:
-        """The next line without its newline; None if longer than ``keep`` (skipped)."""
-        kept: bytes | None = b""
-        length = 0
-        while True:
-            nl = self.buf.find(b"\n", self.pos)
-            stop = nl if nl >= 0 else len(self.buf)
-            piece_len = stop - self.pos
-            length += piece_len
-            if kept is not None:
-                kept = kept + self.buf[self.pos : stop] if length <= keep else None
-            if length > cap:
-                raise _CapReached("pickle text argument length", cap, opcode_offset)
-            self.pos = stop
-            if nl >= 0:
-                self.pos += 1
-                return kept
-            if self.remaining() <= 0:
-                raise _Truncated(
-                    f"input ends inside the text argument of the opcode at offset {opcode_offset}",
-                    opcode_offset,
-                )
-            self._fill(1, opcode_offset)
-
-
 # ---- the walker ------------------------------------------------------------------------
 _STRING_QUOTES = (b"'", b'"')
 _CALL_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
@@ -328,15 +215,21 @@ def _is_dotted_identifier(text: str) -> bool:
     return bool(text) and all(part.isidentifier() for part in text.split("."))
 
 
-class _Walker:
+class Walker:
+    # The inline fast path handles the commonest opcodes without a handler call.
+    # Tests switch it off to check that both paths reach the same results.
+    inline_fast_path = True
+
     def __init__(
         self,
-        reader: _Reader,
+        reader: Reader,
         limits: Limits,
         allow: frozenset[str],
         sink: _Sink,
         start: int,
         nesting: int = 0,
+        *,
+        values: bool = False,
     ) -> None:
         self.nesting = nesting
         self.r = reader
@@ -350,35 +243,63 @@ class _Walker:
         self.handlers: dict[int, Callable[[int], bool]] = self._handler_table()
         self._parsed = 0  # opcodes fully parsed so far
         self._memo_text = 0  # characters of long strings kept in the memo
+        # Recording values goes through push(), which the fast path bypasses.
+        self._values: list[PickledValue] | None = [] if values else None
+        self._value_chars = 0
+        self._fast = self.inline_fast_path and not values
 
     # -- driver ------------------------------------------------------------------------
     def run(self) -> PickleStream:
         result = self.result
         try:
             self._loop()
-        except _Truncated as stop:
+        except Truncated as stop:
             result.truncated = True
             self.sink.finding(
                 PICKLE_MALFORMED, f"pickle truncated: {stop.message}", stop.offset, "truncated"
             )
-        except _Malformed as stop:
+        except Malformed as stop:
             result.malformed = True
             self.sink.finding(
                 PICKLE_MALFORMED, f"malformed pickle: {stop.message}", stop.offset, stop.message
             )
-        except _CapReached as stop:
+        except CapReached as stop:
             result.limited = True
             self.sink.limit(stop.message, stop.limit, stop.offset)
-        except _AlreadyReported:
+        except AlreadyReported:
             result.malformed = True
         self._report_unknown_imports()
         return result
 
     def _loop(self) -> None:
         try:
-            self._fast_loop()
+            if self._fast:
+                self._fast_loop()
+            else:
+                self._handler_loop()
         finally:
             self.result.opcodes = self._parsed
+            self.result.values = self._values
+
+    def _handler_loop(self) -> None:
+        # Every opcode through its handler: the reference the fast path must match.
+        r = self.r
+        handlers = self.handlers
+        max_ops = self.limits.max_pickle_opcodes
+        count = 0
+        while True:
+            offset = r.tell()
+            op = r.opcode()
+            count += 1
+            if count > max_ops:
+                raise CapReached("pickle opcodes", max_ops, offset)
+            handler = handlers.get(op)
+            if handler is None:
+                raise Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
+            done = handler(offset)
+            self._parsed = count
+            if done:
+                return
 
     def _fast_loop(self) -> None:
         # The hot loop: the commonest opcodes (numbers, short strings, memo, MARK,
@@ -415,39 +336,39 @@ class _Walker:
                 buflen = len(buf)
             count += 1
             if count > max_ops:
-                raise _CapReached("pickle opcodes", max_ops, offset)
+                raise CapReached("pickle opcodes", max_ops, offset)
             fixed = fixed_data.get(op)
             if fixed is not None and pos + fixed[0] <= buflen:
                 pos += fixed[0]
                 stack.append(fixed[1])
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x4B and pos < buflen:  # BININT1
                 stack.append(buf[pos])
                 pos += 1
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x4A and pos + 4 <= buflen:  # BININT
                 stack.append(from_bytes(buf[pos : pos + 4], "little", signed=True))
                 pos += 4
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x4D and pos + 2 <= buflen:  # BININT2
                 stack.append(buf[pos] | buf[pos + 1] << 8)
                 pos += 2
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x94 and stack:  # MEMOIZE
                 if len(memo) >= max_memo:
-                    raise _CapReached("pickle memo entries", max_memo, offset)
+                    raise CapReached("pickle memo entries", max_memo, offset)
                 value = stack[-1]
                 memo[len(memo)] = value if type(value) is not str else self.memo_text(value)
                 self._parsed = count
@@ -458,18 +379,18 @@ class _Walker:
                     try:
                         stack.append(buf[pos + 4 : pos + 4 + n].decode("utf-8", "surrogatepass"))
                     except UnicodeDecodeError:
-                        raise _Malformed(
+                        raise Malformed(
                             f"BINUNICODE at offset {offset} is not valid UTF-8", offset
                         ) from None
                     pos += 4 + n
                     if len(stack) > max_depth:
-                        raise _CapReached("pickle stack depth", max_depth, offset)
+                        raise CapReached("pickle stack depth", max_depth, offset)
                     self._parsed = count
                     continue
             if op == 0x7D and not (stack and type(stack[-1]) is _Called):  # EMPTY_DICT
                 stack.append(_DATA)
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if 0x85 <= op <= 0x87 and len(stack) >= op - 0x84:  # TUPLE1, TUPLE2, TUPLE3
@@ -484,19 +405,19 @@ class _Walker:
                 try:
                     stack.append(buf[pos + 1 : pos + 1 + n].decode("utf-8", "surrogatepass"))
                 except UnicodeDecodeError:
-                    raise _Malformed(
+                    raise Malformed(
                         f"SHORT_BINUNICODE at offset {offset} is not valid UTF-8", offset
                     ) from None
                 pos += 1 + n
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x28:  # MARK
                 metastack.append(stack)
                 stack = self.stack = []
                 if len(metastack) > max_depth:
-                    raise _CapReached("pickle MARK nesting", max_depth, offset)
+                    raise CapReached("pickle MARK nesting", max_depth, offset)
                 self._parsed = count
                 continue
             if (
@@ -511,7 +432,7 @@ class _Walker:
             if op == 0x71 and pos < buflen and stack:  # BINPUT
                 index = buf[pos]
                 if index not in memo and len(memo) >= max_memo:
-                    raise _CapReached("pickle memo entries", max_memo, offset)
+                    raise CapReached("pickle memo entries", max_memo, offset)
                 value = stack[-1]
                 memo[index] = value if type(value) is not str else self.memo_text(value)
                 pos += 1
@@ -520,7 +441,7 @@ class _Walker:
             if op == 0x72 and pos + 4 <= buflen and stack:  # LONG_BINPUT
                 index = from_bytes(buf[pos : pos + 4], "little")
                 if index not in memo and len(memo) >= max_memo:
-                    raise _CapReached("pickle memo entries", max_memo, offset)
+                    raise CapReached("pickle memo entries", max_memo, offset)
                 value = stack[-1]
                 memo[index] = value if type(value) is not str else self.memo_text(value)
                 pos += 4
@@ -532,14 +453,14 @@ class _Walker:
                     stack.append(memo[index])
                     pos += 4
                     if len(stack) > max_depth:
-                        raise _CapReached("pickle stack depth", max_depth, offset)
+                        raise CapReached("pickle stack depth", max_depth, offset)
                     self._parsed = count
                     continue
             if op == 0x68 and pos < buflen and buf[pos] in memo:  # BINGET
                 stack.append(memo[buf[pos]])
                 pos += 1
                 if len(stack) > max_depth:
-                    raise _CapReached("pickle stack depth", max_depth, offset)
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x73 and len(stack) >= 3 and type(stack[-3]) is not _JoblibState:  # SETITEM
@@ -552,7 +473,7 @@ class _Walker:
                 continue
             handler = handlers.get(op)
             if handler is None:
-                raise _Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
+                raise Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
             r.pos = pos
             self.stack = stack
             done = handler(offset)
@@ -581,28 +502,45 @@ class _Walker:
         stack = self.stack
         stack.append(value)
         if len(stack) > self.limits.max_stack_depth:
-            raise _CapReached("pickle stack depth", self.limits.max_stack_depth, offset)
+            raise CapReached("pickle stack depth", self.limits.max_stack_depth, offset)
+        if self._values is not None:
+            self.record(value)
+
+    def record(self, value: _Value) -> None:
+        """Add a pushed string, int or global to the values, within their bounds."""
+        values = self._values
+        assert values is not None
+        if isinstance(value, _Global):
+            value = GlobalName(f"{value.ref.module}.{value.ref.name}")
+        elif not isinstance(value, (str, int)):
+            return
+        if isinstance(value, str):
+            self._value_chars += len(value)
+        if len(values) >= MAX_VALUES or self._value_chars > MAX_VALUE_CHARS:
+            self._values = None  # too many to be worth reading back: none at all
+            return
+        values.append(value)
 
     def pop(self, offset: int) -> _Value:
         if not self.stack:
-            raise _Malformed(f"stack underflow at offset {offset}", offset)
+            raise Malformed(f"stack underflow at offset {offset}", offset)
         return self.stack.pop()
 
     def top(self, offset: int) -> _Value:
         if not self.stack:
-            raise _Malformed(f"stack underflow at offset {offset}", offset)
+            raise Malformed(f"stack underflow at offset {offset}", offset)
         return self.stack[-1]
 
     def mark(self, offset: int) -> bool:
         self.metastack.append(self.stack)
         self.stack = []
         if len(self.metastack) > self.limits.max_stack_depth:
-            raise _CapReached("pickle MARK nesting", self.limits.max_stack_depth, offset)
+            raise CapReached("pickle MARK nesting", self.limits.max_stack_depth, offset)
         return False
 
     def pop_mark(self, offset: int) -> list[_Value]:
         if not self.metastack:
-            raise _Malformed(f"no MARK to pop at offset {offset} (stack underflow)", offset)
+            raise Malformed(f"no MARK to pop at offset {offset} (stack underflow)", offset)
         items = self.stack
         self.stack = self.metastack.pop()
         return items
@@ -620,15 +558,15 @@ class _Walker:
     def blob(self, length: int, offset: int, kind: str) -> bytes | None:
         """A length-prefixed argument: the bytes if short, else skipped (None)."""
         if length < 0:
-            raise _Malformed(f"negative length {length} at offset {offset}", offset)
+            raise Malformed(f"negative length {length} at offset {offset}", offset)
         if length > self.r.remaining():
-            raise _Truncated(
+            raise Truncated(
                 f"{kind} at offset {offset} declares {length:,} bytes but only "
                 f"{self.r.remaining():,} remain",
                 offset,
             )
         if length > self.limits.max_pickle_string:
-            raise _CapReached("pickle string length", self.limits.max_pickle_string, offset)
+            raise CapReached("pickle string length", self.limits.max_pickle_string, offset)
         if length <= KEEP_STRING:
             return self.r.read(length, offset)
         self.r.skip(length, offset)
@@ -640,11 +578,11 @@ class _Walker:
     def int_line(self, offset: int) -> int:
         line = self.text_line(offset)
         if line is None:
-            raise _Malformed(f"integer argument too long at offset {offset}", offset)
+            raise Malformed(f"integer argument too long at offset {offset}", offset)
         try:
             return int(line)
         except ValueError:
-            raise _Malformed(f"invalid integer argument at offset {offset}", offset) from None
+            raise Malformed(f"invalid integer argument at offset {offset}", offset) from None
 
     def push_int(self, raw: bytes, offset: int, *, signed: bool) -> bool:
         self.push(int.from_bytes(raw, "little", signed=signed), offset)
@@ -658,7 +596,7 @@ class _Walker:
         try:
             text = data.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
-            raise _Malformed(f"{kind} at offset {offset} is not valid UTF-8", offset) from None
+            raise Malformed(f"{kind} at offset {offset} is not valid UTF-8", offset) from None
         self.push(text, offset)
         return False
 
@@ -675,7 +613,7 @@ class _Walker:
         ref = ImportedGlobal(module, name, classification, offset, opcode)
         self.result.imports.append(ref)
         if not (_is_dotted_identifier(module) and _is_dotted_identifier(name)):
-            raise _Malformed(
+            raise Malformed(
                 f"{opcode} at offset {offset} names {module!r}.{name!r}, not a Python identifier",
                 offset,
             )
@@ -703,7 +641,7 @@ class _Walker:
             module = module_raw.decode("utf-8")
             name = name_raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Malformed(f"{opcode} at offset {offset} is not valid UTF-8", offset) from None
+            raise Malformed(f"{opcode} at offset {offset} is not valid UTF-8", offset) from None
         return self.import_global(module, name, offset, opcode)
 
     def call(self, callee: _Value, offset: int, opcode: str, args: _Value = _DATA) -> None:
@@ -781,7 +719,7 @@ class _Walker:
             ord("1"): self.op_pop_mark,
             ord("2"): self.op_dup,
             ord("F"): line_data(_check_float),
-            ord("I"): line_data(_check_int),
+            ord("I"): self.op_int,
             ord("J"): lambda o: self.push_int(self.r.read(4, o), o, signed=True),
             ord("K"): lambda o: self.push_int(self.r.read(1, o), o, signed=False),
             ord("L"): line_data(_check_long),
@@ -858,7 +796,7 @@ class _Walker:
     def op_proto(self, offset: int) -> bool:
         version = self.u1(offset)
         if version > HIGHEST_PROTOCOL:
-            raise _Malformed(f"unsupported pickle protocol {version} at offset {offset}", offset)
+            raise Malformed(f"unsupported pickle protocol {version} at offset {offset}", offset)
         self.result.protocol = version
         return False
 
@@ -867,7 +805,7 @@ class _Walker:
         # that declares more bytes than the input holds.
         length = self.uint(8, offset)
         if length > self.r.remaining():
-            raise _Truncated(
+            raise Truncated(
                 f"FRAME at offset {offset} declares {length:,} bytes but only "
                 f"{self.r.remaining():,} remain",
                 offset,
@@ -900,11 +838,11 @@ class _Walker:
             self.push(_DATA, offset)
             return False
         if len(line) < 2 or line[:1] != line[-1:] or line[:1] not in _STRING_QUOTES:
-            raise _Malformed(f"STRING at offset {offset} is not quoted", offset)
+            raise Malformed(f"STRING at offset {offset} is not quoted", offset)
         try:
             raw = codecs.escape_decode(line[1:-1])[0]
         except ValueError:
-            raise _Malformed(f"STRING at offset {offset} has a bad escape", offset) from None
+            raise Malformed(f"STRING at offset {offset} has a bad escape", offset) from None
         self.push(raw.decode("latin-1"), offset)
         return False
 
@@ -916,13 +854,26 @@ class _Walker:
         try:
             text = line.decode("raw-unicode-escape")
         except UnicodeDecodeError:
-            raise _Malformed(f"UNICODE at offset {offset} has a bad escape", offset) from None
+            raise Malformed(f"UNICODE at offset {offset} has a bad escape", offset) from None
         self.push(text, offset)
         return False
 
     def op_long(self, length: int, offset: int, kind: str) -> bool:
-        self.blob(length, offset, kind)
-        self.push(_DATA, offset)
+        data = self.blob(length, offset, kind)
+        if data is not None and len(data) <= 8:
+            self.push(int.from_bytes(data, "little", signed=True), offset)
+        else:
+            self.push(_DATA, offset)
+        return False
+
+    def op_int(self, offset: int) -> bool:
+        line = self.text_line(offset)
+        if line is None:
+            self.push(_DATA, offset)
+            return False
+        _check_int(line, offset)
+        # Protocol 0 spells the booleans as INT 00 and 01.
+        self.push(_DATA if line in (b"00", b"01") else int(line), offset)
         return False
 
     def op_append(self, offset: int) -> bool:
@@ -980,7 +931,7 @@ class _Walker:
     def op_get(self, index: int, offset: int) -> bool:
         value = self.memo.get(index)
         if value is None:
-            raise _Malformed(
+            raise Malformed(
                 f"memo key {index} read before it was written (offset {offset})", offset
             )
         self.push(value, offset)
@@ -988,9 +939,9 @@ class _Walker:
 
     def op_put(self, index: int, offset: int) -> bool:
         if index < 0:
-            raise _Malformed(f"negative memo key at offset {offset}", offset)
+            raise Malformed(f"negative memo key at offset {offset}", offset)
         if index not in self.memo and len(self.memo) >= self.limits.max_memo_entries:
-            raise _CapReached("pickle memo entries", self.limits.max_memo_entries, offset)
+            raise CapReached("pickle memo entries", self.limits.max_memo_entries, offset)
         value = self.top(offset)
         self.memo[index] = self.memo_text(value) if isinstance(value, str) else value
         return False
@@ -1060,7 +1011,7 @@ class _Walker:
     def op_obj(self, offset: int) -> bool:
         items = self.pop_mark(offset)
         if not items:
-            raise _Malformed(f"OBJ at offset {offset} has no class (stack underflow)", offset)
+            raise Malformed(f"OBJ at offset {offset} has no class (stack underflow)", offset)
         self.call(items[0], offset, "OBJ")
         return False
 
@@ -1137,21 +1088,21 @@ class _Walker:
 
     def walk_nested(self, offset: int) -> None:
         if self.nesting >= _MAX_NESTED_PICKLES:
-            raise _CapReached("nested joblib pickles", _MAX_NESTED_PICKLES, offset)
+            raise CapReached("nested joblib pickles", _MAX_NESTED_PICKLES, offset)
         used = self._parsed
         limits = replace(
             self.limits, max_pickle_opcodes=max(1, self.limits.max_pickle_opcodes - used)
         )
-        nested = _Walker(self.r, limits, self.allow, self.sink, self.r.tell(), self.nesting + 1)
+        nested = Walker(self.r, limits, self.allow, self.sink, self.r.tell(), self.nesting + 1)
         result = nested.run()
         self.result.imports.extend(result.imports)
         self._parsed += result.opcodes
         if not result.complete:
-            raise _AlreadyReported("nested pickle ended early", offset)
+            raise AlreadyReported("nested pickle ended early", offset)
 
     def look_for_payload(self, start: int, offset: int) -> None:
         # What pickle.load (not joblib.load) would execute from the array bytes.
-        _, sink = _trial_walk(self.r.stream, start, self.r.end, self.limits, self.allow)
+        _, sink = trial_walk(self.r.stream, start, self.r.end, self.limits, self.allow)
         for rule, message, at, evidence in sink.findings:
             if rule in (PICKLE_DANGEROUS_IMPORT, PICKLE_UNKNOWN_CALL, PICKLE_UNRESOLVED_CALL):
                 self.sink.finding(
@@ -1180,7 +1131,7 @@ def _check_int(line: bytes, offset: int) -> None:
     try:
         int(line)
     except ValueError:
-        raise _Malformed(f"INT at offset {offset} is not an integer", offset) from None
+        raise Malformed(f"INT at offset {offset} is not an integer", offset) from None
 
 
 def _check_long(line: bytes, offset: int) -> None:
@@ -1191,17 +1142,22 @@ def _check_float(line: bytes, offset: int) -> None:
     try:
         float(line)
     except ValueError:
-        raise _Malformed(f"FLOAT at offset {offset} is not a number", offset) from None
+        raise Malformed(f"FLOAT at offset {offset} is not a number", offset) from None
 
 
 def _check_ascii(line: bytes, offset: int) -> None:
     if not line.isascii():
-        raise _Malformed(f"PERSID at offset {offset} is not ASCII", offset)
+        raise Malformed(f"PERSID at offset {offset} is not ASCII", offset)
 
 
-# ---- public API ----------------------------------------------------------------------------
+# ---- entry points ---------------------------------------------------------------------
 def walk_pickle(
-    stream: BinaryIO, ctx: ScanContext, *, start: int = 0, limit: int | None = None
+    stream: BinaryIO,
+    ctx: ScanContext,
+    *,
+    start: int = 0,
+    limit: int | None = None,
+    values: bool = False,
 ) -> PickleStream:
     """Walk one pickle stream of ``stream`` from ``start`` without executing it.
 
@@ -1215,123 +1171,20 @@ def walk_pickle(
     after it, so a caller with several consecutive pickles (torch's legacy format,
     a numpy object array) walks the next one from there. Memory stays bounded:
     arguments longer than 1 KiB are skipped with a seek, never read.
+
+    With ``values`` the result lists the strings, ints and globals the stream
+    pushes (see ``PickleStream.values``), for callers that read a format's
+    framing from its pickles.
     """
-    reader = _Reader(stream, start, limit)
-    walker = _Walker(reader, ctx.limits, ctx.allow_globals, _ContextSink(ctx), start)
+    reader = Reader(stream, start, limit)
+    sink = ContextSink(ctx)
+    walker = Walker(reader, ctx.limits, ctx.allow_globals, sink, start, values=values)
     return walker.run()
 
 
-def _trial_walk(
+def trial_walk(
     stream: BinaryIO, start: int, limit: int | None, ctx_limits: Limits, allow: frozenset[str]
-) -> tuple[PickleStream, _RecordingSink]:
-    sink = _RecordingSink()
-    walker = _Walker(_Reader(stream, start, limit), ctx_limits, allow, sink, start)
+) -> tuple[PickleStream, RecordingSink]:
+    sink = RecordingSink()
+    walker = Walker(Reader(stream, start, limit), ctx_limits, allow, sink, start)
     return walker.run(), sink
-
-
-def plausible_pickle(head: bytes) -> bool:
-    """Whether ``head`` (the first bytes of a file) reads as the start of a pickle.
-
-    A PROTO opcode with a known protocol is enough: pickle.load accepts such a file
-    whatever follows, so sniffing must not be stricter than the loader. Protocol
-    0/1 pickles have no header: the head must parse as at least a few valid opcodes
-    (or a complete short pickle), which text that merely starts with an opcode
-    letter ("class ...", "lorem ...", "I am ...") does not.
-    """
-    if not head:
-        return False
-    if head[0] == 0x80:
-        return len(head) >= 2 and head[1] <= HIGHEST_PROTOCOL
-    result, _ = _trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
-    if result.complete:
-        return result.opcodes >= 2
-    return result.opcodes >= _SNIFF_MIN_OPCODES
-
-
-def _starts_pickle(inp: Input, offset: int) -> bool:
-    return plausible_pickle(inp.read_at(offset, 4096))
-
-
-_PROTO_CANDIDATE = re.compile(rb"\x80[\x02-\x05]")
-_TEXT_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,255})\n([A-Za-z_][\w.]{0,255})\n")
-
-
-def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
-    """Look inside trailing bytes for a pickle payload another loader could read.
-
-    Complete pickles that start with a PROTO opcode are walked and reported;
-    protocol 0 GLOBAL/INST opcodes naming a dangerous global are reported too.
-    """
-    cap = ctx.limits.max_pickle_string
-    end = min(inp.size, offset + cap)
-    if inp.size - offset > cap:
-        ctx.limit_reached("trailing bytes searched for pickles", cap, offset=offset)
-    trials = 0
-    pos = offset
-    resume = offset  # candidates before this lie inside an embedded pickle already seen
-    while pos < end:
-        chunk = inp.read_at(pos, min(_CHUNK, end - pos))
-        if not chunk:
-            break
-        for match in _TEXT_GLOBAL.finditer(chunk):
-            module = match.group(1).decode("ascii")
-            name = match.group(2).decode("ascii")
-            found = classify(module, name, ctx.allow_globals)
-            if found.verdict is Verdict.DANGEROUS:
-                ctx.report(
-                    PICKLE_DANGEROUS_IMPORT,
-                    f"trailing data holds a pickle GLOBAL for {found.dotted}: {found.reason}",
-                    offset=pos + match.start(),
-                    evidence=found.dotted,
-                )
-        for match in _PROTO_CANDIDATE.finditer(chunk):
-            at = pos + match.start()
-            if at < resume:
-                continue
-            trials += 1
-            if trials > _MAX_TRIAL_WALKS:
-                ctx.limit_reached("embedded pickle candidates", _MAX_TRIAL_WALKS, offset=at)
-                return
-            result, sink = _trial_walk(inp.stream, at, inp.size, ctx.limits, ctx.allow_globals)
-            if result.complete and result.end is not None:
-                sink.replay(ctx)
-                resume = result.end
-        if pos + len(chunk) >= end:
-            break
-        pos += max(1, len(chunk) - _TRAILING_OVERLAP)
-
-
-def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
-    """Scan every consecutive pickle stream in ``inp`` (registry entry for "pickle")."""
-    if inp.size == 0:
-        ctx.report(
-            PICKLE_MALFORMED, f"{inp.name} is empty, not a pickle", offset=0, evidence="empty"
-        )
-        return
-    offset = 0
-    streams = 0
-    while offset < inp.size:
-        if streams >= ctx.limits.max_pickle_streams:
-            ctx.limit_reached("pickle streams", ctx.limits.max_pickle_streams, offset=offset)
-            break
-        if streams > 0 and not _starts_pickle(inp, offset):
-            ctx.report(
-                PICKLE_TRAILING_DATA,
-                f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
-                offset=offset,
-                evidence="trailing-data",
-            )
-            _search_trailing(inp, ctx, offset)
-            break
-        result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
-        streams += 1
-        if result.end is None:
-            break
-        offset = result.end
-    if streams > 1:
-        ctx.report(
-            PICKLE_MULTIPLE_STREAMS,
-            f"{inp.name} holds {streams} consecutive pickle streams; all were scanned",
-            offset=0,
-            evidence="multiple-streams",
-        )

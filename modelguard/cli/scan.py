@@ -1,0 +1,144 @@
+"""``modelguard scan`` and ``modelguard rules``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from modelguard.cli.options import ReportChoices, env_name, file_progress, report_options
+from modelguard.cli.output import call_api
+from modelguard.findings import Report
+
+
+def read_path_list(paths: tuple[str, ...]) -> list[str]:
+    """Expand ``-`` into newline-separated paths read from stdin."""
+    expanded: list[str] = []
+    for path in paths:
+        if path == "-":
+            expanded.extend(line.strip() for line in sys.stdin if line.strip())
+        else:
+            expanded.append(path)
+    return expanded
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Report paths relative to this folder [default: current folder]. For SARIF "
+    "uploaded to GitHub code scanning, use the repository root.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar=env_name("workers"),
+    show_envvar=True,
+    help="Parallel worker processes.",
+)
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    envvar=env_name("cache"),
+    show_envvar=True,
+    help="Reuse results for files unchanged since the last scan (user cache folder, "
+    "or $MODELGUARD_CACHE_DIR).",
+)
+@click.option(
+    "--allow-http", is_flag=True, help="Accept plain http:// sources (default: https only)."
+)
+@click.option(
+    "--no-default-excludes",
+    is_flag=True,
+    help="Also walk .git, .venv/venv, node_modules, __pycache__, tool caches and what "
+    ".gitignore names (skipped by default inside folders).",
+)
+@report_options
+def scan(
+    paths: tuple[str, ...],
+    root: Path | None,
+    workers: int | None,
+    cache: bool,
+    allow_http: bool,
+    no_default_excludes: bool,
+    report: ReportChoices,
+) -> None:
+    """Scan model files and folders without loading them.
+
+    PATHS are files or folders; '-' reads a list of paths from stdin (an empty
+    list is nothing to scan: exit 0). hf://owner/repo[@revision][/path] and
+    https:// URLs are scanned remotely, fetching only the bytes the scanners
+    need (HTTP range requests). Exit status: 0 clean, 1 findings at or above
+    --fail-on, 2 usage error or unreadable input.
+    """
+    from modelguard.api import scan as api_scan
+
+    targets = read_path_list(paths)
+    policy = report.policy()
+    if not targets:
+        # `git ls-files '*.pt' | modelguard scan -` in a repository without models.
+        click.echo("modelguard: nothing to scan (no paths on stdin)", err=True)
+        report.emit(Report(root=Path.cwd().as_posix()), policy.fail_on)
+        sys.exit(0)
+    with file_progress(report.show_progress(), "scanning") as callback:
+        result = call_api(
+            lambda: api_scan(
+                targets,
+                policy=policy,
+                root=root,
+                workers=workers,
+                progress=callback,
+                cache=cache,
+                allow_http=allow_http,
+                no_default_excludes=no_default_excludes,
+            )
+        )
+    report.emit(result, policy.fail_on)
+    sys.exit(result.exit_code(policy.fail_on))
+
+
+@click.command()
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Listing format.",
+)
+def rules(fmt: str) -> None:
+    """List every rule: id, severity, what it means and how to fix it."""
+    import json
+
+    from modelguard.rules import all_rules
+
+    catalogue = all_rules()
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "name": r.name,
+                        "severity": r.severity.label,
+                        "summary": r.summary,
+                        "description": r.description,
+                        "fix": r.fix,
+                        "tags": list(r.tags),
+                        "help_uri": r.help_uri,
+                    }
+                    for r in catalogue
+                ],
+                indent=2,
+            )
+        )
+        return
+    for r in catalogue:
+        click.echo(f"{r.id}  {r.severity.label:<8} {r.name}")
+        click.echo(f"    {r.summary}")
+        click.echo(f"    why: {r.description}")
+        click.echo(f"    fix: {r.fix}")

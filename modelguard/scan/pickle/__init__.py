@@ -1,0 +1,152 @@
+"""The pickle scanner: every consecutive stream of a file, and what trails them.
+
+``walker`` is the symbolic machine that walks one stream without executing it
+(see its docstring for why it is hand-written); ``reader`` its bounded input;
+``globals`` the allowlist-first judgement of what a stream imports. This module
+scans whole inputs: consecutive streams, the search of trailing bytes for a
+payload another loader could read, and the predicate that says whether bytes
+start a pickle at all.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from modelguard.limits import Limits
+from modelguard.rules.scan import (
+    PICKLE_DANGEROUS_IMPORT,
+    PICKLE_MALFORMED,
+    PICKLE_MULTIPLE_STREAMS,
+    PICKLE_TRAILING_DATA,
+)
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.pickle.globals import Verdict, classify
+from modelguard.scan.pickle.reader import CHUNK
+from modelguard.scan.pickle.walker import (
+    HIGHEST_PROTOCOL,
+    ImportedGlobal,
+    PickleStream,
+    trial_walk,
+    walk_pickle,
+)
+
+__all__ = [
+    "ImportedGlobal",
+    "PickleStream",
+    "plausible_pickle",
+    "scan_pickle_input",
+    "walk_pickle",
+]
+
+_SNIFF_MIN_OPCODES = 4  # a protocol 0/1 head must parse this many opcodes
+_MAX_TRIAL_WALKS = 1_000  # embedded-pickle candidates tried in trailing data
+_TRAILING_OVERLAP = 512
+
+
+def plausible_pickle(head: bytes) -> bool:
+    """Whether ``head`` (the first bytes of a file) reads as the start of a pickle.
+
+    A PROTO opcode with a known protocol is enough: pickle.load accepts such a file
+    whatever follows, so sniffing must not be stricter than the loader. Protocol
+    0/1 pickles have no header: the head must parse as at least a few valid opcodes
+    (or a complete short pickle), which text that merely starts with an opcode
+    letter ("class ...", "lorem ...", "I am ...") does not.
+    """
+    if not head:
+        return False
+    if head[0] == 0x80:
+        return len(head) >= 2 and head[1] <= HIGHEST_PROTOCOL
+    result, _ = trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
+    if result.complete:
+        return result.opcodes >= 2
+    return result.opcodes >= _SNIFF_MIN_OPCODES
+
+
+def _starts_pickle(inp: Input, offset: int) -> bool:
+    return plausible_pickle(inp.read_at(offset, 4096))
+
+
+_PROTO_CANDIDATE = re.compile(rb"\x80[\x02-\x05]")
+_TEXT_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,255})\n([A-Za-z_][\w.]{0,255})\n")
+
+
+def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
+    """Look inside trailing bytes for a pickle payload another loader could read.
+
+    Complete pickles that start with a PROTO opcode are walked and reported;
+    protocol 0 GLOBAL/INST opcodes naming a dangerous global are reported too.
+    """
+    cap = ctx.limits.max_pickle_string
+    end = min(inp.size, offset + cap)
+    if inp.size - offset > cap:
+        ctx.limit_reached("trailing bytes searched for pickles", cap, offset=offset)
+    trials = 0
+    pos = offset
+    resume = offset  # candidates before this lie inside an embedded pickle already seen
+    while pos < end:
+        chunk = inp.read_at(pos, min(CHUNK, end - pos))
+        if not chunk:
+            break
+        for match in _TEXT_GLOBAL.finditer(chunk):
+            module = match.group(1).decode("ascii")
+            name = match.group(2).decode("ascii")
+            found = classify(module, name, ctx.allow_globals)
+            if found.verdict is Verdict.DANGEROUS:
+                ctx.report(
+                    PICKLE_DANGEROUS_IMPORT,
+                    f"trailing data holds a pickle GLOBAL for {found.dotted}: {found.reason}",
+                    offset=pos + match.start(),
+                    evidence=found.dotted,
+                )
+        for match in _PROTO_CANDIDATE.finditer(chunk):
+            at = pos + match.start()
+            if at < resume:
+                continue
+            trials += 1
+            if trials > _MAX_TRIAL_WALKS:
+                ctx.limit_reached("embedded pickle candidates", _MAX_TRIAL_WALKS, offset=at)
+                return
+            result, sink = trial_walk(inp.stream, at, inp.size, ctx.limits, ctx.allow_globals)
+            if result.complete and result.end is not None:
+                sink.replay(ctx)
+                resume = result.end
+        if pos + len(chunk) >= end:
+            break
+        pos += max(1, len(chunk) - _TRAILING_OVERLAP)
+
+
+def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
+    """Scan every consecutive pickle stream in ``inp`` (the reading "pickle")."""
+    if inp.size == 0:
+        ctx.report(
+            PICKLE_MALFORMED, f"{inp.name} is empty, not a pickle", offset=0, evidence="empty"
+        )
+        return
+    offset = 0
+    streams = 0
+    while offset < inp.size:
+        if streams >= ctx.limits.max_pickle_streams:
+            ctx.limit_reached("pickle streams", ctx.limits.max_pickle_streams, offset=offset)
+            break
+        if streams > 0 and not _starts_pickle(inp, offset):
+            ctx.report(
+                PICKLE_TRAILING_DATA,
+                f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
+                offset=offset,
+                evidence="trailing-data",
+            )
+            _search_trailing(inp, ctx, offset)
+            break
+        result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        streams += 1
+        if result.end is None:
+            break
+        offset = result.end
+    if streams > 1:
+        ctx.report(
+            PICKLE_MULTIPLE_STREAMS,
+            f"{inp.name} holds {streams} consecutive pickle streams; all were scanned",
+            offset=0,
+            evidence="multiple-streams",
+        )
