@@ -16,11 +16,19 @@ from modelguard.backdoor.model import FloatArray
 CONSISTENCY = 1.4826
 
 
-def anomaly_index(values: npt.ArrayLike, *, low_is_suspicious: bool) -> FloatArray:
-    """Signed robust z-scores: positive on the suspicious side of the median, else <= 0."""
+def anomaly_index(
+    values: npt.ArrayLike, *, low_is_suspicious: bool, min_spread: float = 0.0
+) -> FloatArray:
+    """Signed robust z-scores: positive on the suspicious side of the median, else <= 0.
+
+    ``min_spread`` floors the scaled MAD: with ten classes, six that happen to
+    agree closely make the MAD tiny and turn an ordinary 20% difference into an
+    "outlier"; on log values a floor of 0.15 says that differences of about 15%
+    between classes are what natural variation looks like.
+    """
     data = np.asarray(values, dtype=np.float64)
     median = float(np.median(data))
-    mad = CONSISTENCY * float(np.median(np.abs(data - median)))
+    mad = max(CONSISTENCY * float(np.median(np.abs(data - median))), min_spread)
     deviation = (median - data) if low_is_suspicious else (data - median)
     if mad <= 0:
         # All (or more than half) equal: nothing stands out unless it differs at all.

@@ -5,7 +5,9 @@
    small. Scored by the anomaly index of the *log* norms, so that "ten times
    smaller than the median" counts the same whatever the spread of the others
    (NC as published uses the raw norms and a threshold of 2; that index is
-   reported too, as ``nc_index``).
+   reported too, as ``nc_index``). The spread it divides by is floored at
+   0.15 (about 15%): added after the first model of the ``eval`` family, a clean
+   one, was flagged because six of its ten norms agreed within 5%.
 2. **Maximum margin** (MM-BD, :mod:`margins`): per class, the largest logit
    margin any input reaches. Suspicious: large. Scored by the anomaly index of
    the log margins. Covers triggers too large for NC's mask norm to stand out.
@@ -52,6 +54,7 @@ MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
 SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
 UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
 NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
+MIN_LOG_SPREAD = 0.15  # floor of the log indices' scaled MAD (see anomaly.anomaly_index)
 
 
 @dataclass(frozen=True)
@@ -168,11 +171,13 @@ def combine(
     """The one score from the statistics' raw values (pure: no model needed)."""
     norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
     nc_index = anomaly_index(norms, low_is_suspicious=True)
-    norm_index = anomaly_index(np.log(norms), low_is_suspicious=True)
+    norm_index = anomaly_index(np.log(norms), low_is_suspicious=True, min_spread=MIN_LOG_SPREAD)
     margin_index = None
     if margins is not None:
         margin_index = anomaly_index(
-            np.log(np.maximum(margins.margins.astype(np.float64), 1e-6)), low_is_suspicious=False
+            np.log(np.maximum(margins.margins.astype(np.float64), 1e-6)),
+            low_is_suspicious=False,
+            min_spread=MIN_LOG_SPREAD,
         )
     shortcut = shortcut_score(targeted, untargeted) if untargeted else None
     by_source = {t.label: t.norm for t in untargeted}

@@ -152,6 +152,36 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
     }
 
 
+def rescore(record: dict[str, Any]) -> dict[str, Any]:
+    """Recompute the combined score from the stored raw statistics with the current
+    thresholds (so a report after a method change needs no re-run). Unlearning is
+    only re-usable when the detected set did not change."""
+    from modelguard.backdoor.detection import combine
+    from modelguard.backdoor.margins import MarginRun
+    from modelguard.backdoor.reverse import RecoveredTrigger
+
+    def fake(label: int, norm: float, targeted: bool) -> RecoveredTrigger:
+        empty = np.zeros((1, 1), np.float32)
+        return RecoveredTrigger(label, targeted, empty, empty[None], norm, 1.0, True, 0)
+
+    targeted = [fake(i, n, True) for i, n in enumerate(record["norms"])]
+    untargeted = [fake(i, n, False) for i, n in enumerate(record["unorms"])]
+    margins = MarginRun(np.asarray(record["margins"], np.float32), 0, 0.0, 0.0)
+    det = combine(targeted, untargeted, margins, DetectionSettings())
+    out = dict(record)
+    out.update(score=det.score, detected=det.detected, targets=list(det.targets))
+    out["all_to_all"] = det.all_to_all
+    if out["targets"] != record["targets"]:
+        results = dict(record["results"])
+        if not det.detected:
+            results["unlearn"] = results["none"]  # auto repairs nothing
+        else:
+            results["unlearn"] = {"acc": float("nan"), "asr": float("nan")}
+        out["results"] = results
+        out["rescored"] = True
+    return out
+
+
 def auroc(positive: list[float], negative: list[float]) -> float:
     if not positive or not negative:
         return float("nan")
@@ -167,6 +197,7 @@ def named(record: dict[str, Any], targets: list[int]) -> bool:
 
 
 def pct(values: list[float]) -> str:
+    values = [v for v in values if v == v]  # NaN: not measured under this method version
     if not values:
         return "n/a"
     return f"{100 * statistics.fmean(values):.1f} / {100 * max(values):.1f}"
@@ -253,7 +284,10 @@ def main() -> None:
     results = folder / f"results-{args.split}.jsonl"
     if args.report:
         records = [json.loads(line) for line in results.read_text().splitlines() if line]
-        latest = {r["name"]: r for r in records}
+        latest = {r["name"]: rescore(r) for r in records}
+        changed = [name for name, r in latest.items() if r.get("rescored")]
+        if changed:
+            print(f"rescored with the current thresholds, suspects changed: {changed}")
         report(list(latest.values()))
         return
     import torch
