@@ -2,7 +2,11 @@
 
 - **unlearn** (Neural Cleanse §VI-C): fine-tune on the tuning split with a
   share of the training set stamped with each recovered trigger and labelled
-  with its TRUE class, so the shortcut the trigger opened stops paying off. An
+  with its TRUE class, so the shortcut the trigger opened stops paying off. The
+  clean rows are also distilled towards the original model's own predictions
+  (KL), which keeps what the model does on clean inputs while the stamped rows
+  move it: without that anchor, unlearning a reversed trigger that overlaps
+  digit strokes cost up to 5 points of clean accuracy on the fixture family. An
   accuracy guard checks the guard split after the run; when clean accuracy fell
   by more than the budget it backs off (a gentler learning rate) and tries again.
 - **fine-prune** (Liu, Dolan-Gavitt & Garg, RAID 2018): prune the analysed
@@ -98,6 +102,7 @@ def _guarded(
     pruned: np.ndarray | None = None,
     triggers: int = 0,
     baseline: float | None = None,
+    teacher: np.ndarray | None = None,
 ) -> RepairOutcome:
     """Fine-tune on (x, y); back off while the guard split says the cost is too high."""
     original = model.snapshot()
@@ -110,7 +115,7 @@ def _guarded(
         if attempt:
             model.restore(original)
             tuning = replace(tuning, learning_rate=tuning.learning_rate / 2)
-        model.fine_tune(x, y, layer, pruned, tuning)
+        model.fine_tune(x, y, layer, pruned, tuning, teacher)
         after = accuracy(model, guard, batch_size)
         if best is None or after > best[0]:
             best = (after, model.snapshot(), tuning.learning_rate)
@@ -140,7 +145,17 @@ def unlearn(
     batch_size: int,
 ) -> RepairOutcome:
     x, y = stamped_training_set(tune, triggers, settings, settings.tuning.seed)
-    return _guarded(model, "unlearn", x, y, guard, settings, batch_size, triggers=len(triggers))
+    teacher = np.full((len(y), _classes(model, tune)), np.nan, dtype=np.float32)
+    teacher[: len(tune)] = np.concatenate(
+        [model.run(bx, None)[0] for bx, _ in tune.batches(batch_size)]
+    )
+    return _guarded(
+        model, "unlearn", x, y, guard, settings, batch_size, triggers=len(triggers), teacher=teacher
+    )
+
+
+def _classes(model: AnalysedModel, data: Dataset) -> int:
+    return int(model.run(data.x[:1], None)[0].shape[1])
 
 
 def fine_tune_only(

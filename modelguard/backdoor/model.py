@@ -88,8 +88,10 @@ class AnalysedModel(Protocol):
         layer: str | None,
         pruned: BoolArray | None,
         settings: FineTuneSettings,
+        teacher: FloatArray | None = None,
     ) -> None:
-        """Train on ``(x, y)``, keeping the ``pruned`` channels of ``layer`` at zero."""
+        """Train on ``(x, y)``, keeping the ``pruned`` channels of ``layer`` at zero;
+        rows of ``teacher`` that are not NaN are distilled towards those logits."""
         ...
 
     def save(self, path: Path) -> str:

@@ -201,9 +201,10 @@ class OnnxModel:
         layer: str | None,
         pruned: BoolArray | None,
         settings: FineTuneSettings,
+        teacher: FloatArray | None = None,
     ) -> None:
         trainable = self._trainable()
-        trainable.fine_tune(x, y, layer, pruned, settings)
+        trainable.fine_tune(x, y, layer, pruned, settings, teacher)
         trainable.module.write_back(self.model)
         self._inits = {init.name: init for init in self.model.graph.initializer}
         self._changed()
