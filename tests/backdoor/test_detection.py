@@ -3,6 +3,8 @@ backdoored ones are flagged with their target named, clean ones are not."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from modelguard.findings import Severity
@@ -36,7 +38,8 @@ def test_clean_fixture_is_not_flagged_and_the_report_says_what_was_tested(
     (finding,) = [f for f in analysis.report.findings if f.rule_id == NO_BACKDOOR_EVIDENCE.id]
     assert finding.severity is Severity.INFO
     assert "no evidence of a backdoor" in finding.message
-    assert "Not tested" in finding.message and "clean" not in finding.message.lower()
+    assert "Not tested" in finding.message
+    assert re.search(r"\bclean\b", finding.message, re.IGNORECASE) is None  # never "clean"
     assert analysis.report.exit_code(Severity.LOW) == 0
 
 
