@@ -24,6 +24,17 @@ CLEAN = ("clean_0", "clean_1")
 BACKDOORED = ("badnet_0", "badnet_1", "pruneaware_0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """Train and optimise on one thread: on shared cores extra threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def target_of(name: str) -> int:
     (trigger,) = family.load_triggers(FIXTURES / f"{name}.trigger.npz")
     return trigger.target

@@ -30,6 +30,8 @@ def repaired_run(tmp_path_factory, digits: Path, trigger_data):  # type: ignore[
     code, stdout, stderr = run(
         str(FIXTURES / "badnet_0.ts"),
         "--data", str(digits / "val.npz"),
+        # held out: the judge's 447 test images (all of --data tunes and guards)
+        "--test-data", str(digits / "test.npz"),
         "--trigger-data", str(trig), "--target", str(target),
         "--device", "cpu",
         "--repair", str(out / "repaired.ts"),
@@ -53,7 +55,7 @@ def test_repair_removes_the_backdoor_on_held_out_data_at_small_cost(repaired_run
     assert repair["method"] == "unlearn" and repair["output"] == str(out / "repaired.ts")
     assert repair["held_out"]["asr"] < 0.05
     assert rows["none"]["clean_acc"] - repair["held_out"]["clean_acc"] <= 0.025
-    assert repair["held_out"]["count"] == block["held_out"]["count"] > 90
+    assert repair["held_out"]["count"] == block["held_out"]["count"] == 447
     rules = {f["rule_id"] for f in report["artifacts"][0]["findings"]}
     assert {"MG502", "MG504", "MG505", "MG506"} <= rules and "MG503" not in rules
     assert "auto: unlearning" in stdout or "unlearn" in stdout  # the table went to stdout
