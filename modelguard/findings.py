@@ -118,6 +118,14 @@ class InputError:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A file that was looked at and is not a model: no result, only a reason (``-v``, JSON)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ArtifactResult:
     """Everything known about one top-level artifact after the checks ran."""
 
@@ -126,6 +134,9 @@ class ArtifactResult:
     size: int
     findings: tuple[Finding, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()
+    # Symbolic links (display paths) the scan reached this file through; the
+    # file itself is reported under its own path, where its bytes are.
+    links: tuple[str, ...] = ()
     # The backdoor analyzer's numbers (JSON-ready; docs/json-report.md), when it ran.
     backdoor: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
@@ -142,6 +153,7 @@ class Report:
     errors: tuple[InputError, ...] = ()
     root: str = "."
     tool_version: str = field(default_factory=lambda: _version())
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -182,6 +194,7 @@ class Report:
                     size=max(mine.size, art.size),
                     findings=mine.findings + art.findings,
                     suppressed=mine.suppressed + art.suppressed,
+                    links=mine.links + tuple(x for x in art.links if x not in mine.links),
                     backdoor=mine.backdoor if mine.backdoor is not None else art.backdoor,
                 )
             else:
@@ -191,6 +204,7 @@ class Report:
             errors=self.errors + other.errors,
             root=self.root,
             tool_version=self.tool_version,
+            skipped=self.skipped + tuple(s for s in other.skipped if s.path not in by_path),
         )
 
 

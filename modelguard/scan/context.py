@@ -142,6 +142,31 @@ class ScanContext:
             return False
         return True
 
+    # -- readings judged after the fact ------------------------------------------------
+    def speculative(self) -> ScanContext:
+        """A context at this same place whose findings are kept apart.
+
+        A reading that may turn out not to hold (a pickle whose first opcode is
+        valid but that goes nowhere) is scanned here; ``adopt`` then takes over
+        what counts.
+        """
+        return ScanContext(
+            location=self.location,
+            settings=self.settings,
+            depth=self.depth,
+            shared=_Shared(decompressed=self._shared.decompressed),
+            keep=self._keep,
+        )
+
+    def adopt(self, findings: list[Finding]) -> None:
+        """Record findings made in a speculative context (once each, as ``report`` does)."""
+        for finding in findings:
+            key = (finding.rule_id, finding.location.at(None), finding.evidence)
+            if finding.evidence is not None and key in self._shared.seen:
+                continue
+            self._shared.seen.add(key)
+            self._shared.findings.append(finding)
+
     # -- nesting ---------------------------------------------------------------------
     def child(self, member: str, *, keep: FindingFilter | None = None) -> ScanContext:
         """A context for ``member`` nested one level below this one.

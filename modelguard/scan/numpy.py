@@ -46,7 +46,15 @@ _EXPECTED_KEYS = frozenset({"descr", "fortran_order", "shape"})
 # Python 2 wrote long integers with an "L" suffix; numpy strips it before parsing again.
 _PY2_LONG = re.compile(r"\b(\d+)L\b")
 # What numpy's dtype machinery raises for a descriptor it cannot build.
-_DTYPE_ERRORS = (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError)
+_DTYPE_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+    SyntaxError,
+)  # SyntaxError: numpy parses repeat counts of a dtype string with literal_eval
 _LITERAL_ERRORS = (SyntaxError, ValueError, TypeError, MemoryError, RecursionError)
 
 
@@ -213,16 +221,15 @@ def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> numpy.dtype[An
 
 
 def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
-    """An object array's data is a pickle that numpy.load(allow_pickle=True) runs."""
-    ctx.report(
-        NUMPY_OBJECT_ARRAY,
-        f"array dtype {_describe(header.dtype)} holds Python objects; its data is a "
-        f"pickle that numpy.load(allow_pickle=True) runs (scanned as {OBJECT_DATA_MEMBER})",
-        offset=header.data_offset,
-        evidence="object-dtype",
-    )
+    """An object array's data is a pickle that numpy.load(allow_pickle=True) runs.
+
+    The pickle is scanned first: the object array itself is then LOW when its
+    pickle is clean (numpy.load will refuse it without allow_pickle anyway) and
+    MEDIUM when the pickle has findings of its own.
+    """
     length = inp.size - header.data_offset
     if length <= 0:
+        _report_object_array(ctx, header, Severity.MEDIUM)
         _malformed(
             ctx, "object array has no pickle data", "object-data-missing", header.data_offset
         )
@@ -232,9 +239,23 @@ def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
         size=length,
         name=f"{inp.name}!/{OBJECT_DATA_MEMBER}",
     )
+    before = len(ctx.findings)
     # Read as a pickle, not sniffed: numpy.load unpickles these bytes whatever
     # they look like.
     descend(ctx, OBJECT_DATA_MEMBER, region, as_format="pickle")
+    serious = any(f.severity >= Severity.MEDIUM for f in ctx.findings[before:])
+    _report_object_array(ctx, header, Severity.MEDIUM if serious else Severity.LOW)
+
+
+def _report_object_array(ctx: ScanContext, header: NpyHeader, severity: Severity) -> None:
+    ctx.report(
+        NUMPY_OBJECT_ARRAY,
+        f"array dtype {_describe(header.dtype)} holds Python objects; its data is a "
+        f"pickle that numpy.load(allow_pickle=True) runs (scanned as {OBJECT_DATA_MEMBER})",
+        offset=header.data_offset,
+        evidence="object-dtype",
+        severity=severity,
+    )
 
 
 def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:

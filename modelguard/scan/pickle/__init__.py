@@ -36,10 +36,13 @@ __all__ = [
     "PickleStream",
     "plausible_pickle",
     "scan_pickle_input",
+    "scan_pickle_streams",
     "walk_pickle",
+    "went_somewhere",
 ]
 
-_SNIFF_MIN_OPCODES = 4  # a protocol 0/1 head must parse this many opcodes
+PLAUSIBLE_OPCODES = 4  # a protocol 0/1 stream must parse this many opcodes
+PROTO = 0x80
 _MAX_TRIAL_WALKS = 1_000  # embedded-pickle candidates tried in trailing data
 _TRAILING_OVERLAP = 512
 
@@ -60,11 +63,7 @@ def plausible_pickle(head: bytes) -> bool:
     result, _ = trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
     if result.complete:
         return result.opcodes >= 2
-    return result.opcodes >= _SNIFF_MIN_OPCODES
-
-
-def _starts_pickle(inp: Input, offset: int) -> bool:
-    return plausible_pickle(inp.read_at(offset, 4096))
+    return result.opcodes >= PLAUSIBLE_OPCODES
 
 
 _PROTO_CANDIDATE = re.compile(rb"\x80[\x02-\x05]")
@@ -117,28 +116,51 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
 
 
 def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
-    """Scan every consecutive pickle stream in ``inp`` (the reading "pickle")."""
+    """Scan every consecutive pickle stream in ``inp``: a member its loader unpickles."""
     if inp.size == 0:
         ctx.report(
             PICKLE_MALFORMED, f"{inp.name} is empty, not a pickle", offset=0, evidence="empty"
         )
         return
-    offset = 0
-    streams = 0
+    scan_pickle_streams(inp, ctx, offset=0, streams=0)
+
+
+def went_somewhere(result: PickleStream, first_byte: int) -> bool:
+    """Whether a walk read like a pickle rather than bytes that start with an opcode.
+
+    Judged on the whole walk, never on a fixed-size prefix: a PROTO opcode, at
+    least a few opcodes, or a complete stream of two or more.
+    """
+    if first_byte == PROTO:
+        return result.opcodes >= 1  # a PROTO the loader accepts
+    return result.opcodes >= PLAUSIBLE_OPCODES or (result.complete and result.opcodes >= 2)
+
+
+def scan_pickle_streams(inp: Input, ctx: ScanContext, *, offset: int, streams: int) -> None:
+    """Walk the streams from ``offset`` on (``streams`` already walked before it).
+
+    A stream after the first is walked from its first byte like any other; when
+    that walk goes nowhere the bytes are trailing data, searched for payloads.
+    """
     while offset < inp.size:
         if streams >= ctx.limits.max_pickle_streams:
             ctx.limit_reached("pickle streams", ctx.limits.max_pickle_streams, offset=offset)
             break
-        if streams > 0 and not _starts_pickle(inp, offset):
-            ctx.report(
-                PICKLE_TRAILING_DATA,
-                f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
-                offset=offset,
-                evidence="trailing-data",
-            )
-            _search_trailing(inp, ctx, offset)
-            break
-        result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        if streams == 0:
+            result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        else:
+            tentative = ctx.speculative()
+            result = walk_pickle(inp.stream, tentative, start=offset, limit=inp.size)
+            if not went_somewhere(result, inp.read_at(offset, 1)[0]):
+                ctx.report(
+                    PICKLE_TRAILING_DATA,
+                    f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
+                    offset=offset,
+                    evidence="trailing-data",
+                )
+                _search_trailing(inp, ctx, offset)
+                break
+            ctx.adopt(tentative.findings)
         streams += 1
         if result.end is None:
             break
