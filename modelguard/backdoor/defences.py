@@ -143,6 +143,7 @@ def unlearn(
     triggers: list[RecoveredTrigger],
     settings: RepairSettings,
     batch_size: int,
+    baseline: float | None = None,
 ) -> RepairOutcome:
     x, y = stamped_training_set(tune, triggers, settings, settings.tuning.seed)
     teacher = np.full((len(y), _classes(model, tune)), np.nan, dtype=np.float32)
@@ -150,7 +151,16 @@ def unlearn(
         [model.run(bx, None)[0] for bx, _ in tune.batches(batch_size)]
     )
     return _guarded(
-        model, "unlearn", x, y, guard, settings, batch_size, triggers=len(triggers), teacher=teacher
+        model,
+        "unlearn",
+        x,
+        y,
+        guard,
+        settings,
+        batch_size,
+        triggers=len(triggers),
+        teacher=teacher,
+        baseline=baseline,
     )
 
 
