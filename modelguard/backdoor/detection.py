@@ -39,6 +39,7 @@ import numpy as np
 from modelguard.backdoor.anomaly import anomaly_index
 from modelguard.backdoor.margins import MarginRun, MarginSettings, max_margins
 from modelguard.backdoor.reverse import (
+    UNIVERSAL,
     Progress,
     RecoveredTrigger,
     ReverseRun,
@@ -94,6 +95,7 @@ class Detection:
     all_to_all: bool
     triggers: tuple[RecoveredTrigger, ...]  # targeted, one per class
     untargeted_triggers: tuple[RecoveredTrigger, ...]
+    universal_trigger: RecoveredTrigger | None  # one mask moving every class off its label
     statistics: tuple[str, ...]  # what was tested
     samples: int
     seconds: float
@@ -120,6 +122,8 @@ class Detection:
         chosen = [t for t in self.triggers if t.label in self.targets]
         if self.all_to_all:
             chosen += list(self.untargeted_triggers)
+            if self.universal_trigger is not None:
+                chosen.append(self.universal_trigger)
         return chosen
 
 
@@ -138,9 +142,11 @@ def detect(
     present = set(np.unique(y).tolist())
     if settings.untargeted:
         tasks += [Task(label, False) for label in range(classes) if label in present]
+        tasks.append(Task(UNIVERSAL, False))
     run: ReverseRun = reverse_engineer(forward, x, y, tasks, settings.reverse, device, progress)
     targeted = [t for t in run.triggers if t.targeted]
-    untargeted = [t for t in run.triggers if not t.targeted]
+    untargeted = [t for t in run.triggers if not t.targeted and not t.universal]
+    universal = next((t for t in run.triggers if t.universal), None)
     samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
     margins: MarginRun | None = None
     if settings.max_margin:
@@ -156,7 +162,7 @@ def detect(
         samples += margins.samples
         seconds += margins.seconds
         cpu += margins.cpu_seconds
-    return combine(targeted, untargeted, margins, settings, samples, seconds, cpu)
+    return combine(targeted, untargeted, margins, settings, samples, seconds, cpu, universal)
 
 
 def combine(
@@ -167,6 +173,7 @@ def combine(
     samples: int = 0,
     seconds: float = 0.0,
     cpu_seconds: float = 0.0,
+    universal: RecoveredTrigger | None = None,
 ) -> Detection:
     """The one score from the statistics' raw values (pure: no model needed)."""
     norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
@@ -226,6 +233,7 @@ def combine(
         all_to_all=all_to_all,
         triggers=tuple(targeted),
         untargeted_triggers=tuple(untargeted),
+        universal_trigger=universal,
         statistics=tuple(statistics),
         samples=samples,
         seconds=seconds,
