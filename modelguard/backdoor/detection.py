@@ -1,4 +1,4 @@
-"""Backdoor detection without trigger data: three statistics, one score.
+"""Backdoor detection without trigger data: four statistics, one score.
 
 1. **Reversed-trigger norm** (Neural Cleanse, :mod:`reverse`): per class, the
    L1 norm of the smallest mask that sends clean inputs there. Suspicious:
@@ -11,22 +11,29 @@
 2. **Maximum margin** (MM-BD, :mod:`margins`): per class, the largest logit
    margin any input reaches. Suspicious: large. Scored by the anomaly index of
    the log margins. Covers triggers too large for NC's mask norm to stand out.
-3. **Shortcut** (:mod:`untargeted`): one value per model, large when every
+3. **Both at once**: two weak signs on the same class add up. Large patches on
+   the fixture family's ``dev`` half gave their target one of the two smallest
+   norms in all six models and the largest margin in five, while neither index
+   crossed its threshold in three. Per class: ``(norm index / its threshold +
+   margin index / its threshold) / 1.15``, positive sides only; 1.15 keeps the
+   same headroom over the ``dev`` clean models as the score had without it
+   (largest clean value 0.96 / 1.15 = 0.84, the old largest clean score).
+4. **Shortcut** (:mod:`untargeted`): one value per model, large when every
    class has a small way out (all-to-all backdoors, which give no target a
    small mask).
 
-The score is the largest of the three, each divided by its threshold, so a
+The score is the largest of these, each divided by its threshold, so a
 model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
-crosses its own threshold. Suspected targets are every class whose norm or
-margin index crosses its threshold (two triggers to two targets name both).
+crosses its own threshold. Suspected targets are every class whose part
+crosses (two triggers to two targets name both).
 When the shortcut statistic fires and no flagged target's own trigger explains
 the small exits (they are more than 4x smaller), the backdoor is taken as
 all-to-all and every class is a suspected target.
 
 Thresholds were set on the ``dev`` half of the fixture family
 (``fixtures/backdoor/family.py``), never on the ``eval`` half the benchmark
-reports (``tests/benchmarks/bench_backdoor.py --calibrate`` prints what they
-rest on). They are calibrated on small digit CNNs only.
+reports (``tests/benchmarks/bench_backdoor.py --split dev --report`` prints
+what they rest on). They are calibrated on small digit CNNs only.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from modelguard.backdoor.untargeted import shortcut_score, unexplained_score
 THRESHOLD = 1.0  # of the combined score
 NORM_THRESHOLD = 3.0  # anomaly index of the log mask norms
 MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
+JOINT_THRESHOLD = 1.15  # of the two parts' sum, on one class
 SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
 UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
 NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
@@ -66,6 +74,7 @@ class DetectionSettings:
     max_margin: bool = True
     norm_threshold: float = NORM_THRESHOLD
     margin_threshold: float = MARGIN_THRESHOLD
+    joint_threshold: float = JOINT_THRESHOLD
     shortcut_threshold: float = SHORTCUT_THRESHOLD
 
 
@@ -190,10 +199,13 @@ def combine(
     by_source = {t.label: t.norm for t in untargeted}
     evidence: list[ClassEvidence] = []
     for i, trigger in enumerate(targeted):
-        part = float(norm_index[i]) / settings.norm_threshold
+        norm_part = float(norm_index[i]) / settings.norm_threshold
+        part = norm_part
         m_index = None if margin_index is None else float(margin_index[i])
         if m_index is not None:
-            part = max(part, m_index / settings.margin_threshold)
+            margin_part = m_index / settings.margin_threshold
+            joint = (max(norm_part, 0.0) + max(margin_part, 0.0)) / settings.joint_threshold
+            part = max(part, margin_part, joint)
         evidence.append(
             ClassEvidence(
                 label=trigger.label,

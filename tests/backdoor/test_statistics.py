@@ -85,6 +85,22 @@ def test_large_margin_flags_its_class() -> None:
     assert result.classes[7].margin_index > 3
 
 
+def test_a_small_norm_and_a_large_margin_on_one_class_add_up() -> None:
+    norms = [100, 130, 95, 85, 110, 98, 140, 120, 90, 105]
+    margins = [40, 42, 38, 45, 41, 39, 44, 41, 43, 40]
+    weak = list(norms)
+    weak[3] = 70  # smallest norm, under its threshold on its own
+    strong = list(margins)
+    strong[3] = 60  # largest margin, under its threshold on its own
+    for n, m, flagged in ((weak, margins, False), (norms, strong, False), (weak, strong, True)):
+        targeted = [trig(i, v) for i, v in enumerate(n)]
+        run = MarginRun(np.array(m, np.float32), 0, 0, 0)
+        result = combine(targeted, [], run, DetectionSettings())
+        c = result.classes[3]
+        assert c.norm_index < 3 and c.margin_index is not None and c.margin_index < 3.5
+        assert result.detected is flagged and (result.target == 3) is flagged
+
+
 def test_split_is_stratified_deterministic_and_disjoint() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 35)
