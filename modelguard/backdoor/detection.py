@@ -233,6 +233,7 @@ def combine(
     statistics = ["reversed-trigger norm (Neural Cleanse)"]
     if margins is not None:
         statistics.append("maximum margin (MM-BD)")
+        statistics.append("norm and margin on one class")
     if shortcut is not None:
         statistics.append("untargeted shortcut (all-to-all)")
     return Detection(
