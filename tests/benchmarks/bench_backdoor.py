@@ -288,6 +288,9 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(family.KINDS))
     parser.add_argument("--shard", default="0/1", help="I/N: analyse every N-th model from I")
     parser.add_argument("--report", action="store_true", help="print tables from the results")
+    parser.add_argument(
+        "--existing", action="store_true", help="only the models already trained (train none)"
+    )
     args = parser.parse_args()
     folder = FIXTURES / "generated" / args.split
     results = folder / f"results-{args.split}.jsonl"
@@ -316,6 +319,8 @@ def main() -> None:
         if position % total != index or name in done:
             continue
         kind, number = name.rsplit("_", 1)
+        if args.existing and not (folder / f"{name}.json").exists():
+            continue
         if not (folder / f"{name}.json").exists():
             member, model, triggers = family.build(args.split, kind, int(number), data)
             family.save_member(folder, member, model, triggers)
