@@ -264,6 +264,19 @@ def report(records: list[dict[str, Any]]) -> None:
         if kind == "clean":
             cells = ["-"] * len(METHODS)
         print(f"| {kind} | {len(rows)} | " + " | ".join(cells + drops) + " |")
+    print("\n### Unlearning on the flagged models only (what `--method auto` repairs)\n")
+    print("| attack | flagged | ASR % (mean / max) | drop pp (mean / max) | fine-tune ASR % |")
+    print("|---|---:|---:|---:|---:|")
+    for kind in ATTACKS:
+        rows = [r for r in records if r["kind"] == kind and r["detected"]]
+        if not rows:
+            continue
+        d = [r["results"]["none"]["acc"] - r["results"]["unlearn"]["acc"] for r in rows]
+        print(
+            f"| {kind} | {len(rows)} | {pct([r['results']['unlearn']['asr'] for r in rows])} "
+            f"| {100 * statistics.fmean(d):.1f} / {100 * max(d):.1f} "
+            f"| {pct([r['results']['fine-tune']['asr'] for r in rows])} |"
+        )
     print("\n### Table 1 shape (Liu et al.): clean acc % / ASR % on the test split, means\n")
     print("| model | none | fine-tuning | pruning | fine-pruning |")
     print("|---|---:|---:|---:|---:|")
