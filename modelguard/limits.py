@@ -26,6 +26,11 @@ class Limits:
     # headers of tensor formats
     max_header_bytes: int = 100 * MiB  # safetensors / npy / keras config
     max_tensors: int = 1_000_000
+    # findings: past these, findings are counted (one summary per rule), not listed
+    max_findings: int = 1_000  # listed per top-level file
+    max_findings_per_rule: int = 20  # listed per rule and place (file or member)
+    # work: bytes and opcodes spent on one file beyond a linear pass
+    max_search_work: int = 4  # trial walks of trailing data: this many times its size
 
     @classmethod
     def from_mapping(cls, values: dict[str, object], *, source: str) -> Limits:

@@ -132,6 +132,31 @@ PICKLE_MULTIPLE_STREAMS = Rule(
     "No action needed when the format expects several streams.",
     ("coverage",),
 )
+PICKLE_EXPANSION_BOMB = Rule(
+    "MG108",
+    "pickle-expansion-bomb",
+    Severity.HIGH,
+    "Pickle builds a structure that expands far beyond its size when loaded.",
+    "Memo references and DUP let a few bytes refer to one container many times; "
+    "nested, such references describe structures exponentially larger than the "
+    "file (a billion-laughs pattern). Hashing or comparing them while loading "
+    "(dict keys, sets) or walking them after takes time or memory far beyond the "
+    "file's size: a denial of service against whatever loads it.",
+    "Do not load the file; re-export the object from its source.",
+    ("security", "denial-of-service"),
+)
+PICKLE_FORGED_OBJECT_ARRAY = Rule(
+    "MG109",
+    "pickle-forged-object-array",
+    Severity.HIGH,
+    "A joblib array's dtype makes joblib read raw file bytes as Python objects.",
+    "joblib reads an array's data straight from the file when its dtype's pickled "
+    "flags say it holds no Python objects, or maps it with mmap_mode. A dtype whose "
+    "layout holds objects (object kind, object fields or subarray) read that way "
+    "turns file bytes into object pointers: memory corruption that can crash the "
+    "loader or be turned into code execution.",
+    "Do not load the file; joblib never writes such arrays.",
+)
 
 # MG2xx: archives
 ARCHIVE_PATH_TRAVERSAL = Rule(
@@ -360,6 +385,8 @@ RULES: tuple[Rule, ...] = (
     PICKLE_MALFORMED,
     PICKLE_TRAILING_DATA,
     PICKLE_MULTIPLE_STREAMS,
+    PICKLE_EXPANSION_BOMB,
+    PICKLE_FORGED_OBJECT_ARRAY,
     ARCHIVE_PATH_TRAVERSAL,
     ARCHIVE_DUPLICATE_MEMBER,
     ARCHIVE_ENCRYPTED_MEMBER,

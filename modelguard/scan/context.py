@@ -42,14 +42,58 @@ class Input:
         return self.stream.read(max(0, min(length, self.size - offset)))
 
 
+# Distinct (rule, place, evidence) keys remembered for de-duplication; past this
+# many, repeats are no longer recognised (they are only counted, never listed).
+_MAX_SEEN = 200_000
+_EXAMPLES = 5  # evidence examples kept in a summary finding
+_EXAMPLE_CHARS = 80
+
+
+@dataclass
+class _Overflow:
+    """Findings of one rule at one place that were counted instead of listed."""
+
+    rule: Rule
+    location: Location
+    severity: Severity
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, finding: Finding) -> None:
+        self.count += 1
+        self.severity = max(self.severity, finding.severity)
+        example = finding.evidence or finding.message
+        if len(self.examples) < _EXAMPLES and example not in self.examples:
+            self.examples.append(example[:_EXAMPLE_CHARS])
+
+    def finding(self, listed: int) -> Finding:
+        where = f" in {self.location.member_path}" if self.location.members else ""
+        return self.rule.finding(
+            f"{self.count:,} more findings of this rule{where} were counted, not listed "
+            f"(the first {listed:,} are); e.g. {', '.join(self.examples)}",
+            self.location,
+            evidence="aggregated",
+            severity=self.severity,
+        )
+
+
 @dataclass
 class _Shared:
-    """State shared by every context of one top-level artifact."""
+    """State shared by every context of one top-level artifact.
+
+    Findings are listed up to ``max_findings_per_rule`` per rule and place and
+    ``max_findings`` in all; the rest are counted into one summary per rule (and
+    place, until the overall cap is reached), so a file of a million distinct
+    imports costs a million counter increments, not a million findings.
+    """
 
     findings: list[Finding] = field(default_factory=list)
     decompressed: int = 0
     format_label: str | None = None
     seen: set[tuple[str, Location, str | None]] = field(default_factory=set)
+    listed: dict[tuple[str, Location], int] = field(default_factory=dict)
+    overflow: dict[tuple[str, Location], _Overflow] = field(default_factory=dict)
+    capped: bool = False
 
 
 FindingFilter = Callable[[Finding], bool]
@@ -84,7 +128,12 @@ class ScanContext:
     # -- reporting -------------------------------------------------------------------
     @property
     def findings(self) -> list[Finding]:
-        return self._shared.findings
+        """Every finding listed so far, then one summary per group that overflowed."""
+        shared = self._shared
+        summaries = [
+            over.finding(shared.listed.get(key, 0)) for key, over in shared.overflow.items()
+        ]
+        return shared.findings + summaries
 
     def report(
         self,
@@ -102,15 +151,39 @@ class ScanContext:
         the same place is recorded once. A finding this context's filter rejects
         is dropped.
         """
+        shared = self._shared
         location = self.location.inside(member) if member is not None else self.location
         key = (rule.id, location, evidence)
-        if evidence is not None and key in self._shared.seen:
+        if evidence is not None and key in shared.seen:
             return
         finding = rule.finding(message, location.at(offset), evidence=evidence, severity=severity)
         if self._keep is not None and not self._keep(finding):
             return
-        self._shared.seen.add(key)
-        self._shared.findings.append(finding)
+        if evidence is not None and len(shared.seen) < _MAX_SEEN:
+            shared.seen.add(key)
+        self._list_or_count(rule, location, finding)
+
+    def _list_or_count(self, rule: Rule, location: Location, finding: Finding) -> None:
+        shared = self._shared
+        limits = self.limits
+        group = (rule.id, location)
+        listed = shared.listed.get(group, 0)
+        if rule is SCAN_LIMIT_REACHED or (
+            listed < limits.max_findings_per_rule and len(shared.findings) < limits.max_findings
+        ):
+            shared.listed[group] = listed + 1
+            shared.findings.append(finding)
+            return
+        if len(shared.findings) >= limits.max_findings and not shared.capped:
+            shared.capped = True
+            self.limit_reached("findings in one file", limits.max_findings)
+        if shared.capped and group not in shared.overflow:
+            # Past the overall cap, count per rule only: places can be countless.
+            group = (rule.id, Location(location.path))
+        over = shared.overflow.get(group)
+        if over is None:
+            over = shared.overflow[group] = _Overflow(rule, group[1], finding.severity)
+        over.add(finding)
 
     def limit_reached(self, what: str, limit: int, *, offset: int | None = None) -> None:
         """Report MG002: a cap was hit and the rest of this input was not inspected."""

@@ -650,7 +650,14 @@ def test_joblib_arrays_are_skipped_not_malformed(protocol: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(_JOBLIB_ARRAYS))
 def test_joblib_each_array_kind(name: str) -> None:
-    assert scan(_joblib_dump({name: _JOBLIB_ARRAYS[name], "after": 1})) == []
+    findings = scan(_joblib_dump({name: _JOBLIB_ARRAYS[name], "after": 1}))
+    if "object" in name:
+        # pickle.load reads the object array's nested pickle in the outer stream's
+        # context (memo keys cross): garbage calls, listed low.
+        assert_clean(findings)
+        assert {f.rule_id for f in findings} <= {"MG102", "MG103", "MG104"}
+    else:
+        assert findings == []
 
 
 def test_joblib_object_array_payload_is_found() -> None:

@@ -1,17 +1,24 @@
 """The pickle scanner: every consecutive stream of a file, and what trails them.
 
 ``walker`` is the symbolic machine that walks one stream without executing it
-(see its docstring for why it is hand-written); ``reader`` its bounded input;
-``globals`` the allowlist-first judgement of what a stream imports. This module
-scans whole inputs: consecutive streams, the search of trailing bytes for a
+(see its docstring for why it is hand-written); ``reader`` its bounded input
+and the framings of the different unpicklers; ``joblib`` what joblib.load makes
+of its array wrappers; ``globals`` the allowlist-first judgement of what a
+stream imports. This module scans whole inputs: each stream in every reading a
+loader can take (``pickle.load``; ``joblib.load``, also with ``mmap_mode``,
+when the stream holds joblib arrays), the search of trailing bytes for a
 payload another loader could read, and the predicate that says whether bytes
 start a pickle at all.
+
+Costs stay linear in the input: each reading is one pass, and the trailing
+search spends at most ``limits.max_search_work`` times the trailing size.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 
 from modelguard.limits import Limits
 from modelguard.rules.scan import (
@@ -25,6 +32,9 @@ from modelguard.scan.pickle.globals import Verdict, classify
 from modelguard.scan.pickle.reader import CHUNK
 from modelguard.scan.pickle.walker import (
     HIGHEST_PROTOCOL,
+    JOBLIB,
+    JOBLIB_MMAP,
+    SECURITY_RULES,
     ImportedGlobal,
     PickleStream,
     trial_walk,
@@ -42,6 +52,7 @@ __all__ = [
 _SNIFF_MIN_OPCODES = 4  # a protocol 0/1 head must parse this many opcodes
 _MAX_TRIAL_WALKS = 1_000  # embedded-pickle candidates tried in trailing data
 _TRAILING_OVERLAP = 512
+_SEARCH_FLOOR = 1 << 20  # work any trailing search may spend, however short
 
 
 def plausible_pickle(head: bytes) -> bool:
@@ -57,7 +68,7 @@ def plausible_pickle(head: bytes) -> bool:
         return False
     if head[0] == 0x80:
         return len(head) >= 2 and head[1] <= HIGHEST_PROTOCOL
-    result, _ = trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
+    result, _, _ = trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
     if result.complete:
         return result.opcodes >= 2
     return result.opcodes >= _SNIFF_MIN_OPCODES
@@ -74,13 +85,19 @@ _TEXT_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,255})\n([A-Za-z_][\w.]{0,255}
 def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
     """Look inside trailing bytes for a pickle payload another loader could read.
 
-    Complete pickles that start with a PROTO opcode are walked and reported;
-    protocol 0 GLOBAL/INST opcodes naming a dangerous global are reported too.
+    Pickles that start with a PROTO opcode are walked from each candidate: a
+    complete one is reported in full, an incomplete one for what it imports and
+    calls (an unpickler runs those before it meets the damage). Protocol 0
+    GLOBAL/INST opcodes naming a dangerous global are reported too. The walks
+    together read at most ``max_search_work`` times the searched bytes (MG002
+    past that), so fake starts that each run to the end cannot make it quadratic.
     """
-    cap = ctx.limits.max_pickle_string
+    limits = ctx.limits
+    cap = limits.max_pickle_string
     end = min(inp.size, offset + cap)
     if inp.size - offset > cap:
         ctx.limit_reached("trailing bytes searched for pickles", cap, offset=offset)
+    budget = limits.max_search_work * (end - offset) + _SEARCH_FLOOR
     trials = 0
     pos = offset
     resume = offset  # candidates before this lie inside an embedded pickle already seen
@@ -107,13 +124,53 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
             if trials > _MAX_TRIAL_WALKS:
                 ctx.limit_reached("embedded pickle candidates", _MAX_TRIAL_WALKS, offset=at)
                 return
-            result, sink = trial_walk(inp.stream, at, inp.size, ctx.limits, ctx.allow_globals)
+            if budget <= 0:
+                ctx.limit_reached(
+                    "work searching trailing data for pickles", limits.max_search_work, offset=at
+                )
+                return
+            # The budget bounds each walk: opcodes and text-line bytes alike.
+            trial_limits = replace(
+                limits,
+                max_pickle_opcodes=min(limits.max_pickle_opcodes, budget),
+                max_pickle_string=min(limits.max_pickle_string, budget),
+            )
+            result, sink, work = trial_walk(
+                inp.stream, at, inp.size, trial_limits, ctx.allow_globals
+            )
+            budget -= result.opcodes + work
             if result.complete and result.end is not None:
                 sink.replay(ctx)
                 resume = result.end
+            else:
+                sink.replay(ctx, rules=SECURITY_RULES)
         if pos + len(chunk) >= end:
             break
         pos += max(1, len(chunk) - _TRAILING_OVERLAP)
+
+
+def _scan_stream(inp: Input, ctx: ScanContext, offset: int) -> int | None:
+    """Scan the stream at ``offset`` in every reading; where the next stream starts."""
+    result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, defer_joblib_damage=True)
+    if not result.joblib:
+        return result.end
+    # Holds joblib arrays: joblib.load reads their bytes where pickle.load reads
+    # opcodes (and fails, which is why the damage that reading met was deferred).
+    joblib = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB)
+    if joblib.mmap_differs and inp.fs_path is not None:
+        # mmap_mode applies to plain files only (not compressed or in-memory ones).
+        walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB_MMAP)
+    if not joblib.complete:
+        _report_deferred(ctx, result)  # no reading got through: report what each met
+        return result.end
+    # pickle.load ends somewhere inside joblib's stream (at an object array's STOP,
+    # say): a reading of array bytes, not a place the next stream starts.
+    return joblib.end
+
+
+def _report_deferred(ctx: ScanContext, result: PickleStream) -> None:
+    for message, at, evidence in result.deferred:
+        ctx.report(PICKLE_MALFORMED, message, offset=at, evidence=evidence)
 
 
 def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
@@ -138,11 +195,11 @@ def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
             )
             _search_trailing(inp, ctx, offset)
             break
-        result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size)
+        end = _scan_stream(inp, ctx, offset)
         streams += 1
-        if result.end is None:
+        if end is None:
             break
-        offset = result.end
+        offset = end
     if streams > 1:
         ctx.report(
             PICKLE_MULTIPLE_STREAMS,
