@@ -19,7 +19,7 @@ from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.rules.base import Rule
-from modelguard.rules.scan import SCAN_LIMIT_REACHED
+from modelguard.rules.scan import ARCHIVE_BOMB, SCAN_LIMIT_REACHED
 
 
 @dataclass
@@ -89,6 +89,8 @@ class _Shared:
 
     findings: list[Finding] = field(default_factory=list)
     decompressed: int = 0
+    compressed: int = 0
+    inflated_work: int = 0  # pickle opcodes walked in decompressed content
     format_label: str | None = None
     seen: set[tuple[str, Location, str | None]] = field(default_factory=set)
     listed: dict[tuple[str, Location], int] = field(default_factory=dict)
@@ -204,16 +206,47 @@ class ScanContext:
         return self._shared.format_label
 
     # -- budgets ---------------------------------------------------------------------
-    def consume_decompressed(self, nbytes: int) -> bool:
-        """Account decompressed bytes against the per-artifact budget.
+    def consume_decompressed(self, nbytes: int, compressed: int = 0) -> bool:
+        """Account ``nbytes`` decompressed from ``compressed`` input bytes.
 
-        Returns False (after reporting MG002 once) when the budget is exhausted.
+        Every member of the artifact draws on one budget, by bytes and by ratio:
+        more than ``max_total_decompressed`` in all is MG002; more than
+        ``bomb_min_size`` at over ``max_compression_ratio`` times the compressed
+        bytes read so far, summed over all members, is a bomb (MG204), however
+        the output is split between members. Returns False (after reporting once)
+        when decompression must stop.
         """
-        self._shared.decompressed += nbytes
-        if self._shared.decompressed > self.limits.max_total_decompressed:
-            self.limit_reached("decompressed bytes", self.limits.max_total_decompressed)
+        shared = self._shared
+        shared.decompressed += nbytes
+        shared.compressed += compressed
+        limits = self.limits
+        if shared.decompressed > limits.max_total_decompressed:
+            self.limit_reached("decompressed bytes", limits.max_total_decompressed)
+            return False
+        if (
+            shared.decompressed >= limits.bomb_min_size
+            and shared.decompressed > limits.max_compression_ratio * max(1, shared.compressed)
+        ):
+            self.report(
+                ARCHIVE_BOMB,
+                f"members decompress to more than {shared.decompressed:,} bytes from "
+                f"{shared.compressed:,} compressed (ratio over "
+                f"{limits.max_compression_ratio} across the whole file); decompression stopped",
+                evidence="aggregate-ratio",
+            )
             return False
         return True
+
+    def inflated_work_left(self) -> int:
+        """Opcodes a parser may still walk in decompressed content (see ``Limits``)."""
+        limits = self.limits
+        allowed = max(
+            limits.inflated_work_floor, limits.max_inflated_work * self._shared.compressed
+        )
+        return allowed - self._shared.inflated_work
+
+    def spend_inflated_work(self, opcodes: int) -> None:
+        self._shared.inflated_work += opcodes
 
     # -- nesting ---------------------------------------------------------------------
     def child(self, member: str, *, keep: FindingFilter | None = None) -> ScanContext:

@@ -1,10 +1,11 @@
 """Bounded decompression of hostile streams into a seekable spool.
 
-Archive members and gzip/bzip2/xz files are decompressed chunk by chunk; every
+Archive members and compressed files are decompressed chunk by chunk; every
 output byte is counted against the member cap (``max_member_bytes``), the
-per-artifact budget (``ScanContext.consume_decompressed``) and the bomb
-heuristic (ratio AND size), so a decompression bomb stops early as a finding
-instead of exhausting memory or disk.
+per-artifact budget (``ScanContext.consume_decompressed``: bytes, and the
+compression ratio summed over all members) and the per-member bomb heuristic
+(ratio AND size), so a decompression bomb, whole or split into many members,
+stops early as a finding instead of exhausting memory, disk or scan time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ CHUNK = 1024 * 1024
 SPOOL_MEMORY = 32 * 1024 * 1024
 
 DecompressError = (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError)
+
+
+class Spool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+    """Decompressed content: in memory, then a temp file. Parsers that walk it
+    tell from this type that their work is bounded by what was compressed
+    (see ``ScanContext.inflated_work_left``)."""
+
+
+def is_inflated(stream: object) -> bool:
+    return isinstance(stream, Spool)
 
 
 class Decompressor(Protocol):
@@ -150,11 +161,12 @@ def inflate(
     Caps reached are reported here (MG002 / MG204); damage is left to the caller.
     """
     limits = ctx.limits
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+    spool: IO[bytes] = Spool(max_size=SPOOL_MEMORY)
     result = Inflated(stream=spool, size=0, crc=0)
     cap = limits.max_member_bytes
     want = cap if expected_size is None else min(cap, expected_size + 1)
     consumed = 0
+    accounted = 0  # compressed bytes already reported to the artifact's budget
     pending = b""
     decomp = make()
     result.streams = 1
@@ -205,9 +217,10 @@ def inflate(
             spool.write(out)
             result.size += len(out)
             result.crc = zlib.crc32(out, result.crc)
-            if not ctx.consume_decompressed(len(out)):
+            if not ctx.consume_decompressed(len(out), consumed - accounted):
                 result.stopped = "budget"
                 break
+            accounted = consumed
             if _looks_like_bomb(result.size, consumed, ctx):
                 ctx.report(
                     ARCHIVE_BOMB,

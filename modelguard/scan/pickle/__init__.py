@@ -28,6 +28,7 @@ from modelguard.rules.scan import (
     PICKLE_TRAILING_DATA,
 )
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.decompress import is_inflated
 from modelguard.scan.pickle.globals import Verdict, classify
 from modelguard.scan.pickle.reader import CHUNK
 from modelguard.scan.pickle.walker import (
@@ -151,12 +152,22 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
 
 def _scan_stream(inp: Input, ctx: ScanContext, offset: int) -> int | None:
     """Scan the stream at ``offset`` in every reading; where the next stream starts."""
-    result = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, defer_joblib_damage=True)
+    inflated = is_inflated(inp.stream)
+    result = walk_pickle(
+        inp.stream,
+        ctx,
+        start=offset,
+        limit=inp.size,
+        defer_joblib_damage=True,
+        inflated=inflated,
+    )
     if not result.joblib:
         return result.end
     # Holds joblib arrays: joblib.load reads their bytes where pickle.load reads
     # opcodes (and fails, which is why the damage that reading met was deferred).
-    joblib = walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB)
+    joblib = walk_pickle(
+        inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB, inflated=inflated
+    )
     if joblib.mmap_differs and inp.fs_path is not None:
         # mmap_mode applies to plain files only (not compressed or in-memory ones).
         walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB_MMAP)

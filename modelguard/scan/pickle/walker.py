@@ -211,9 +211,7 @@ class ContextSink:
 class RecordingSink:
     """Collects findings so a trial walk can be judged before anything is reported."""
 
-    findings: list[tuple[Rule, str, int | None, str, Severity | None]] = field(
-        default_factory=list
-    )
+    findings: list[tuple[Rule, str, int | None, str, Severity | None]] = field(default_factory=list)
     limits: list[tuple[str, int, int | None]] = field(default_factory=list)
 
     def finding(
@@ -307,6 +305,7 @@ class Walker:
         self._memo_text = 0  # characters of long strings kept in the memo
         self._tracked_keys = 0
         self._defer = defer_joblib_damage
+        self.opcodes_what = "pickle opcodes"  # what the opcode cap is called when reached
         self._wrapper_built = False  # a joblib wrapper got its BUILD (no joblib reading)
         # Recording values goes through push(), which the fast path bypasses; so
         # do the other framings and joblib's bookkeeping.
@@ -379,7 +378,7 @@ class Walker:
                 self.left_frame(offset)
             count += 1
             if count > max_ops:
-                raise CapReached("pickle opcodes", max_ops, offset)
+                raise CapReached(self.opcodes_what, max_ops, offset)
             handler = handlers.get(op)
             if handler is None:
                 raise Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
@@ -427,7 +426,7 @@ class Walker:
                 frame_end = self.frame_end
             count += 1
             if count > max_ops:
-                raise CapReached("pickle opcodes", max_ops, offset)
+                raise CapReached(self.opcodes_what, max_ops, offset)
             fixed = fixed_data.get(op)
             if fixed is not None and pos + fixed[0] <= buflen:
                 pos += fixed[0]
@@ -548,6 +547,10 @@ class Walker:
                 self._parsed = count
                 continue
             if op == 0x61 and len(stack) >= 2:  # APPEND
+                del stack[-1]
+                self._parsed = count
+                continue
+            if op == 0x30 and stack:  # POP
                 del stack[-1]
                 self._parsed = count
                 continue
@@ -1402,6 +1405,7 @@ def walk_pickle(
     values: bool = False,
     reading: Reading = CONTIGUOUS,
     defer_joblib_damage: bool = False,
+    inflated: bool = False,
 ) -> PickleStream:
     """Walk one pickle stream of ``stream`` from ``start`` without executing it.
 
@@ -1422,12 +1426,23 @@ def walk_pickle(
 
     With ``values`` the result lists the strings, ints and globals the stream
     pushes (see ``PickleStream.values``), for callers that read a format's
-    framing from its pickles.
+    framing from its pickles. ``inflated`` (decompressed content) charges the
+    walk to the file's budget for work on decompressed bytes.
     """
     prefix = "" if reading == CONTIGUOUS else f"read as {reading.label}: "
+    limits = ctx.limits
+    cap_what = "pickle opcodes"
+    if inflated:
+        left = ctx.inflated_work_left()
+        if left < limits.max_pickle_opcodes:
+            limits = replace(limits, max_pickle_opcodes=max(1, left))
+            cap_what = (
+                f"pickle opcodes walked in decompressed content ({limits.max_inflated_work} "
+                "per compressed byte)"
+            )
     walker = Walker(
         _reader(stream, start, limit, reading.framing),
-        ctx.limits,
+        limits,
         ctx.allow_globals,
         ContextSink(ctx, prefix),
         start,
@@ -1435,7 +1450,10 @@ def walk_pickle(
         reading=reading,
         defer_joblib_damage=defer_joblib_damage,
     )
+    walker.opcodes_what = cap_what
     result = walker.run()
+    if inflated:
+        ctx.spend_inflated_work(result.opcodes)
     if reading.framing is Framing.CONTIGUOUS and result.frame_anomaly is not None:
         ctx.report(
             PICKLE_MALFORMED,
@@ -1446,7 +1464,7 @@ def walk_pickle(
             evidence="frame-disagreement",
         )
         for other in _OTHER_FRAMINGS:
-            walk_pickle(stream, ctx, start=start, limit=limit, reading=other)
+            walk_pickle(stream, ctx, start=start, limit=limit, reading=other, inflated=inflated)
     return result
 
 
