@@ -217,10 +217,6 @@ def inflate(
             spool.write(out)
             result.size += len(out)
             result.crc = zlib.crc32(out, result.crc)
-            if not ctx.consume_decompressed(len(out), consumed - accounted):
-                result.stopped = "budget"
-                break
-            accounted = consumed
             if _looks_like_bomb(result.size, consumed, ctx):
                 ctx.report(
                     ARCHIVE_BOMB,
@@ -231,6 +227,10 @@ def inflate(
                 )
                 result.stopped = "bomb"
                 break
+            if not ctx.consume_decompressed(len(out), consumed - accounted):
+                result.stopped = "budget"
+                break
+            accounted = consumed
         if expected_size is not None and result.size > expected_size:
             result.overflow = True
             break
