@@ -25,7 +25,8 @@ CHUNK = 1024 * 1024
 # Decompressed content stays in memory up to this size, then spills to a temp file.
 SPOOL_MEMORY = 32 * 1024 * 1024
 
-DecompressError = (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError)
+# RuntimeError: what the lz4 bindings raise for a damaged frame.
+DecompressError = (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError, RuntimeError)
 
 
 class Spool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
@@ -114,6 +115,50 @@ def xz_stream() -> Decompressor:
     return _Buffered(lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
 
 
+def zlib_stream() -> Decompressor:
+    return _Zlib(zlib.MAX_WBITS)
+
+
+def lzma_auto_stream() -> Decompressor:
+    # What lzma.LZMAFile (joblib's "lzma" compressor) reads: .xz or .lzma, per stream.
+    return _Buffered(lzma.LZMADecompressor(format=lzma.FORMAT_AUTO))
+
+
+class _Lz4:
+    """An LZ4 frame (the ``lz4`` package, an optional dependency)."""
+
+    def __init__(self) -> None:
+        import lz4.frame
+
+        self._d = lz4.frame.LZ4FrameDecompressor()
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._d.eof)
+
+    @property
+    def unused_data(self) -> bytes:
+        return bytes(self._d.unused_data or b"")
+
+    @property
+    def wants_input(self) -> bool:
+        return bool(self._d.needs_input)
+
+    def pull(self, data: bytes, max_out: int) -> bytes:
+        out: bytes = self._d.decompress(data, max_length=max_out)
+        return out
+
+
+def lz4_stream() -> Decompressor:
+    return _Lz4()
+
+
+def lz4_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lz4") is not None
+
+
 @dataclass
 class Inflated:
     """What came out of a bounded decompression.
@@ -150,14 +195,15 @@ def inflate(
     what: str,
     expected_size: int | None = None,
     multi_stream: bool = False,
-    stream_magic: bytes = b"",
+    stream_magic: bytes | tuple[bytes, ...] = b"",
 ) -> Inflated:
     """Decompress ``compressed_size`` bytes read from ``source`` under every cap.
 
     ``expected_size`` (a zip member's declared size) bounds the output like the
     loaders do: they read exactly that many bytes; more output is ``overflow``.
     With ``multi_stream`` concatenated streams are decompressed in turn, as
-    gzip/bz2/lzma readers do, as long as the next one starts with ``stream_magic``.
+    gzip/bz2/lzma readers do, as long as the next one starts with ``stream_magic``
+    (or one of them).
     Caps reached are reported here (MG002 / MG204); damage is left to the caller.
     """
     limits = ctx.limits
