@@ -187,6 +187,19 @@ class ScanContext:
             over = shared.overflow[group] = _Overflow(rule, group[1], finding.severity)
         over.add(finding)
 
+    def mark(self) -> int:
+        """A point in this artifact's findings, for ``worst_since``."""
+        return len(self._shared.findings) + sum(o.count for o in self._shared.overflow.values())
+
+    def worst_since(self, mark: int) -> Severity | None:
+        """The highest severity among findings reported since ``mark`` (None: none)."""
+        shared = self._shared
+        if self.mark() == mark:
+            return None
+        listed = shared.findings[mark:] if mark <= len(shared.findings) else []
+        counted = [o.severity for o in shared.overflow.values()]
+        return max([f.severity for f in listed] + counted, default=None)
+
     def limit_reached(self, what: str, limit: int, *, offset: int | None = None) -> None:
         """Report MG002: a cap was hit and the rest of this input was not inspected."""
         self.report(

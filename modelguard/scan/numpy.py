@@ -213,16 +213,16 @@ def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> numpy.dtype[An
 
 
 def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
-    """An object array's data is a pickle that numpy.load(allow_pickle=True) runs."""
-    ctx.report(
-        NUMPY_OBJECT_ARRAY,
-        f"array dtype {_describe(header.dtype)} holds Python objects; its data is a "
-        f"pickle that numpy.load(allow_pickle=True) runs (scanned as {OBJECT_DATA_MEMBER})",
-        offset=header.data_offset,
-        evidence="object-dtype",
-    )
+    """An object array's data is a pickle that numpy.load(allow_pickle=True) runs.
+
+    The pickle is scanned first: when it imports and calls nothing beyond the
+    allowlist the array is reported low (numpy.load refuses it by default, and
+    loading it with allow_pickle=True runs nothing dangerous); otherwise at the
+    rule's severity beside what the pickle scan found.
+    """
     length = inp.size - header.data_offset
     if length <= 0:
+        _report_object_array(ctx, header, clean=False)
         _malformed(
             ctx, "object array has no pickle data", "object-data-missing", header.data_offset
         )
@@ -234,7 +234,26 @@ def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
     )
     # Read as a pickle, not sniffed: numpy.load unpickles these bytes whatever
     # they look like.
+    mark = ctx.mark()
     descend(ctx, OBJECT_DATA_MEMBER, region, as_format="pickle")
+    worst = ctx.worst_since(mark)
+    _report_object_array(ctx, header, clean=worst is None or worst < Severity.MEDIUM)
+
+
+def _report_object_array(ctx: ScanContext, header: NpyHeader, *, clean: bool) -> None:
+    verdict = (
+        "its pickle imports and calls only allowlisted globals"
+        if clean
+        else f"numpy.load(allow_pickle=True) runs it (scanned as {OBJECT_DATA_MEMBER})"
+    )
+    ctx.report(
+        NUMPY_OBJECT_ARRAY,
+        f"array dtype {_describe(header.dtype)} holds Python objects: its data is a pickle; "
+        + verdict,
+        offset=header.data_offset,
+        evidence="object-dtype",
+        severity=Severity.LOW if clean else None,
+    )
 
 
 def _check_data_size(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:

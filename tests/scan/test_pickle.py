@@ -305,10 +305,27 @@ def test_reduce_on_plain_data_is_unresolved() -> None:
 
 
 def test_unknown_global_called_is_mg103() -> None:
-    data = pickle.dumps(_Reduces(collections.defaultdict, (list,)), protocol=2)
+    data = pickle.dumps(_Reduces(collections.UserDict, ({"a": 1},)), protocol=4)
     findings = scan(data)
-    assert ("MG103", "collections.defaultdict") in hits(findings)
+    assert ("MG103", "collections.UserDict") in hits(findings)
     assert next(f for f in findings if f.rule_id == "MG103").severity is Severity.HIGH
+
+
+def test_harmless_stdlib_constructor_is_judged_by_what_it_is_given() -> None:
+    # defaultdict is harmless; the factory it is given is judged on its own import
+    clean = pickle.dumps(collections.defaultdict(list, a=[1]), protocol=4)
+    assert scan(clean) == []
+    hostile = pickle.dumps(_Reduces(collections.defaultdict, (os.system,)), protocol=4)
+    assert ("MG101", f"{os.system.__module__}.system") in hits(scan(hostile))
+
+
+def test_numpy_random_state_is_clean_and_its_ctor_argument_is_called() -> None:
+    assert scan(pickle.dumps(np.random.default_rng(0), protocol=4)) == []
+    assert scan(pickle.dumps(np.random.RandomState(0), protocol=2)) == []
+    # __generator_ctor calls its second argument with its first
+    data = proto(4) + sbu("numpy.random._pickle") + sbu("__generator_ctor") + STACK_GLOBAL
+    data += sbu("id") + sbu("mypkg") + sbu("run") + STACK_GLOBAL + b"\x86" + REDUCE + STOP
+    assert ("MG103", "mypkg.run") in hits(scan(data))
 
 
 def test_second_pickle_after_stop_carries_payload() -> None:

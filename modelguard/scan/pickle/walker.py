@@ -43,7 +43,7 @@ from modelguard.rules.scan import (
 )
 from modelguard.scan.context import ScanContext
 from modelguard.scan.pickle import joblib
-from modelguard.scan.pickle.globals import Verdict, classify
+from modelguard.scan.pickle.globals import CALLS_AN_ARGUMENT, Verdict, classify
 from modelguard.scan.pickle.reader import (
     KEEP_STRING,
     AlreadyReported,
@@ -59,6 +59,7 @@ from modelguard.scan.pickle.values import (
     DATA,
     NONE,
     Called,
+    Data,
     Dict,
     Dtype,
     Global,
@@ -774,6 +775,23 @@ class Walker:
                 ref.dotted,
             )
 
+    def called_argument(self, ref: ImportedGlobal, args: Value, offset: int, opcode: str) -> None:
+        """A safe callable that calls one of its arguments: that one is called too."""
+        index = CALLS_AN_ARGUMENT.get(ref.dotted)
+        if index is None or not isinstance(args, tuple) or len(args) <= index:
+            return
+        target = args[index]
+        if isinstance(target, Global):
+            self.mark_called(target.ref, offset, f"{opcode} through {ref.dotted}")
+        elif not isinstance(target, (str, int, Data)):
+            self.report(
+                PICKLE_UNRESOLVED_CALL,
+                f"{ref.dotted} at offset {offset} calls an argument that is not an imported "
+                "global",
+                offset,
+                f"call-of-argument:{ref.dotted}",
+            )
+
     def call(self, callee: Value, offset: int, opcode: str, args: Value = DATA) -> None:
         """Push what calling (or instantiating) ``callee`` with ``args`` gives."""
         if isinstance(callee, Global):
@@ -792,6 +810,7 @@ class Walker:
                 return
             if opcode in _CALL_OPCODES:
                 self.mark_called(ref, offset, opcode)
+                self.called_argument(ref, args, offset, opcode)
             init = args if opcode in _CALL_OPCODES else None
             self.push(self.instance(ref, init, offset), offset)
             return
