@@ -361,9 +361,7 @@ def _module_is_dangerous(module: str) -> bool:
     for i, part in enumerate(parts[:-1]):
         if part in _ALIAS_IMPORTERS and _module_is_dangerous(".".join(parts[i + 1 :])):
             return True
-    return (
-        len(parts) > 1 and parts[-1] in TRAVERSAL_MODULES and module not in GENUINE_SUBMODULES
-    )
+    return len(parts) > 1 and parts[-1] in TRAVERSAL_MODULES and module not in GENUINE_SUBMODULES
 
 
 def _dangerous_reason(module: str, name: str) -> str | None:

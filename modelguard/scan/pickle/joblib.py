@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from modelguard.scan.pickle.values import (
     NONE,
     Called,
+    Container,
     Data,
     Dict,
     Dtype,
@@ -208,6 +209,6 @@ def truthy(value: Value) -> bool | None:
         return False
     if isinstance(value, (str, int, tuple)):
         return bool(value)
-    if isinstance(value, Data):
-        return None
+    if isinstance(value, (Data, Container)):
+        return None  # a number, string or container whose content is not known
     return True  # globals, instances and call results are objects: true

@@ -108,6 +108,21 @@ class Instance:
         self.exact = attrs is not None
 
 
+class Container:
+    """A list, dict or set the stream builds, with its expanded size.
+
+    ``weight`` counts the nodes the container expands to when every reference
+    is followed (a memo GET or DUP of a container counts its whole weight
+    again): the size of what a loader or its caller walks, hashes or copies.
+    Mutable and shared between the stack and the memo like the real object.
+    """
+
+    __slots__ = ("weight",)
+
+    def __init__(self, weight: int = 1) -> None:
+        self.weight = weight
+
+
 class Dtype:
     """``numpy.dtype(spec, align, copy)``, with the state its BUILD gives it."""
 
@@ -119,5 +134,15 @@ class Dtype:
 
 
 Value = Union[  # noqa: UP007 - a runtime alias (3.10 has no `type` statement)
-    Data, str, int, tuple["Value", ...], Global, Called, Unresolved, Dict, Instance, Dtype
+    Data,
+    str,
+    int,
+    tuple["Value", ...],
+    Global,
+    Called,
+    Unresolved,
+    Dict,
+    Instance,
+    Dtype,
+    Container,
 ]

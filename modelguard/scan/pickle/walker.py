@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import codecs
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
@@ -35,6 +35,7 @@ from modelguard.limits import Limits
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import (
     PICKLE_DANGEROUS_IMPORT,
+    PICKLE_EXPANSION_BOMB,
     PICKLE_FORGED_OBJECT_ARRAY,
     PICKLE_MALFORMED,
     PICKLE_UNKNOWN_CALL,
@@ -59,6 +60,7 @@ from modelguard.scan.pickle.values import (
     DATA,
     NONE,
     Called,
+    Container,
     Data,
     Dict,
     Dtype,
@@ -244,6 +246,13 @@ _MEMO_SHORT = 64  # memoised strings up to this length are always kept
 _MEMO_TEXT_BUDGET = 32 * 1024 * 1024  # characters of longer memoised strings kept
 _MAX_NESTED_PICKLES = 8  # joblib object arrays nest a pickle inside the pickle
 _MAX_TRACKED_KEYS = 1_000_000  # dict entries the joblib reading follows per stream
+# Expansion: a tuple heavier than this becomes a Container (weights stay cheap
+# to compute); a structure heavier than both bounds is a bomb (MG108).
+_HEAVY_TUPLE = 64
+_BOMB_NODES = 1 << 26
+_BOMB_RATIO = 1_000  # expanded nodes per opcode parsed
+_MAX_WEIGHT = 1 << 62
+_EMPTY_CONTAINERS = frozenset({ord("]"), ord("}"), 0x8F})
 # Reconstruction helpers of protocols 0-2: their first argument is the class made.
 _RECONSTRUCTORS = frozenset(
     {"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"}
@@ -251,8 +260,8 @@ _RECONSTRUCTORS = frozenset(
 
 # Opcodes that push a constant and take a fixed-size argument: opcode -> (size, value).
 _FIXED_DATA: dict[int, tuple[int, Value]] = {
-    ord("N"): (0, NONE), ord("]"): (0, DATA), ord(")"): (0, ()), ord("}"): (0, DATA),
-    0x88: (0, True), 0x89: (0, False), 0x8F: (0, DATA), ord("G"): (8, DATA),
+    ord("N"): (0, NONE), ord(")"): (0, ()), 0x88: (0, True), 0x89: (0, False),
+    ord("G"): (8, DATA),
 }  # fmt: skip
 
 _STRING_QUOTES = (b"'", b'"')
@@ -308,6 +317,7 @@ class Walker:
         self._defer = defer_joblib_damage
         self.opcodes_what = "pickle opcodes"  # what the opcode cap is called when reached
         self._wrapper_built = False  # a joblib wrapper got its BUILD (no joblib reading)
+        self._bomb_reported = False
         # Recording values goes through push(), which the fast path bypasses; so
         # do the other framings and joblib's bookkeeping.
         self._values: list[PickledValue] | None = [] if values else None
@@ -401,6 +411,7 @@ class Walker:
         max_depth = self.limits.max_stack_depth
         max_memo = self.limits.max_memo_entries
         fixed_data = _FIXED_DATA
+        empty_containers = _EMPTY_CONTAINERS
         from_bytes = int.from_bytes
         stack = self.stack
         buf = r.buf
@@ -482,7 +493,13 @@ class Walker:
                 n = op - 0x84
                 items = tuple(stack[-n:])
                 del stack[-n:]
-                stack.append(items)
+                stack.append(self.new_tuple(items, offset))
+                self._parsed = count
+                continue
+            if op in empty_containers:  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
+                stack.append(Container())
+                if len(stack) > max_depth:
+                    raise CapReached("pickle stack depth", max_depth, offset)
                 self._parsed = count
                 continue
             if op == 0x8C and pos < buflen and pos + 1 + buf[pos] <= buflen:  # SHORT_BINUNICODE
@@ -506,7 +523,11 @@ class Walker:
                 self._parsed = count
                 continue
             if (op == 0x65 or op == 0x75) and metastack and metastack[-1]:  # APPENDS, SETITEMS
+                added = stack
                 stack = self.stack = metastack.pop()
+                target = stack[-1]
+                if type(target) is Container:
+                    self.grow(target, added, offset)
                 self._parsed = count
                 continue
             if op == 0x71 and pos < buflen and stack:  # BINPUT
@@ -544,10 +565,20 @@ class Walker:
                 self._parsed = count
                 continue
             if op == 0x73 and len(stack) >= 3:  # SETITEM
+                target = stack[-3]
+                if type(target) is Container:
+                    self.grow(target, stack[-2:], offset)
                 del stack[-2:]
                 self._parsed = count
                 continue
             if op == 0x61 and len(stack) >= 2:  # APPEND
+                target = stack[-2]
+                if type(target) is Container:
+                    item = stack[-1]
+                    if type(item) is Container:
+                        self.grow(target, (item,), offset)
+                    else:
+                        target.weight += 1
                 del stack[-1]
                 self._parsed = count
                 continue
@@ -786,8 +817,7 @@ class Walker:
         elif not isinstance(target, (str, int, Data)):
             self.report(
                 PICKLE_UNRESOLVED_CALL,
-                f"{ref.dotted} at offset {offset} calls an argument that is not an imported "
-                "global",
+                f"{ref.dotted} at offset {offset} calls an argument that is not an imported global",
                 offset,
                 f"call-of-argument:{ref.dotted}",
             )
@@ -915,7 +945,7 @@ class Walker:
             ord("i"): self.op_inst,
             ord("j"): lambda o: self.op_get(self.uint(4, o), o),
             ord("l"): self.op_collect,
-            ord("]"): push_const(DATA),
+            ord("]"): self.op_empty_container,
             ord("o"): self.op_obj,
             ord("p"): lambda o: self.op_put(self.int_line(o), o),
             ord("q"): lambda o: self.op_put(self.u1(o), o),
@@ -945,7 +975,7 @@ class Walker:
             0x8C: lambda o: self.push_unicode(self.u1(o), o, "SHORT_BINUNICODE"),
             0x8D: lambda o: self.push_unicode(self.uint(8, o), o, "BINUNICODE8"),
             0x8E: lambda o: self.push_bytes(self.uint(8, o), o, "BINBYTES8", into=True),
-            0x8F: push_const(DATA),
+            0x8F: self.op_empty_container,
             0x90: self.op_additems,
             0x91: self.op_collect,
             0x92: self.op_newobj_ex,
@@ -1056,18 +1086,77 @@ class Walker:
         return False
 
     def op_append(self, offset: int) -> bool:
-        self.pop(offset)
-        self.not_a_dict(self.top(offset))
+        item = self.pop(offset)
+        self.extend(self.top(offset), [item], offset)
         return False
 
-    def op_appends(self, offset: int) -> bool:
-        self.pop_mark(offset)
-        self.not_a_dict(self.top(offset))
+    def op_appends(self, offset: int) -> bool:  # APPENDS, ADDITEMS
+        items = self.pop_mark(offset)
+        self.extend(self.top(offset), items, offset)
         return False
 
-    def op_additems(self, offset: int) -> bool:
-        self.pop_mark(offset)
-        self.not_a_dict(self.top(offset))
+    op_additems = op_appends
+
+    def extend(self, target: Value, items: list[Value], offset: int) -> None:
+        if isinstance(target, Dict):
+            target.exact = False  # a dict has no append: its content is unknown now
+        elif type(target) is Container:
+            self.grow(target, items, offset)
+
+    # -- expansion -----------------------------------------------------------------------
+    def weight(self, value: Value) -> int:
+        """Nodes ``value`` expands to (tuples are small: heavier ones are Containers)."""
+        if type(value) is Container:
+            return value.weight
+        if type(value) is tuple:
+            return 1 + sum(self.weight(item) for item in value)
+        return 1
+
+    def grow(self, target: Container, items: Sequence[Value], offset: int) -> None:
+        """``items`` are added to ``target``: its weight grows by theirs.
+
+        Small tuples among them count as one node: that undercounts by at most
+        ``_HEAVY_TUPLE`` once, and keeps this cheap for the common case.
+        """
+        weight = target.weight + len(items)
+        if Container in map(type, items):
+            weight += sum(item.weight - 1 for item in items if type(item) is Container)
+        target.weight = weight if weight < _MAX_WEIGHT else _MAX_WEIGHT
+        if weight > _BOMB_NODES:
+            self.weigh(target, weight, offset)
+
+    def weigh(self, target: Container, weight: int, offset: int) -> None:
+        target.weight = min(weight, _MAX_WEIGHT)
+        if weight > _BOMB_NODES and weight > _BOMB_RATIO * max(1, self._parsed):
+            self.expansion_bomb(weight, offset)
+
+    def expansion_bomb(self, weight: int, offset: int) -> None:
+        if self._bomb_reported:
+            return
+        self._bomb_reported = True
+        size = f"{weight:,}" if weight < _MAX_WEIGHT else f"more than {_MAX_WEIGHT:,}"
+        self.report(
+            PICKLE_EXPANSION_BOMB,
+            f"at offset {offset} the pickle has built, from {self._parsed:,} opcodes, a "
+            f"structure that expands to {size} nodes through shared references "
+            "(a billion-laughs pattern)",
+            offset,
+            "expansion-bomb",
+        )
+
+    def new_tuple(self, items: tuple[Value, ...], offset: int) -> Value:
+        kinds = set(map(type, items))
+        if Container not in kinds and tuple not in kinds:
+            return items
+        weight = 1 + sum(map(self.weight, items))
+        if weight <= _HEAVY_TUPLE:
+            return items
+        made = Container()
+        self.weigh(made, weight, offset)
+        return made
+
+    def op_empty_container(self, offset: int) -> bool:
+        self.push(Container(), offset)
         return False
 
     @staticmethod
@@ -1081,6 +1170,8 @@ class Walker:
         if isinstance(target, Dict):
             for key, value in zip(items[::2], items[1::2], strict=False):
                 self.dict_set(target, key, value)
+        elif type(target) is Container:
+            self.grow(target, items, offset)
         return False
 
     def op_setitem(self, offset: int) -> bool:
@@ -1089,6 +1180,8 @@ class Walker:
         target = self.top(offset)
         if isinstance(target, Dict):
             self.dict_set(target, key, value)
+        elif type(target) is Container:
+            self.grow(target, [key, value], offset)
         return False
 
     def dict_set(self, target: Dict, key: Value, value: Value) -> None:
@@ -1097,7 +1190,7 @@ class Walker:
 
     def new_dict(self) -> Value:
         if not self.reading.joblib:
-            return DATA
+            return Container()
         return Dict(exact=self._tracked_keys < _MAX_TRACKED_KEYS)
 
     def op_empty_dict(self, offset: int) -> bool:
@@ -1110,22 +1203,31 @@ class Walker:
         if isinstance(made, Dict):
             for key, value in zip(items[::2], items[1::2], strict=False):
                 self.dict_set(made, key, value)
+        elif isinstance(made, Container):
+            self.grow(made, items, offset)
         self.push(made, offset)
         return False
 
     def op_tuple(self, offset: int) -> bool:
         items = self.pop_mark(offset)
-        self.push(tuple(items) if len(items) <= _MAX_TRACKED_TUPLE else DATA, offset)
+        if len(items) <= _MAX_TRACKED_TUPLE:
+            self.push(self.new_tuple(tuple(items), offset), offset)
+        else:
+            made = Container()
+            self.grow(made, items, offset)
+            self.push(made, offset)
         return False
 
     def op_collect(self, offset: int) -> bool:  # LIST, FROZENSET
-        self.pop_mark(offset)
-        self.push(DATA, offset)
+        items = self.pop_mark(offset)
+        made = Container()
+        self.grow(made, items, offset)
+        self.push(made, offset)
         return False
 
     def op_tuple_n(self, n: int, offset: int) -> bool:
         items = [self.pop(offset) for _ in range(n)]
-        self.push(tuple(reversed(items)), offset)
+        self.push(self.new_tuple(tuple(reversed(items)), offset), offset)
         return False
 
     def op_get(self, index: int, offset: int) -> bool:
