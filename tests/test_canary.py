@@ -3,7 +3,8 @@
 Every malicious fixture's payload only creates a marker file at
 ``$MODELGUARD_CANARY``. Scanning all of them (API in-process, CLI in a
 subprocess) must leave no marker. The positive control loads the same files
-with the loaders they target (pickle, torch, numpy, joblib) in a subprocess and
+with the loaders they target (pickle, also on io.BytesIO, torch, numpy, joblib) in a
+subprocess and
 shows each marker appears, so the negative result means something.
 """
 
@@ -38,6 +39,10 @@ for path, loader, canary in json.loads(sys.argv[1]):
         if loader == "pickle":
             with open(path, "rb") as f:
                 pickle.load(f)
+        elif loader == "pickle-bytesio":
+            import io
+            with open(path, "rb") as f:
+                pickle.load(io.BytesIO(f.read()))
         elif loader == "torch":
             import torch
             torch.load(path, weights_only=False)
@@ -107,7 +112,7 @@ def _load_in_child(jobs: list[tuple[str, str, str]], env: dict[str, str]) -> dic
 
 
 def test_positive_control_loading_the_fixtures_runs_every_payload(tmp_path: Path) -> None:
-    assert {e["live"] for e in LIVE} == {"pickle", "torch", "numpy", "joblib"}
+    assert {e["live"] for e in LIVE} == {"pickle", "pickle-bytesio", "torch", "numpy", "joblib"}
     jobs = [
         (str(FIXTURES / e["path"]), e["live"], str(tmp_path / f"marker-{i}"))
         for i, e in enumerate(LIVE)

@@ -92,7 +92,8 @@ class _Shared:
     compressed: int = 0
     inflated_work: int = 0  # pickle opcodes walked in decompressed content
     format_label: str | None = None
-    seen: set[tuple[str, Location, str | None]] = field(default_factory=set)
+    # (rule, place, evidence) -> index of the listed finding (-1: only counted)
+    seen: dict[tuple[str, Location, str | None], int] = field(default_factory=dict)
     listed: dict[tuple[str, Location], int] = field(default_factory=dict)
     overflow: dict[tuple[str, Location], _Overflow] = field(default_factory=dict)
     capped: bool = False
@@ -156,16 +157,24 @@ class ScanContext:
         shared = self._shared
         location = self.location.inside(member) if member is not None else self.location
         key = (rule.id, location, evidence)
-        if evidence is not None and key in shared.seen:
+        earlier = shared.seen.get(key) if evidence is not None else None
+        if earlier is not None and (
+            earlier < 0 or (severity or rule.severity) <= shared.findings[earlier].severity
+        ):
             return
         finding = rule.finding(message, location.at(offset), evidence=evidence, severity=severity)
         if self._keep is not None and not self._keep(finding):
             return
+        if earlier is not None:
+            # The same finding again, graver (another reading saw it): keep the gravest.
+            shared.findings[earlier] = finding
+            return
+        listed = self._list_or_count(rule, location, finding)
         if evidence is not None and len(shared.seen) < _MAX_SEEN:
-            shared.seen.add(key)
-        self._list_or_count(rule, location, finding)
+            shared.seen[key] = len(shared.findings) - 1 if listed else -1
 
-    def _list_or_count(self, rule: Rule, location: Location, finding: Finding) -> None:
+    def _list_or_count(self, rule: Rule, location: Location, finding: Finding) -> bool:
+        """List ``finding`` or count it into its group's summary; True when listed."""
         shared = self._shared
         limits = self.limits
         group = (rule.id, location)
@@ -175,7 +184,7 @@ class ScanContext:
         ):
             shared.listed[group] = listed + 1
             shared.findings.append(finding)
-            return
+            return True
         if len(shared.findings) >= limits.max_findings and not shared.capped:
             shared.capped = True
             self.limit_reached("findings in one file", limits.max_findings)
@@ -186,6 +195,7 @@ class ScanContext:
         if over is None:
             over = shared.overflow[group] = _Overflow(rule, group[1], finding.severity)
         over.add(finding)
+        return False
 
     def mark(self) -> int:
         """A point in this artifact's findings, for ``worst_since``."""

@@ -1396,6 +1396,10 @@ class Walker:
             self.result.mmap_differs = True
         r = self.r
         if self.reading.mmap and allow_mmap is not False:
+            if "order" not in attrs:
+                raise Malformed(
+                    f"joblib.load fails at offset {offset}: wrapper has no order", offset
+                )
             pad = r.file_read(1, offset)[0] if padded and r.file_reader().remaining() else 0
             nbytes = product * facts.itemsize
             if product < 0 or nbytes < 0 or nbytes + pad > r.file_reader().remaining():
@@ -1419,8 +1423,13 @@ class Walker:
                 offset,
             )
         r.file_skip(count * facts.itemsize, offset)
-        if product != count:
-            raise Malformed(f"joblib.load fails at offset {offset}: shape overflows int64", offset)
+        if product != count or "order" not in attrs:
+            # The reshape after the read fails: nothing after it is read.
+            raise Malformed(
+                f"joblib.load fails at offset {offset}: the array cannot be shaped "
+                "(its shape overflows int64 or the wrapper has no order)",
+                offset,
+            )
         self.forged(facts, offset, "reads")
 
     def forged(self, facts: joblib.DtypeFacts, offset: int, how: str) -> None:
