@@ -581,6 +581,8 @@ def _expand(paths: Iterable[PathLike], skip: set[Path]) -> _Expanded:
                         out.links.append(candidate)
                     else:
                         out.files.append(candidate)
+        elif not path.is_file():
+            out.links.append(path)  # a FIFO or device: opening it could block forever
         elif not _skipped(path, skip):
             out.files.append(path)  # a file the user named: links to it are followed
     return out

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from modelguard.files import open_regular
+
 # Large enough that per-call overhead vanishes, small enough to stay in L2/L3.
 CHUNK_BYTES = 1 << 20
 
@@ -58,7 +60,8 @@ def hash_file(
     hasher = MultiHasher(algorithms)
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
+    # open_regular: a FIFO or device is refused at once, never waited on.
+    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
         while True:
             n = handle.readinto(buffer)
             if not n:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scan"))
-import resource_cases as cases  # noqa: E402
+import resource_cases as cases
 
 TIME_BIN = "/usr/bin/time"
 
@@ -38,9 +38,7 @@ def workloads(scale: float) -> dict[str, Callable[[], bytes]]:
     return {
         "198k distinct imports (2 MB pickle)": lambda: cases.distinct_imports(n(198_000)),
         "100 fake pickle starts in trailing data": lambda: cases.fake_pickle_starts(n(100)),
-        "zip of 5 deflated 20 MB pickles": lambda: cases.zip_of_dense_pickles(
-            5, n(20_000_000)
-        ),
+        "zip of 5 deflated 20 MB pickles": lambda: cases.zip_of_dense_pickles(5, n(20_000_000)),
         "joblib list of 18 empty arrays": lambda: cases.joblib_empty_arrays(n(18)),
     }
 

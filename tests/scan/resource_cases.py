@@ -59,7 +59,7 @@ def _short_unicode(text: str) -> bytes:
     return b"\x8c" + bytes([len(raw)]) + raw
 
 
-def joblib_wrapper_frame(alignment: int | None | bool = False) -> bytes:
+def joblib_wrapper_frame(alignment: int | bool | None = False) -> bytes:
     """One framed NumpyArrayWrapper of an empty float64 array, as joblib pickles it.
 
     ``alignment`` False leaves out the ``numpy_array_alignment_bytes`` key (joblib
