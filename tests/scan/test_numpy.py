@@ -121,6 +121,20 @@ def test_harmless_object_array_is_reported_but_not_dangerous() -> None:
     data = npy_bytes(np.array([1, "x", None, 2.5], dtype=object))
     findings = scan(data)
     assert rule_ids(findings) == {"MG301"}
+    # its embedded pickle is clean: low, not medium
+    assert [f.severity for f in findings] == [Severity.LOW]
+
+
+def test_object_array_with_a_payload_stays_medium() -> None:
+    findings = scan(npy_bytes(np.array([_RunsCommand()], dtype=object)))
+    assert next(f for f in findings if f.rule_id == "MG301").severity is Severity.MEDIUM
+
+
+def test_object_array_with_an_unknown_class_stays_medium() -> None:
+    import types
+
+    findings = scan(npy_bytes(np.array([types.SimpleNamespace(a=1)], dtype=object)))
+    assert next(f for f in findings if f.rule_id == "MG301").severity is Severity.MEDIUM
 
 
 def test_structured_dtype_with_object_field_is_an_object_array() -> None:
