@@ -38,20 +38,18 @@ from modelguard.policy import Policy, load_policy
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelguard.backdoor.api import analyze_backdoor  # type: ignore[import-not-found,unused-ignore]
-    from modelguard.supply.api import (  # type: ignore[import-not-found,unused-ignore]
-        fetch,
-        lock,
-        sign,
-        verify,
-    )
+    from modelguard.supply.fetch import fetch
+    from modelguard.supply.lock import lock
+    from modelguard.supply.signing import sign
+    from modelguard.supply.verify import verify
 
 # Provenance and backdoor entry points load on first use: they pull in
 # huggingface_hub, cryptography or torch, which a plain scan never needs.
 _LAZY = {
-    "fetch": "modelguard.supply.api",
-    "lock": "modelguard.supply.api",
-    "verify": "modelguard.supply.api",
-    "sign": "modelguard.supply.api",
+    "fetch": "modelguard.supply.fetch",
+    "lock": "modelguard.supply.lock",
+    "verify": "modelguard.supply.verify",
+    "sign": "modelguard.supply.signing",
     "analyze_backdoor": "modelguard.backdoor.api",
 }
 

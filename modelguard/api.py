@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from modelguard.findings import Report
-from modelguard.policy import Policy, load_policy
+from modelguard.policy import Policy, ignored_policy_report, load_policy
 from modelguard.scan.cache import ScanCache
-from modelguard.scan.engine import ProgressCallback, run_scan
+from modelguard.scan.engine import ProgressCallback, run_scan, without_skipped
 
 
 def scan(
@@ -53,7 +53,9 @@ def scan(
 
     Returns:
         A :class:`~modelguard.findings.Report`; ``report.exit_code(policy.fail_on)``
-        gives the CLI's exit code. Unreadable inputs are in ``report.errors``.
+        gives the CLI's exit code. Unreadable inputs are in ``report.errors``;
+        files that are not model-like by content or name (``README.md``,
+        ``train.py``) are no result, only listed in ``report.skipped``.
 
     Raises:
         modelguard.errors.ConfigError: the policy file is invalid.
@@ -64,7 +66,8 @@ def scan(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if policy is None:
-        policy = load_policy(Path(config) if config is not None else None)
+        # The scanned trees never choose their own policy (see modelguard.policy).
+        policy = load_policy(Path(config) if config is not None else None, checked=paths)
     if no_default_excludes:
         policy = replace(policy, no_default_excludes=True)
     scan_cache: ScanCache | None = None
@@ -83,5 +86,5 @@ def scan(
         from modelguard.remote.scan import RemoteOptions, scan_remote_sources
 
         remote_report, _ = scan_remote_sources(remote, policy, RemoteOptions(allow_http=allow_http))
-        report = report.merged(remote_report)
-    return report
+        report = report.merged(without_skipped(remote_report))
+    return report.merged(ignored_policy_report(policy, root=Path(report.root)))

@@ -21,12 +21,14 @@ name land outside its folder?".
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
 import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -68,8 +70,8 @@ class Kind(enum.Enum):
 
     FILE = "file"  # a regular file (a named path may reach it through a link)
     PARTIAL = "partial"  # a regular file named .modelguard-partial-*: an unfinished download
-    LINK_TO_FILE = "link to a file"
-    LINK_TO_FOLDER = "link to a folder"
+    LINK_TO_FILE = "symbolic link to a file"
+    LINK_TO_FOLDER = "symbolic link to a folder"
     BROKEN_LINK = "broken symbolic link"
     SPECIAL = "special file"  # FIFO, socket or device: never opened
     MISSING = "missing"  # a named path that does not exist
@@ -83,6 +85,7 @@ class Target:
 
     fs_path: str
     display: str
+    links: tuple[str, ...] = ()  # symbolic links (as shown) that led to this file
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,36 @@ def open_regular(path: PathLike, *, follow: bool = True) -> int:
         os.close(fd)
         raise NotARegularFile(f"{os.fspath(path)}: not a regular file")
     return fd
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0666 minus the umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written.
+
+    An existing file keeps its mode; a new one gets 0666 minus the umask (the
+    temporary file's 0600 would otherwise stay). Raises OSError.
+    """
+    folder = path.parent if str(path.parent) else Path()
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = new_file_mode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def user_cache_dir() -> Path:

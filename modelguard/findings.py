@@ -117,6 +117,14 @@ class InputError:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A file that was looked at and is not a model: no result, only a reason (``-v``, JSON)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ArtifactResult:
     """Everything known about one top-level artifact after the checks ran."""
 
@@ -125,6 +133,9 @@ class ArtifactResult:
     size: int
     findings: tuple[Finding, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()
+    # Symbolic links (display paths) the scan reached this file through; the
+    # file itself is reported under its own path, where its bytes are.
+    links: tuple[str, ...] = ()
 
     @property
     def max_severity(self) -> Severity | None:
@@ -139,6 +150,7 @@ class Report:
     errors: tuple[InputError, ...] = ()
     root: str = "."
     tool_version: str = field(default_factory=lambda: _version())
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -179,6 +191,7 @@ class Report:
                     size=max(mine.size, art.size),
                     findings=mine.findings + art.findings,
                     suppressed=mine.suppressed + art.suppressed,
+                    links=mine.links + tuple(x for x in art.links if x not in mine.links),
                 )
             else:
                 by_path[art.path] = art
@@ -187,6 +200,7 @@ class Report:
             errors=self.errors + other.errors,
             root=self.root,
             tool_version=self.tool_version,
+            skipped=self.skipped + tuple(s for s in other.skipped if s.path not in by_path),
         )
 
 

@@ -9,6 +9,15 @@ paths it computes. It records every request and counts the body bytes it sent.
 With ``tls`` it speaks HTTPS with a throw-away certificate that the ``https_server``
 fixture makes trusted through ``SSL_CERT_FILE``.
 
+``FakeHub`` (fixture ``hub``) answers, on that server, the slice of the Hugging
+Face Hub API that huggingface_hub's ``model_info(files_metadata=True)``,
+``hf_hub_download`` and ``snapshot_download`` use (checked against the source of
+huggingface_hub 0.24 and 2.4): repo metadata with siblings and LFS sha256, the
+recursive tree listing, and ``/resolve/`` answering HEAD and GET with
+``X-Repo-Commit``, ``ETag`` / ``X-Linked-Etag`` and ``X-Linked-Size``. It can
+lie: ``tamper`` serves other bytes than the metadata vouches for, and ``add``
+takes any file names, hostile ones included.
+
 ``unprivileged`` runs code as a user without root's power over file modes: the
 current user when it is not root, else ``nobody`` (uid 65534) through setuid in a
 subprocess; it skips with the reason when neither is possible.
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
@@ -46,6 +56,7 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     etag: str | None = None
     die_after: int | None = None  # close the connection after this many body bytes
+    hold_after: int | None = None  # send this many body bytes, then wait for ``release``
     fail_first: int = 0  # answer 503 this many times first
     redirect: str | None = None  # answer ``status`` (default 302) with this Location
     cloak: Callable[[Mapping[str, str]], bytes] | None = None  # body chosen per request
@@ -56,7 +67,6 @@ class Hit(NamedTuple):
     method: str
     path: str  # as sent, with the query string
     range: str | None
-    headers: dict[str, str]
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -87,10 +97,12 @@ class LoopbackServer:
         self.ranges = ranges
         self.routes: dict[str, Route] = {}
         self.requests: list[Hit] = []
+        self.request_headers: list[dict[str, str]] = []  # beside ``requests``, one per request
         self.bytes_sent = 0
         # (method, raw path, request headers) -> Route | None, for fake services
         self.fallback: Callable[[str, str, Mapping[str, str]], Route | None] | None = None
         self._lock = threading.Lock()
+        self.release = threading.Event()  # lets held responses finish (set on close)
         self.scheme = "https" if tls else "http"
         server = self
 
@@ -137,14 +149,16 @@ class LoopbackServer:
 
     @property
     def authorizations(self) -> list[str | None]:
-        return [hit.headers.get("Authorization") for hit in self.requests]
+        return [headers.get("Authorization") for headers in self.request_headers]
 
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.request_headers.clear()
             self.bytes_sent = 0
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -152,7 +166,8 @@ class LoopbackServer:
     def _answer(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         headers = {k: v for k, v in handler.headers.items()}
         with self._lock:
-            self.requests.append(Hit(method, handler.path, headers.get("Range"), headers))
+            self.requests.append(Hit(method, handler.path, headers.get("Range")))
+            self.request_headers.append(headers)
         path = urllib.parse.unquote(urllib.parse.urlsplit(handler.path).path)
         route = self.routes.get(path)
         if route is None and self.fallback is not None:
@@ -172,7 +187,8 @@ class LoopbackServer:
         if route.etag is not None:
             out["ETag"] = route.etag
         wanted = headers.get("Range")
-        if self.ranges and route.status == 200:
+        plain = route.die_after is None and route.hold_after is None
+        if self.ranges and route.status == 200 and plain:
             out["Accept-Ranges"] = "bytes"
             if_range = headers.get("If-Range")
             if wanted and (if_range is None or if_range == route.etag):
@@ -185,7 +201,7 @@ class LoopbackServer:
                 out["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
                 self._send(handler, method, 206, body[start : end + 1], out)
                 return
-        self._send(handler, method, route.status, body, out, die_after=route.die_after)
+        self._send(handler, method, route.status, body, out, route.die_after, route.hold_after)
 
     def _send(
         self,
@@ -195,6 +211,7 @@ class LoopbackServer:
         body: bytes,
         headers: Mapping[str, str],
         die_after: int | None = None,
+        hold_after: int | None = None,
     ) -> None:
         handler.send_response(status)
         for key, value in headers.items():
@@ -211,6 +228,11 @@ class LoopbackServer:
         with self._lock:
             self.bytes_sent += len(sent)
         try:
+            if hold_after is not None:
+                handler.wfile.write(sent[:hold_after])
+                handler.wfile.flush()
+                self.release.wait(60)
+                sent = sent[hold_after:]
             handler.wfile.write(sent)
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -242,9 +264,8 @@ def plain_server() -> Iterator[LoopbackServer]:
     srv.close()
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """A self-signed certificate for 127.0.0.1 and localhost."""
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 and localhost, written into ``folder``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -270,7 +291,6 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    folder = tmp_path_factory.mktemp("tls")
     files = TlsFiles(folder / "cert.pem", folder / "key.pem")
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
@@ -283,6 +303,11 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return files
 
 
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture
 def https_server(tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
     """An HTTPS loopback server whose certificate urllib (and subprocesses) trust."""
@@ -290,6 +315,137 @@ def https_server(tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> Iterat
     srv = LoopbackServer(tls=tls_files)
     yield srv
     srv.close()
+
+
+# ---- fake Hugging Face Hub ----------------------------------------------------------------
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class HubRepo:
+    repo_id: str
+    files: dict[str, bytes]
+    lfs: set[str]
+    commit: str = "0123456789abcdef0123456789abcdef01234567"
+    refs: dict[str, str] = field(default_factory=dict)
+    served: dict[str, Route] = field(default_factory=dict)  # tampered answers by file name
+
+    def siblings(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for name, data in sorted(self.files.items()):
+            entry: dict[str, object] = {
+                "rfilename": name,
+                "size": len(data),
+                "blobId": git_blob_id(data),
+            }
+            if name in self.lfs:
+                entry["lfs"] = {
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "pointerSize": 134,
+                }
+            out.append(entry)
+        return out
+
+    def tree(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for name, data in sorted(self.files.items()):
+            entry: dict[str, object] = {
+                "type": "file",
+                "path": name,
+                "size": len(data),
+                "oid": git_blob_id(data),
+            }
+            if name in self.lfs:
+                entry["lfs"] = {
+                    "oid": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                    "pointerSize": 134,
+                }
+            out.append(entry)
+        return out
+
+    def resolve(self, revision: str) -> str | None:
+        if revision == self.commit:
+            return self.commit
+        return self.refs.get(revision, self.commit if revision == "main" else None)
+
+
+class FakeHub:
+    def __init__(self, server: LoopbackServer) -> None:
+        self.server = server
+        self.repos: dict[str, HubRepo] = {}
+        server.fallback = self._route
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.url
+
+    def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str] | None = None) -> HubRepo:
+        repo = HubRepo(repo_id, files, lfs if lfs is not None else set())
+        self.repos[repo_id] = repo
+        return repo
+
+    def tamper(self, repo_id: str, name: str, body: bytes, **kwargs: object) -> None:
+        """Make the download of ``name`` answer ``body`` while the metadata stays honest."""
+        self.repos[repo_id].served[name] = Route(body, **kwargs)  # type: ignore[arg-type]
+
+    def _json(self, value: object) -> Route:
+        body = json.dumps(value).encode()
+        return Route(body, headers={"Content-Type": "application/json"})
+
+    def _route(self, method: str, raw_path: str, headers: Mapping[str, str]) -> Route | None:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            repo = self.repos.get(f"{parts[2]}/{parts[3]}")
+            if repo is None:
+                return Route(b'{"error": "Repository not found"}', status=404)
+            rest = parts[4:]
+            revision = rest[1] if len(rest) >= 2 else "main"
+            commit = repo.resolve(revision)
+            if commit is None:
+                return Route(b'{"error": "Revision not found"}', status=404)
+            if not rest or rest[0] == "revision":
+                return self._json({"id": repo.repo_id, "sha": commit, "siblings": repo.siblings()})
+            if rest[0] == "tree":
+                return self._json(repo.tree())
+            return None
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo = self.repos.get(f"{parts[0]}/{parts[1]}")
+            if repo is None:
+                return None
+            commit = repo.resolve(parts[3])
+            name = "/".join(parts[4:])
+            if commit is None or name not in repo.files:
+                return Route(b"", status=404, headers={"X-Error-Code": "EntryNotFound"})
+            data = repo.files[name]
+            etag = hashlib.sha256(data).hexdigest() if name in repo.lfs else git_blob_id(data)
+            headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"'}
+            if name in repo.lfs:
+                headers["X-Linked-Etag"] = f'"{etag}"'
+                headers["X-Linked-Size"] = str(len(data))
+            tampered = repo.served.get(name)
+            if tampered is not None:
+                tampered.headers.update(headers)
+                return tampered
+            return Route(data, headers=headers)
+        return None
+
+
+@pytest.fixture
+def hub(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeHub:
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return FakeHub(server)
 
 
 # ---- a user without root's power over file modes -------------------------------------------

@@ -375,8 +375,15 @@ def test_pyproject_exclude_skips_files_and_folders(project: Path) -> None:
     (project / "third_party" / "deep").mkdir(parents=True)
     (project / "third_party" / "deep" / "x.bin").write_bytes(UNKNOWN_BYTES)
     (project / "scratch.tmp").write_bytes(UNKNOWN_BYTES)
+    data = _json(invoke("scan", ".", "--format", "json", "--config", "pyproject.toml"))
+    assert [a["path"] for a in data["artifacts"]] == ["blob.bin"]
+    # not excluded, but not a model either: no result, only a reason
+    assert [s["path"] for s in data["skipped"]] == ["pyproject.toml"]
+    # Discovered inside the scanned tree, the same file is not used (and says so).
     data = _json(invoke("scan", ".", "--format", "json"))
-    assert [a["path"] for a in data["artifacts"]] == ["blob.bin", "pyproject.toml"]
+    assert "third_party/deep/x.bin" in [a["path"] for a in data["artifacts"]]
+    (ignored,) = [a for a in data["artifacts"] if a["path"] == "pyproject.toml"]
+    assert "MG412" in [f["rule_id"] for f in ignored["findings"]]
 
 
 def test_config_file_with_top_level_keys(project: Path) -> None:
@@ -443,3 +450,49 @@ def test_version_option() -> None:
 
     result = invoke("--version")
     assert result.exit_code == 0 and __version__ in result.stdout
+
+
+# -- what is a model -------------------------------------------------------------------
+
+
+def test_files_that_are_not_models_give_no_result_only_a_reason(project: Path) -> None:
+    (project / "README.md").write_text("# a project\n", "utf-8")
+    (project / "train.py").write_text("import torch\n", "utf-8")
+    (project / "empty.txt").write_bytes(b"")
+    (project / "weights.pt").write_bytes(UNKNOWN_BYTES)  # named like a model: a finding
+    data = _json(invoke("scan", ".", "--format", "json"))
+    assert sorted(a["path"] for a in data["artifacts"]) == ["blob.bin", "weights.pt"]
+    assert {a["path"]: [f["rule_id"] for f in a["findings"]] for a in data["artifacts"]} == {
+        "blob.bin": ["MG001"],
+        "weights.pt": ["MG005", "MG001"],  # named as a checkpoint, and is none (MG005)
+    }
+    skipped = {s["path"]: s["reason"] for s in data["skipped"]}
+    assert set(skipped) == {"README.md", "train.py", "empty.txt"}
+    assert skipped["empty.txt"] == "empty file"
+    assert data["summary"]["skipped"] == 3
+
+    quiet = invoke("scan", ".")
+    assert "README.md" not in quiet.stdout
+    assert "3 not model files skipped" in quiet.stdout
+    loud = invoke("scan", ".", "-v")
+    assert "README.md: not a model file" in loud.stdout
+
+
+def test_sarif_has_no_result_for_files_that_are_not_models(project: Path) -> None:
+    (project / "blob.bin").unlink()
+    for i in range(50):
+        (project / f"module{i}.py").write_text("x = 1\n", "utf-8")
+    result = invoke("scan", ".", "--format", "sarif")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["runs"][0]["results"] == []
+
+
+def test_pre_commit_hook_selects_exactly_the_model_suffixes() -> None:
+    import re
+
+    from modelguard.scan.model_names import MODEL_SUFFIXES
+
+    hooks = (Path(__file__).resolve().parents[1] / ".pre-commit-hooks.yaml").read_text("utf-8")
+    pattern = re.search(r"files: \(\?i\)\\\.\(([a-z0-9|]+)\)\$", hooks)
+    assert pattern is not None
+    assert set(pattern.group(1).split("|")) == MODEL_SUFFIXES

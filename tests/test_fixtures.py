@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,17 +123,22 @@ def test_generator_reproduces_identical_bytes(tmp_path: Path, machine: str) -> N
         k: v for k, v in os.environ.items() if k not in ("PYTHONHASHSEED", "ATEN_CPU_CAPABILITY")
     }
     env.update(extra_env)
+    # The generator runs from a copy elsewhere, as from another checkout: no byte
+    # may depend on where the sources lie (TorchScript records source paths).
+    generator = tmp_path / "checkout" / "fixtures"
+    generator.mkdir(parents=True)
+    for script in FIXTURES.glob("*.py"):
+        shutil.copy2(script, generator / script.name)
+    out = tmp_path / "out"
     subprocess.run(
-        [sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(tmp_path), *args],
+        [sys.executable, str(generator / "make_fixtures.py"), "--out", str(out), *args],
         check=True,
         env=env,
         capture_output=True,
         timeout=300,
         cwd=tmp_path,
     )
-    regenerated = sorted(
-        p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()
-    )
+    regenerated = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     shipped = sorted(
         p.relative_to(FIXTURES).as_posix()
         for sub in ("benign", "malicious")
@@ -140,14 +146,14 @@ def test_generator_reproduces_identical_bytes(tmp_path: Path, machine: str) -> N
         if p.is_file()
     )
     assert regenerated == sorted([*shipped, "manifest.json", "README.md"])
-    made_with = json.loads((tmp_path / "manifest.json").read_text())["generated_with"]
+    made_with = json.loads((out / "manifest.json").read_text())["generated_with"]
     if made_with != MANIFEST["generated_with"]:
         pytest.skip(
             f"fixtures were written by {MANIFEST['generated_with']}, this run has {made_with}: "
             "bytes are only comparable on the same library versions"
         )
     different = [
-        rel for rel in regenerated if (tmp_path / rel).read_bytes() != (FIXTURES / rel).read_bytes()
+        rel for rel in regenerated if (out / rel).read_bytes() != (FIXTURES / rel).read_bytes()
     ]
     assert different == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def test_full_table_is_parsed() -> None:
 
 def test_defaults() -> None:
     policy = policy_from_mapping({}, source="x")
-    assert policy == Policy(source="x")
+    assert policy == Policy(source="x", base=os.getcwd())  # paths relative to x's folder
     assert policy.fail_on is Severity.HIGH
     assert not policy.is_excluded("anything.pt")
     assert policy.suppression_for(_finding()) is None
@@ -118,6 +119,14 @@ def test_suppression_matches_rule_and_paths() -> None:
         ({"limits": {"max-opcodes": 5}}, "unknown limit 'max-opcodes'"),
         ({"limits": {"max-member-bytes": 0}}, "'max-member-bytes' must be a positive integer"),
         ({"limits": {"max-member-bytes": True}}, "must be a positive integer"),
+        # a typo would silently ignore nothing: the key and the closest real id
+        (
+            {"ignore": [{"rule": "mg101", "reason": "r"}]},
+            "ignore[0].rule: 'mg101' is not a modelguard rule id; the closest is MG101 "
+            "(pickle-dangerous-import)",
+        ),
+        ({"ignore": [{"rule": "MG9999", "reason": "r"}]}, "'MG9999' is not a modelguard rule id"),
+        ({"ignore": [{"rule": "pickle-dangerous-import", "reason": "r"}]}, "the closest is MG101"),
     ],
 )
 def test_errors_name_the_file_and_key(table: dict[str, object], expected: str) -> None:
@@ -192,7 +201,7 @@ def test_policy_applies_to_a_scan(tmp_path: Path) -> None:
             "ignore": [{"rule": "MG001", "reason": "legacy blobs", "paths": ["legacy/*"]}],
             "fail-on": "info",
         },
-        source="test",
+        source=str(tmp_path / "pyproject.toml"),
     )
     report = scan(tmp_path, policy=policy, root=tmp_path, workers=1)
     by_path = {a.path: a for a in report.artifacts}
@@ -203,3 +212,57 @@ def test_policy_applies_to_a_scan(tmp_path: Path) -> None:
     assert suppressed.finding.rule_id == "MG001" and suppressed.reason == "legacy blobs"
     assert report.exit_code(policy.fail_on) == 1
     assert report.exit_code(Severity.LOW) == 0
+
+
+# -- paths are relative to the file that declares them --------------------------------
+
+
+def _repository(tmp_path: Path) -> Path:
+    """repo/pyproject.toml excluding vendor/ and ignoring MG001 under sub/legacy/."""
+    repo = tmp_path / "repo"
+    for rel in ("sub/keep.bin", "sub/legacy/old.bin", "vendor/x.bin"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(UNKNOWN_BYTES)
+    (repo / "pyproject.toml").write_text(
+        "[tool.modelguard]\n"
+        'exclude = ["vendor/*"]\n'
+        "[[tool.modelguard.ignore]]\n"
+        'rule = "MG001"\n'
+        'paths = ["sub/legacy/*"]\n'
+        'reason = "legacy blobs"\n',
+        "utf-8",
+    )
+    return repo
+
+
+@pytest.mark.parametrize("cwd", [".", "sub", "sub/legacy"])
+def test_paths_match_from_any_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cwd: str
+) -> None:
+    repo = _repository(tmp_path)
+    monkeypatch.chdir(repo / cwd)
+    policy = load_policy()  # discovered upwards
+    report = scan(repo, policy=policy, workers=1)  # shown relative to the working folder
+    by_file = {Path(report.root, a.path).resolve(): a for a in report.artifacts}
+    assert set(by_file) == {repo / "sub/keep.bin", repo / "sub/legacy/old.bin"}
+    assert [s.reason for s in by_file[repo / "sub/legacy/old.bin"].suppressed] == ["legacy blobs"]
+    assert by_file[repo / "sub/keep.bin"].suppressed == ()
+
+
+def test_a_config_elsewhere_matches_relative_to_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _repository(tmp_path)
+    (repo / "pyproject.toml").unlink()
+    (repo / "ci").mkdir()
+    config = repo / "ci" / "modelguard.toml"
+    config.write_text('exclude = ["../vendor/*"]\n', "utf-8")
+    monkeypatch.chdir(repo)
+    report = scan(".", policy=load_policy(config), workers=1)
+    assert sorted(a.path for a in report.artifacts) == ["sub/keep.bin", "sub/legacy/old.bin"]
+
+
+def test_a_policy_built_in_code_matches_paths_as_shown() -> None:
+    policy = Policy(exclude=("vendor/*",)).for_root("/anywhere")
+    assert policy.is_excluded("vendor/x.bin")
+    assert not policy.is_excluded("sub/vendor/x.bin")

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -71,11 +71,16 @@ def silence_library_progress() -> None:
         hub.utils.disable_progress_bars()
 
 
-def resolve_policy(config: Path | None, fail_on: str | None) -> Policy:
-    """Policy from ``config`` (or discovered pyproject.toml), with ``fail_on`` overriding it."""
-    policy = call_api(lambda: load_policy(config))
+def resolve_policy(
+    config: Path | None, fail_on: str | None, *, checked: Sequence[str | Path] = ()
+) -> Policy:
+    """Policy from ``config`` (or discovered pyproject.toml), with ``fail_on`` overriding it.
+
+    ``checked``: the trees the command checks; a pyproject.toml inside them is not used.
+    """
+    policy = call_api(lambda: load_policy(config, checked=checked))
     if fail_on is not None:
-        policy = replace(policy, fail_on=parse_fail_on(fail_on))
+        policy = replace(policy, fail_on=parse_fail_on(fail_on), fail_on_source=None)
     return policy
 
 
@@ -106,22 +111,34 @@ class ReportChoices(TerminalChoices):
     def to_stdout(self) -> bool:
         return self.output is None or str(self.output) == "-"
 
-    def policy(self) -> Policy:
-        return resolve_policy(self.config, self.fail_on)
+    def policy(self, checked: Sequence[str | Path] = ()) -> Policy:
+        return resolve_policy(self.config, self.fail_on, checked=checked)
 
     def check_format(self) -> None:
         """Fail now, before any work, when the format's extra is not installed."""
         call_api(RENDERERS[self.fmt].check_available)
 
-    def render_options(self, fail_on: Severity | None) -> RenderOptions:
+    def render_options(
+        self, report: Report, fail_on: Severity | None, lock: Path | None = None
+    ) -> RenderOptions:
         color = self.fmt == "text" and color_enabled(
             self.color if self.to_stdout() else bool(self.color), sys.stdout
         )
-        return RenderOptions(color=color, fail_on=fail_on, verbose=self.verbose)
+        inventory = None
+        if self.fmt == "cyclonedx":
+            from modelguard.supply.inventory import gather
 
-    def emit(self, report: Report, fail_on: Severity | None) -> None:
-        """Render ``report`` as asked and print it or write it atomically."""
-        emit_report(report, self.fmt, self.output, self.render_options(fail_on))
+            inventory = gather(report, lock=lock)
+        return RenderOptions(
+            color=color, fail_on=fail_on, verbose=self.verbose, inventory=inventory
+        )
+
+    def emit(self, report: Report, fail_on: Severity | None, *, lock: Path | None = None) -> None:
+        """Render ``report`` as asked and print it or write it atomically.
+
+        ``lock`` is the lock file the command used, for the BOM's pins.
+        """
+        emit_report(report, self.fmt, self.output, self.render_options(report, fail_on, lock))
 
 
 def _output_option_decorators() -> list[Callable[[Any], Any]]:
@@ -200,16 +217,21 @@ def _apply(decorators: list[Callable[[Any], Any]], func: Callable[..., Any]) -> 
     return func
 
 
+_TERMINAL_PARAMS = ("color", "verbose", "progress")
+# click parameter name -> ReportChoices field
+_REPORT_PARAMS = {"fmt": "fmt", "report_output": "output", "fail_on": "fail_on", "config": "config"}
+
+
+def _pop(kwargs: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {field: kwargs.pop(param) for param, field in names.items()}
+
+
 def output_options(func: Callable[..., Any]) -> Any:
-    """Add the terminal options; the command receives ``output: TerminalChoices``."""
+    """Add the terminal options; the command receives ``terminal: TerminalChoices``."""
 
     @functools.wraps(func)
     def command(*args: Any, **kwargs: Any) -> Any:
-        choices = TerminalChoices(
-            color=kwargs.pop("color"),
-            verbose=kwargs.pop("verbose"),
-            progress=kwargs.pop("progress"),
-        )
+        choices = TerminalChoices(**_pop(kwargs, {n: n for n in _TERMINAL_PARAMS}))
         return func(*args, terminal=choices, **kwargs)
 
     return _apply(_output_option_decorators(), command)
@@ -223,15 +245,8 @@ def report_options(
     def decorate(inner: Callable[..., Any]) -> Any:
         @functools.wraps(inner)
         def command(*args: Any, **kwargs: Any) -> Any:
-            choices = ReportChoices(
-                color=kwargs.pop("color"),
-                verbose=kwargs.pop("verbose"),
-                progress=kwargs.pop("progress"),
-                fmt=kwargs.pop("fmt"),
-                output=kwargs.pop("report_output"),
-                fail_on=kwargs.pop("fail_on"),
-                config=kwargs.pop("config"),
-            )
+            names = {**{n: n for n in _TERMINAL_PARAMS}, **_REPORT_PARAMS}
+            choices = ReportChoices(**_pop(kwargs, names))
             choices.check_format()
             return inner(*args, report=choices, **kwargs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,12 +29,30 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
+# Library messages cite a parameter as `name`; the CLI shows the flag that sets it.
+PARAMETER_FLAGS = {
+    "allow_http": "--allow-http",
+    "allow_dotfiles": "--allow-dotfiles",
+    "force": "--force",
+    "sha256": "--sha256",
+    "sha1": "--sha1",
+    "key": "--key",
+    "signature": "--signature",
+}
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def flag_message(message: str) -> str:
+    """``message`` with each `parameter` it cites replaced by its command-line flag."""
+    return _PARAMETER.sub(lambda m: PARAMETER_FLAGS.get(m[1], m[1]), message)
+
+
 def call_api(func: Callable[[], T]) -> T:
     """Run an API call; typed modelguard errors become exit-2 messages, not tracebacks."""
     try:
         return func()
     except ModelGuardError as exc:
-        fail(str(exc))
+        fail(flag_message(str(exc)))
 
 
 def _output_mode(path: Path) -> int:

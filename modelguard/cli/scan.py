@@ -77,7 +77,7 @@ def scan(
     from modelguard.api import scan as api_scan
 
     targets = read_path_list(paths)
-    policy = report.policy()
+    policy = report.policy(checked=targets)
     if not targets:
         # `git ls-files '*.pt' | modelguard scan -` in a repository without models.
         click.echo("modelguard: nothing to scan (no paths on stdin)", err=True)

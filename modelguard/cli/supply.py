@@ -1,4 +1,8 @@
-"""``modelguard fetch | lock | verify | sign``: parse, call modelguard.supply.api, render, exit."""
+"""``modelguard fetch | lock | verify | sign``: parse, call modelguard.supply, render, exit.
+
+The report's threshold is the policy's for that report (``Policy.fail_on_for``): a
+fail-on read from a file never lets a critical verification failure pass.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,18 @@ from modelguard.cli.options import (
     report_options,
 )
 from modelguard.cli.output import EXIT_FINDINGS, call_api
+from modelguard.findings import Report
+from modelguard.policy import Policy
+
+
+def _emit(report: ReportChoices, result: Report, policy: Policy, lock: Path | None) -> int:
+    """Render ``result`` under the policy's threshold for it; its exit code.
+
+    ``lock`` is the lock file the command used, for the BOM's pins.
+    """
+    fail_on = policy.fail_on_for(result)
+    report.emit(result, fail_on, lock=lock)
+    return result.exit_code(fail_on)
 
 
 @click.command()
@@ -35,11 +51,22 @@ from modelguard.cli.output import EXIT_FINDINGS, call_api
 @click.option("--scan/--no-scan", default=True, help="Scan each file before placing it.")
 @click.option("--sha256", help="Expected sha256 of the (single) file.")
 @click.option("--sha1", help="Expected sha1 of the (single) file.")
-@click.option("--allow-http", is_flag=True, help="Accept plain http:// URLs.")
+@click.option("--allow-http", is_flag=True, help="Accept plain http:// URLs and redirects to them.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace files in --dest that modelguard did not place (never through a link).",
+)
+@click.option(
+    "--allow-dotfiles",
+    is_flag=True,
+    help="Also place the source's dotfiles, policy files (pyproject.toml, modelguard.lock) "
+    "and hook files (conftest.py, *.pth); never anything inside .git.",
+)
 @click.option(
     "--quarantine",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for files the scan flags [default: ~/.cache/modelguard/quarantine].",
+    help="Folder for files the scan flags [default: the user cache's quarantine folder].",
 )
 @click.option(
     "--timeout",
@@ -67,6 +94,8 @@ def fetch(
     sha256: str | None,
     sha1: str | None,
     allow_http: bool,
+    force: bool,
+    allow_dotfiles: bool,
     quarantine: Path | None,
     timeout: float,
     retries: int,
@@ -77,13 +106,15 @@ def fetch(
 
     SOURCE is hf://owner/repo[@revision][/path], an https:// URL, or a
     Caffe-Model-Zoo readme (a local file or its URL). Nothing reaches --dest
-    unless it matches the expected digest and passes the scan.
+    unless it matches the expected digest and passes the scan, and nothing in
+    --dest is replaced that modelguard did not place. A pyproject.toml inside
+    --dest is never used as policy.
     Exit status: 0 placed, 1 rejected or findings at/above --fail-on, 2 error.
     """
-    from modelguard.supply.api import fetch as api_fetch
     from modelguard.supply.download import DEFAULT_MAX_BYTES, DownloadOptions
+    from modelguard.supply.fetch import fetch as api_fetch
 
-    policy = report.policy()
+    policy = report.policy(checked=[dest])
     with byte_progress(report.show_progress()) as callback:
         options = DownloadOptions(
             timeout=timeout,
@@ -103,22 +134,23 @@ def fetch(
                 allow_http=allow_http,
                 quarantine_dir=quarantine,
                 options=options,
+                force=force,
+                allow_dotfiles=allow_dotfiles,
             )
         )
-    report.emit(result.report, policy.fail_on)
+    code = _emit(report, result.report, policy, lock_file)
     pinned = f" at revision {result.revision}" if result.revision else ""
     for path in result.placed:
         click.echo(f"modelguard: fetched {path} from {result.source}{pinned}", err=True)
     if not result.placed:
         click.echo(
-            f"modelguard: nothing was placed in {dest}: {result.source} failed verification",
+            f"modelguard: nothing was placed in {dest}: see the findings for {result.source}",
             err=True,
         )
     for path in result.quarantined:
         click.echo(f"modelguard: quarantined {path} (scan findings; do not load it)", err=True)
     if lock_file is not None and result.placed:
         click.echo(f"modelguard: recorded in {lock_file}", err=True)
-    code = result.report.exit_code(policy.fail_on)
     sys.exit(code if code or result.placed else EXIT_FINDINGS)
 
 
@@ -140,15 +172,19 @@ def lock(
     scan: bool,
     report: ReportChoices,
 ) -> None:
-    """Pin files (folders recursively): size, sha256 and scan verdict into modelguard.lock."""
-    from modelguard.supply.api import lock as api_lock
+    """Pin files (folders recursively): size, sha256 and scan verdict into modelguard.lock.
 
-    policy = report.policy()
+    Inside folders, git's files and signature bundles (model.sig, FILE.sig) are
+    left out, so re-signing never breaks the lock.
+    """
+    from modelguard.supply.lock import lock as api_lock
+
+    policy = report.policy(checked=list(paths))
     result = call_api(lambda: api_lock(list(paths), lockfile=lock_file, scan=scan, policy=policy))
-    report.emit(result, policy.fail_on)
+    code = _emit(report, result, policy, lock_file)
     if not result.errors:
         click.echo(f"modelguard: locked {len(result.artifacts)} file(s) in {lock_file}", err=True)
-    sys.exit(result.exit_code(policy.fail_on))
+    sys.exit(code)
 
 
 @click.command()
@@ -184,19 +220,26 @@ def verify(
     """Verify PATH against a lock file, a digest, or a signature bundle.
 
     Reports missing, unexpected, resized and modified files (like pip's
-    --require-hashes), and unsigned, bad-signature, wrong-key and malformed-bundle
-    cases. Exit status: 0 verified, 1 findings at/above --fail-on, 2 error.
+    --require-hashes), leftover partial downloads, and unsigned, bad-signature,
+    wrong-key and malformed-bundle cases. A pyproject.toml inside PATH is never
+    used as policy, and a fail-on from a file never passes a critical mismatch.
+    Exit status: 0 verified, 1 findings at/above --fail-on, 2 error.
     """
-    from modelguard.supply.api import verify as api_verify
+    from modelguard.supply.verify import verify as api_verify
 
-    policy = report.policy()
+    policy = report.policy(checked=[path])
     result = call_api(
         lambda: api_verify(
-            path, lockfile=lock_file, sha256=sha256, sha1=sha1, signature=signature, key=key
+            path,
+            lockfile=lock_file,
+            sha256=sha256,
+            sha1=sha1,
+            signature=signature,
+            key=key,
+            policy=policy,
         )
     )
-    report.emit(result, policy.fail_on)
-    sys.exit(result.exit_code(policy.fail_on))
+    sys.exit(_emit(report, result, policy, lock_file))
 
 
 @click.command()
@@ -228,7 +271,7 @@ def sign(
     import os
 
     from modelguard.cli.output import fail
-    from modelguard.supply.api import sign as api_sign
+    from modelguard.supply.signing import sign as api_sign
 
     password: bytes | None = None
     if password_env is not None:

@@ -19,14 +19,12 @@ import re
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.client import HTTPMessage
-from typing import IO
 
-from modelguard._version import __version__
+from modelguard.supply import http as supply_http
+from modelguard.supply.http import Hop
 
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 256  # 16 MiB of blocks
@@ -53,6 +51,7 @@ class TransferStats:
     requests: int = 0
     bytes_received: int = 0
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)  # the probe's URL and every redirect after it
 
 
 @dataclass(frozen=True)
@@ -66,20 +65,29 @@ class Probe:
 
 
 def probe(
-    url: str, headers: Mapping[str, str], timeout: float, stats: TransferStats
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    stats: TransferStats,
+    *,
+    allow_http: bool = False,
 ) -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
     """Ask for the first block with a Range header.
 
     Returns the probe, and either the first block (the server honoured the range)
     or the still-open full response (it did not: the caller downloads it all).
+    Redirects are recorded in ``stats.hops``; one from https to plain http raises
+    :class:`~modelguard.supply.http.InsecureRedirect` unless ``allow_http``.
     """
+    ranged = {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}
     try:
-        response = open_url(url, {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}, timeout)
+        response = open_url(url, ranged, timeout, allow_http=allow_http, hops=stats.hops)
     except RemoteReadError as exc:
         if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
             raise
         stats.requests += 1
-        response = open_url(url, headers, timeout)
+        stats.hops.clear()
+        response = open_url(url, headers, timeout, allow_http=allow_http, hops=stats.hops)
     stats.requests += 1
     final_url = response.geturl() or url
     etag = _strong_etag(response.headers.get("ETag"))
@@ -106,17 +114,6 @@ def probe(
     return Probe(final_url, size, False, etag), None, response
 
 
-def _request(url: str, headers: Mapping[str, str]) -> urllib.request.Request:
-    return urllib.request.Request(  # noqa: S310 - callers check the scheme
-        url,
-        headers={
-            "User-Agent": f"modelguard/{__version__}",
-            "Accept-Encoding": "identity",
-            **headers,
-        },
-    )
-
-
 def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
     match = _CONTENT_RANGE.match((value or "").strip())
     if match is None:
@@ -129,43 +126,29 @@ def _strong_etag(value: str | None) -> str | None:
     return value if value and not value.startswith("W/") else None
 
 
-class _OriginBoundRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but never carry credentials to another origin (a CDN)."""
+def open_url(
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    allow_http: bool = False,
+    hops: list[Hop] | None = None,
+) -> http.client.HTTPResponse:
+    """GET with the given headers; HTTP errors become RemoteReadError naming the URL.
 
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and not same_origin(req.full_url, new.full_url):
-            for name in ("Authorization", "Cookie"):
-                new.remove_header(name)
-        return new
-
-
-def same_origin(a: str, b: str) -> bool:
-    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
-    return (pa.scheme, pa.netloc) == (pb.scheme, pb.netloc)
-
-
-_OPENER = urllib.request.build_opener(_OriginBoundRedirects)
-
-
-def open_url(url: str, headers: Mapping[str, str], timeout: float) -> http.client.HTTPResponse:
-    """GET with the given headers; HTTP errors become RemoteReadError naming the URL."""
+    Redirects follow modelguard's one rule (:mod:`modelguard.supply.http`); the
+    URLs visited are appended to ``hops`` when given.
+    """
     try:
-        response: http.client.HTTPResponse = _OPENER.open(_request(url, headers), timeout=timeout)
+        response, visited = supply_http.open_url(url, headers, timeout, allow_http=allow_http)
     except urllib.error.HTTPError as exc:
         exc.close()
         kind = TransientReadError if exc.code >= 500 or exc.code == 429 else RemoteReadError
         raise kind(f"{url}: HTTP {exc.code} {exc.reason}", exc.code) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
         raise TransientReadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    if hops is not None:
+        hops.extend(visited)
     return response
 
 
@@ -192,6 +175,7 @@ class RangeFile(io.RawIOBase):
         retries: int = 2,
         stats: TransferStats | None = None,
         first_block: bytes | None = None,
+        allow_http: bool = False,
     ) -> None:
         """``first_block``: bytes 0.. already received by the probe (kept, not refetched)."""
         super().__init__()
@@ -203,6 +187,7 @@ class RangeFile(io.RawIOBase):
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._retries = retries
+        self._allow_http = allow_http
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._pos = 0
         self._next_sequential = 1 if first_block is not None else 0
@@ -305,7 +290,10 @@ class RangeFile(io.RawIOBase):
                 attempt += 1
 
     def _get_range_once(self, headers: Mapping[str, str], start: int, end: int) -> bytes:
-        response = open_url(self.url, headers, self._timeout)
+        try:
+            response = open_url(self.url, headers, self._timeout, allow_http=self._allow_http)
+        except supply_http.InsecureRedirect as exc:
+            raise RemoteReadError(str(exc)) from None  # a read error: the scan stops here
         with response:
             self.stats.requests += 1
             if response.status != 206:

@@ -1,7 +1,7 @@
 """Scan remote model files without downloading all of them.
 
 ``hf://owner/repo[@revision][/path]`` is resolved to a commit and a file list by
-the provenance subsystem (:func:`modelguard.supply.sources.hf_plan`);
+the provenance subsystem (:func:`modelguard.supply.hub.hf_plan`);
 ``https://…/model.pt`` is one file. Each file is probed with a Range request:
 
 * the server honours ranges: the scanners read the file through
@@ -13,7 +13,12 @@ the provenance subsystem (:func:`modelguard.supply.sources.hf_plan`);
   and deleted.
 
 Findings name the file by its canonical source (``hf://owner/repo@<commit>/f``
-or the URL without its query string).
+or the URL without its query string). Every result says what it vouches for
+(MG416): the sha256 of the bytes read when the file was read whole, else the
+ETag and the digest the Hub's metadata publishes; a range scan cannot know the
+digest of bytes it never read, and a server may show a scanner other bytes than
+a loader (see the README). Redirects follow :mod:`modelguard.supply.http`: no
+downgrade to plain http, every hop in the report (MG413).
 """
 
 from __future__ import annotations
@@ -21,26 +26,28 @@ from __future__ import annotations
 import tempfile
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
-from modelguard.errors import FetchError, MissingExtra, UsageError
+from modelguard.errors import FetchError, UsageError
 from modelguard.files import Target
-from modelguard.findings import ArtifactResult, InputError, Report
+from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report
 from modelguard.policy import Policy
 from modelguard.remote.http_range import (
+    Probe,
     RangeFile,
     RemoteReadError,
     TransferStats,
     probe,
-    same_origin,
 )
+from modelguard.rules import provenance as R
 from modelguard.scan.context import Input
 from modelguard.scan.engine import scan_file, scan_input
+from modelguard.supply import hub
+from modelguard.supply.http import InsecureRedirect, describe, same_origin
+from modelguard.supply.sources import RemoteFile, check_url, display_url, name_problem
 
-HF_SCHEME = "hf://"
-DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 _CHUNK = 1 << 20
 
 
@@ -61,12 +68,28 @@ class RemoteScan:
     method: Literal["ranges", "download", "failed"]
     size: int | None
     stats: TransferStats = field(default_factory=TransferStats)
+    # What the result vouches for: {"sha256": …} of the bytes read whole, or the
+    # server's {"etag": …} and the publisher's digests for a range scan.
+    digests: dict[str, str] = field(default_factory=dict)
 
 
-def _display_url(url: str) -> str:
-    """The URL without query or fragment (signed URLs carry credentials there)."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+def _with(
+    result: ArtifactResult | InputError, found: Sequence[Finding]
+) -> ArtifactResult | InputError:
+    if isinstance(result, InputError) or not found:
+        return result
+    return replace(result, findings=(*result.findings, *found))
+
+
+def _hop_findings(display: str, stats: TransferStats) -> list[Finding]:
+    if len(stats.hops) < 2:
+        return []
+    chain = describe(stats.hops)
+    return [
+        R.DOWNLOAD_REDIRECTED.finding(
+            f"{display} was redirected: {chain}", Location(display), evidence=chain
+        )
+    ]
 
 
 def scan_url(
@@ -75,12 +98,25 @@ def scan_url(
     policy: Policy,
     options: RemoteOptions,
     headers: Mapping[str, str] | None = None,
+    published: RemoteFile | None = None,
 ) -> RemoteScan:
-    """Scan one http(s) file: by ranges when the server allows, else downloaded whole."""
+    """Scan one http(s) file: by ranges when the server allows, else downloaded whole.
+
+    ``published`` is the Hub's record of the file (its LFS sha256 or git blob id),
+    which the result names and, for a file read whole, checks.
+    """
     headers = dict(headers or {})
     stats = TransferStats()
     try:
-        found, first_block, response = probe(url, headers, options.timeout, stats)
+        found, first_block, response = probe(
+            url, headers, options.timeout, stats, allow_http=options.allow_http
+        )
+    except InsecureRedirect as exc:
+        finding = R.INSECURE_REDIRECT.finding(
+            f"{display}: {exc}", Location(display), evidence=describe(exc.hops)
+        )
+        refused = ArtifactResult(display, "unknown", 0, findings=(finding,))
+        return RemoteScan(display, refused, "failed", None, stats)
     except RemoteReadError as exc:
         return RemoteScan(display, InputError(display, str(exc)), "failed", None, stats)
     if response is None:
@@ -88,12 +124,52 @@ def scan_url(
             # Redirected to a CDN: its signed URL is the credential; keep ours to ourselves.
             headers.pop("Authorization", None)
         remote = RangeFile(
-            found, headers=headers, timeout=options.timeout, stats=stats, first_block=first_block
+            found,
+            headers=headers,
+            timeout=options.timeout,
+            stats=stats,
+            first_block=first_block,
+            allow_http=options.allow_http,
         )
         size = found.size or 0
         inp = Input(stream=cast(BinaryIO, remote), size=size, name=display)
-        return RemoteScan(display, scan_input(inp, policy), "ranges", size, stats)
-    return _scan_downloaded(response, display, policy, options, stats, found.size)
+        result = scan_input(inp, policy)
+        digests = _range_digests(found, published)
+        basis = _range_basis(display, found, stats, digests, published)
+        notes = policy.partition([*_hop_findings(display, stats), basis])[0]
+        return RemoteScan(display, _with(result, notes), "ranges", size, stats, digests)
+    scanned = _scan_downloaded(response, display, policy, options, stats, found.size, published)
+    scanned.result = _with(scanned.result, policy.partition(_hop_findings(display, stats))[0])
+    return scanned
+
+
+def _range_digests(found: Probe, published: RemoteFile | None) -> dict[str, str]:
+    digests = dict(published.expected) if published is not None else {}
+    if found.etag:
+        digests["etag"] = found.etag
+    return digests
+
+
+def _range_basis(
+    display: str,
+    found: Probe,
+    stats: TransferStats,
+    digests: Mapping[str, str],
+    published: RemoteFile | None,
+) -> Finding:
+    vouched = ""
+    if published is not None and published.expected:
+        names = ", ".join(f"{k} {v}" for k, v in published.expected.items())
+        vouched = f"; {published.vouched_by} publishes {names}, which this scan could not check"
+    etag = f"the server's ETag {found.etag}" if found.etag else "no ETag"
+    return R.REMOTE_SCAN_BASIS.finding(
+        f"scanned by range requests: {stats.bytes_received:,} of {found.size or 0:,} bytes "
+        f"read, identified by {etag}{vouched}. The digest of the whole file is not known, "
+        "and a server can show a scanner other bytes than a loader: fetch the file with "
+        "modelguard fetch to use exactly the bytes scanned",
+        Location(display),
+        evidence=", ".join(f"{k}:{v}" for k, v in digests.items()) or None,
+    )
 
 
 def _scan_downloaded(
@@ -103,8 +179,9 @@ def _scan_downloaded(
     options: RemoteOptions,
     stats: TransferStats,
     declared: int | None,
+    published: RemoteFile | None,
 ) -> RemoteScan:
-    from modelguard.supply.download import DownloadOptions, discard, stage_stream
+    from modelguard.supply.download import Destination, DownloadOptions, discard, stage_stream
 
     if declared is not None and declared > options.max_download_bytes:
         cast(BinaryIO, response).close()
@@ -127,50 +204,79 @@ def _scan_downloaded(
                 stats.bytes_received += len(chunk)
                 yield chunk
 
-    with tempfile.TemporaryDirectory(prefix="modelguard-remote-") as folder:
-        name = Path(urllib.parse.urlsplit(display).path).name or "download"
+    algorithms = ("sha256", "sha1") if published and "sha1" in published.expected else ("sha256",)
+    blob_size = published.size if published and "git-blob-sha1" in published.expected else None
+    with (
+        tempfile.TemporaryDirectory(prefix="modelguard-remote-") as folder,
+        Destination(Path(folder)) as dest,
+    ):
         try:
             staged = stage_stream(
                 chunks(),
-                name,
-                Path(folder) / "file",
-                algorithms=("sha256",),
-                git_blob_size=None,
+                "file",
+                dest,
+                algorithms=algorithms,
+                git_blob_size=blob_size,
                 options=DownloadOptions(max_bytes=options.max_download_bytes),
                 total=declared,
             )
         except FetchError as exc:
             return RemoteScan(display, InputError(display, str(exc)), "failed", declared, stats)
-        if declared is not None and staged.size != declared:
-            discard(staged)
-            message = f"server sent {staged.size} of {declared} bytes"
-            return RemoteScan(display, InputError(display, message), "failed", declared, stats)
         try:
-            result = scan_file(Target(fs_path=str(staged.temp), display=display), policy)
+            if declared is not None and staged.size != declared:
+                message = f"server sent {staged.size} of {declared} bytes"
+                return RemoteScan(display, InputError(display, message), "failed", declared, stats)
+            result = scan_file(Target(fs_path=staged.readable_path, display=display), policy)
         finally:
             discard(staged)
-    return RemoteScan(display, result, "download", staged.size, stats)
+    basis = [
+        R.REMOTE_SCAN_BASIS.finding(
+            f"downloaded whole and scanned: sha256 {staged.digests['sha256']} "
+            f"({staged.size:,} bytes); fetch with this sha256 pinned to place exactly these bytes",
+            Location(display),
+            evidence=f"sha256:{staged.digests['sha256']}",
+        ),
+        *_published_mismatch(display, staged.digests, published),
+    ]
+    kept = policy.partition(basis)[0]
+    digests = {"sha256": staged.digests["sha256"]}
+    return RemoteScan(display, _with(result, kept), "download", staged.size, stats, digests)
+
+
+def _published_mismatch(
+    display: str, digests: Mapping[str, str], published: RemoteFile | None
+) -> list[Finding]:
+    """A file read whole must be the one the Hub's metadata vouches for."""
+    if published is None:
+        return []
+    for algorithm, want in published.expected.items():
+        got = digests.get(algorithm)
+        if got is not None and got != want:
+            return [
+                R.DIGEST_MISMATCH.finding(
+                    f"{display}: the server sent bytes with {algorithm} {got}, but "
+                    f"{published.vouched_by} publishes {want}",
+                    Location(display),
+                    evidence=f"{algorithm}:{got}",
+                )
+            ]
+    return []
 
 
 def _hf_scans(source: str, policy: Policy, options: RemoteOptions) -> list[RemoteScan]:
-    from modelguard.supply.sources import hf_endpoint, hf_plan
-
-    try:
-        from huggingface_hub import get_token, hf_hub_url
-    except ModuleNotFoundError:
-        raise MissingExtra("scanning hf:// sources", "supply", "huggingface_hub") from None
-    token = options.hf_token or get_token()
-    plan = hf_plan(source, token=token)
-    assert plan.hf_repo is not None and plan.revision is not None  # hf_plan always sets them
+    token = hub.hub_token(options.hf_token)
+    plan = hub.hf_plan(source, token=token)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    endpoint = hf_endpoint() or DEFAULT_HF_ENDPOINT
     scans = []
     for remote in plan.files:
-        assert remote.hf_filename is not None
-        url = hf_hub_url(
-            plan.hf_repo, remote.hf_filename, revision=plan.revision, endpoint=endpoint
-        )
-        scans.append(scan_url(url, remote.source, policy, options, headers))
+        problem = name_problem(remote.name)
+        if problem is not None:
+            message = f"the Hub lists a file whose name {problem}: {remote.name!a}"
+            shown = ascii(remote.source)[1:-1]
+            scans.append(RemoteScan(shown, InputError(shown, message), "failed", None))
+            continue
+        url = hub.file_url(plan, remote)
+        scans.append(scan_url(url, remote.source, policy, options, headers, published=remote))
     return scans
 
 
@@ -187,15 +293,13 @@ def scan_remote_sources(
     options = options or RemoteOptions()
     scans: list[RemoteScan] = []
     for source in sources:
-        if source.startswith(HF_SCHEME):
+        if hub.is_hf(source):
             scans.extend(_hf_scans(source, policy, options))
             continue
-        from modelguard.supply.sources import check_url
-
         check_url(source, options.allow_http)
         if urllib.parse.urlsplit(source).username is not None:
-            raise UsageError(f"{_display_url(source)}: credentials in URLs are not accepted")
-        scans.append(scan_url(source, _display_url(source), policy, options))
+            raise UsageError(f"{display_url(source)}: credentials in URLs are not accepted")
+        scans.append(scan_url(source, display_url(source), policy, options))
     artifacts = tuple(s.result for s in scans if isinstance(s.result, ArtifactResult))
     errors = tuple(s.result for s in scans if isinstance(s.result, InputError))
     return Report(artifacts=artifacts, errors=errors), scans

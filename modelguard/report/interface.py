@@ -9,17 +9,23 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from modelguard.errors import MissingExtra
 from modelguard.findings import Report, Severity
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelguard.supply.inventory import Inventory
 
 
 @dataclass(frozen=True)
 class RenderOptions:
     color: bool = False
     fail_on: Severity | None = Severity.HIGH
-    verbose: bool = False  # text: also list info findings and suppressed ones
+    verbose: bool = False  # text: also list info findings, suppressed findings, skipped files
+    # Per-artifact facts from the disk and the lock files (digests, pins, sources,
+    # signature state) for the BOM: gathered by the caller, never by a renderer.
+    inventory: Inventory | None = None
 
 
 class Renderer(Protocol):

@@ -55,6 +55,7 @@ def artifact_to_dict(artifact: ArtifactResult, rules: dict[str, Rule]) -> dict[s
         "size": artifact.size,
         "max_severity": _label(artifact.max_severity),
         "findings": [finding_to_dict(f, rules) for f in artifact.findings],
+        "links": list(artifact.links),
         "suppressed": [
             {**finding_to_dict(s.finding, rules), "reason": s.reason} for s in artifact.suppressed
         ],
@@ -80,9 +81,11 @@ def report_to_dict(report: Report, options: RenderOptions) -> dict[str, Any]:
             "max_severity": _label(report.max_severity),
             "suppressed": len(report.suppressed),
             "errors": len(report.errors),
+            "skipped": len(report.skipped),
         },
         "artifacts": [artifact_to_dict(a, rules) for a in report.artifacts],
         "errors": [{"path": e.path, "message": e.message} for e in report.errors],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
     }
 
 

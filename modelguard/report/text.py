@@ -113,6 +113,8 @@ def _artifact_lines(
         return
     header = out.style(printable(artifact.path), bold=True)
     out.line(f"{header}  ({artifact.format}, {artifact.size:,} bytes)")
+    for link in artifact.links:
+        out.line(f"  {_INDENT}also reached as {printable(link)} (symbolic link)")
     if not shown and not suppressed:
         out.line("  no findings")
     for finding in shown:
@@ -126,10 +128,13 @@ def summary_line(report: Report) -> str:
     """``3 files scanned: 1 critical, 0 high, ...; 1 suppressed; 0 errors``."""
     counts = count_by_severity(report.findings)
     by_severity = ", ".join(f"{counts[s]} {s.label}" for s in sorted(Severity, reverse=True))
-    return (
+    line = (
         f"{_plural(len(report.artifacts), 'file')} scanned: {by_severity}; "
         f"{len(report.suppressed)} suppressed; {_plural(len(report.errors), 'error')}"
     )
+    if report.skipped:
+        line += f"; {len(report.skipped)} not model files skipped"
+    return line
 
 
 def verdict_line(report: Report, fail_on: Severity | None) -> tuple[Verdict, str]:
@@ -162,16 +167,26 @@ def render_text(report: Report, options: RenderOptions) -> str:
             out.line(f"  {printable(error.path)}: {printable(error.message)}")
         out.line()
 
+    if options.verbose and report.skipped:
+        out.line(out.style("skipped (not model files)", bold=True))
+        for skipped in report.skipped:
+            out.line(f"  {printable(skipped.path)}: {printable(skipped.reason)}")
+        out.line()
+
     hidden_info = sum(1 for f in report.findings if not visible(f))
     hidden_suppressed = 0 if options.verbose else len(report.suppressed)
+    hidden_skipped = 0 if options.verbose else len(report.skipped)
     out.line(summary_line(report))
-    if hidden_info or hidden_suppressed:
+    if hidden_info or hidden_suppressed or hidden_skipped:
         parts = []
         if hidden_info:
             parts.append(_plural(hidden_info, "info finding"))
         if hidden_suppressed:
             parts.append(f"{hidden_suppressed} suppressed")
-        out.line(f"({' and '.join(parts)} not shown; use --verbose to list them)")
+        if hidden_skipped:
+            parts.append(f"{hidden_skipped} skipped")
+        listed = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 2 else parts)
+        out.line(f"({listed} not shown; use --verbose to list them)")
     verdict, text = verdict_line(report, options.fail_on)
     out.line(out.style(text, **_VERDICT_STYLE[verdict]))
     return "\n".join(out.lines) + "\n"

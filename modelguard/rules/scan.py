@@ -53,6 +53,20 @@ SCANNER_ERROR = Rule(
     "Report the message to the modelguard developers with the file if possible.",
     ("coverage",),
 )
+FORMAT_CLAIM_UNMET = Rule(
+    "MG005",
+    "claimed-format-unreadable",
+    Severity.MEDIUM,
+    "The file's name (or its container) claims a format its bytes do not parse as.",
+    "Loaders are chosen by name: torch.load for .pt, numpy.load for .npy, Keras for "
+    ".keras and .h5, safetensors and onnx for theirs. A file that is not what its "
+    "name says is either damaged, in which case loading fails, or disguised, in "
+    "which case another reading of its bytes (a pickle, an archive found elsewhere "
+    "in the file) is what some loader will act on.",
+    "Regenerate the file with its format's own writer, or name it after what it is, "
+    "and look at the other findings for what the bytes really hold.",
+    ("security", "coverage"),
+)
 
 # MG1xx: pickle
 PICKLE_DANGEROUS_IMPORT = Rule(
@@ -362,6 +376,29 @@ KERAS_CUSTOM_OBJECT = Rule(
     "or class_name with a package prefix ('Package>Name') of another package.",
     "Verify the module is your own trusted code.",
 )
+KERAS_TORCH_MODULE = Rule(
+    "MG333",
+    "keras-torch-module",
+    Severity.MEDIUM,
+    "A Keras TorchModuleWrapper layer carries a pickled PyTorch module.",
+    "With safe_mode=False, Keras rebuilds the layer by base64-decoding its 'module' "
+    "field and calling torch.load(weights_only=False) on it: a full unpickling of "
+    "bytes chosen by the file. The decoded pickle is scanned as well (its findings "
+    "follow), but any pickled module is code the loader imports.",
+    "Load only from a trusted source, or re-export the model without the wrapper "
+    "(weights as safetensors, the module as code you control).",
+)
+TORCHSCRIPT_UNSAFE_OPERATION = Rule(
+    "MG340",
+    "torchscript-unsafe-operation",
+    Severity.HIGH,
+    "TorchScript code in the archive writes files, reads files or loads pickles.",
+    "A TorchScript archive's code/ sources run inside torch.jit.load when a class "
+    "defines __setstate__, and on every call of its methods: torch.save writes a "
+    "file, torch.load unpickles one (arbitrary code), torch.from_file reads or "
+    "creates one, and loading an operator library runs native code.",
+    "Do not load the archive; export the model without file or pickle operations.",
+)
 KERAS_MALFORMED = Rule(
     "MG332",
     "keras-malformed",
@@ -378,6 +415,7 @@ RULES: tuple[Rule, ...] = (
     SCAN_LIMIT_REACHED,
     SCANNER_UNAVAILABLE,
     SCANNER_ERROR,
+    FORMAT_CLAIM_UNMET,
     PICKLE_DANGEROUS_IMPORT,
     PICKLE_UNKNOWN_IMPORT,
     PICKLE_UNKNOWN_CALL,
@@ -408,4 +446,6 @@ RULES: tuple[Rule, ...] = (
     KERAS_LAMBDA_LAYER,
     KERAS_CUSTOM_OBJECT,
     KERAS_MALFORMED,
+    KERAS_TORCH_MODULE,
+    TORCHSCRIPT_UNSAFE_OPERATION,
 )

@@ -10,6 +10,7 @@ nothing of formats or dispatch: it reports, keeps budgets and makes children.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import BinaryIO
 from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
+from modelguard.rules import get as get_rule
 from modelguard.rules.base import Rule
 from modelguard.rules.scan import ARCHIVE_BOMB, SCAN_LIMIT_REACHED
 
@@ -47,9 +49,11 @@ class Input:
 _MAX_SEEN = 200_000
 _EXAMPLES = 5  # evidence examples kept in a summary finding
 _EXAMPLE_CHARS = 80
+# Summary findings handed out by ScanContext.findings -> the counts they stand for.
+_SUMMARIES: weakref.WeakKeyDictionary[Finding, _Overflow] = weakref.WeakKeyDictionary()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Overflow:
     """Findings of one rule at one place that were counted instead of listed."""
 
@@ -65,6 +69,13 @@ class _Overflow:
         example = finding.evidence or finding.message
         if len(self.examples) < _EXAMPLES and example not in self.examples:
             self.examples.append(example[:_EXAMPLE_CHARS])
+
+    def merge(self, other: _Overflow) -> None:
+        self.count += other.count
+        self.severity = max(self.severity, other.severity)
+        for example in other.examples:
+            if len(self.examples) < _EXAMPLES and example not in self.examples:
+                self.examples.append(example)
 
     def finding(self, listed: int) -> Finding:
         where = f" in {self.location.member_path}" if self.location.members else ""
@@ -118,6 +129,7 @@ class ScanContext:
         self.settings = settings or ScanSettings()
         self.depth = depth
         self._shared = shared or _Shared()
+        self._budgets = self._shared  # where decompression and work are counted
         self._keep = keep
 
     @property
@@ -133,9 +145,11 @@ class ScanContext:
     def findings(self) -> list[Finding]:
         """Every finding listed so far, then one summary per group that overflowed."""
         shared = self._shared
-        summaries = [
-            over.finding(shared.listed.get(key, 0)) for key, over in shared.overflow.items()
-        ]
+        summaries = []
+        for key, over in shared.overflow.items():
+            summary = over.finding(shared.listed.get(key, 0))
+            _SUMMARIES[summary] = over  # so that adopt() can add up what it stands for
+            summaries.append(summary)
         return shared.findings + summaries
 
     def report(
@@ -156,21 +170,28 @@ class ScanContext:
         """
         shared = self._shared
         location = self.location.inside(member) if member is not None else self.location
-        key = (rule.id, location, evidence)
-        earlier = shared.seen.get(key) if evidence is not None else None
+        earlier = shared.seen.get((rule.id, location, evidence)) if evidence is not None else None
         if earlier is not None and (
             earlier < 0 or (severity or rule.severity) <= shared.findings[earlier].severity
         ):
-            return
+            return  # cheap exit before a Finding is built: repeats are common
         finding = rule.finding(message, location.at(offset), evidence=evidence, severity=severity)
         if self._keep is not None and not self._keep(finding):
             return
+        self._record(rule, location, finding)
+
+    def _record(self, rule: Rule, location: Location, finding: Finding) -> None:
+        """Record ``finding`` (of ``rule`` at ``location``) once: the gravest copy wins."""
+        shared = self._shared
+        key = (rule.id, location, finding.evidence)
+        earlier = shared.seen.get(key) if finding.evidence is not None else None
         if earlier is not None:
-            # The same finding again, graver (another reading saw it): keep the gravest.
-            shared.findings[earlier] = finding
+            if earlier >= 0 and finding.severity > shared.findings[earlier].severity:
+                # The same finding again, graver (another reading saw it): keep the gravest.
+                shared.findings[earlier] = finding
             return
         listed = self._list_or_count(rule, location, finding)
-        if evidence is not None and len(shared.seen) < _MAX_SEEN:
+        if finding.evidence is not None and len(shared.seen) < _MAX_SEEN:
             shared.seen[key] = len(shared.findings) - 1 if listed else -1
 
     def _list_or_count(self, rule: Rule, location: Location, finding: Finding) -> bool:
@@ -239,7 +260,7 @@ class ScanContext:
         the output is split between members. Returns False (after reporting once)
         when decompression must stop.
         """
-        shared = self._shared
+        shared = self._budgets
         shared.decompressed += nbytes
         shared.compressed += compressed
         limits = self.limits
@@ -264,12 +285,46 @@ class ScanContext:
         """Opcodes a parser may still walk in decompressed content (see ``Limits``)."""
         limits = self.limits
         allowed = max(
-            limits.inflated_work_floor, limits.max_inflated_work * self._shared.compressed
+            limits.inflated_work_floor, limits.max_inflated_work * self._budgets.compressed
         )
-        return allowed - self._shared.inflated_work
+        return allowed - self._budgets.inflated_work
 
     def spend_inflated_work(self, opcodes: int) -> None:
-        self._shared.inflated_work += opcodes
+        self._budgets.inflated_work += opcodes
+
+    # -- readings judged after the fact ------------------------------------------------
+    def speculative(self) -> ScanContext:
+        """A context at this same place whose findings are kept apart.
+
+        A reading that may turn out not to hold (a pickle whose first opcode is
+        valid but that goes nowhere) is scanned here; ``adopt`` then takes over
+        what counts.
+        """
+        made = ScanContext(
+            location=self.location,
+            settings=self.settings,
+            depth=self.depth,
+            shared=_Shared(),
+            keep=self._keep,
+        )
+        made._budgets = self._budgets  # decompression and work budgets stay shared
+        return made
+
+    def adopt(self, findings: list[Finding]) -> None:
+        """Record findings made in a speculative context (once each, as ``report`` does)."""
+        shared = self._shared
+        for finding in findings:
+            counted = _SUMMARIES.get(finding)
+            if counted is None:
+                self._record(get_rule(finding.rule_id), finding.location.at(None), finding)
+                continue
+            key = (finding.rule_id, finding.location)
+            over = shared.overflow.get(key)
+            if over is None:
+                over = shared.overflow[key] = _Overflow(
+                    counted.rule, finding.location, Severity.INFO
+                )
+            over.merge(counted)
 
     # -- nesting ---------------------------------------------------------------------
     def child(self, member: str, *, keep: FindingFilter | None = None) -> ScanContext:
@@ -280,13 +335,15 @@ class ScanContext:
         """
         outer = self._keep
         combined = keep if outer is None else outer if keep is None else _both(outer, keep)
-        return ScanContext(
+        made = ScanContext(
             location=self.location.inside(member),
             settings=self.settings,
             depth=self.depth + 1,
             shared=self._shared,
             keep=combined,
         )
+        made._budgets = self._budgets
+        return made
 
 
 def _both(first: FindingFilter, second: FindingFilter) -> FindingFilter:

@@ -10,15 +10,24 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-from modelguard.files import Kind, Target, walk
-from modelguard.findings import ArtifactResult, Finding, InputError, Location, Report, Suppressed
+from modelguard.files import Kind, Target, display_path, walk
+from modelguard.findings import (
+    ArtifactResult,
+    Finding,
+    InputError,
+    Location,
+    Report,
+    Skipped,
+)
 from modelguard.policy import Policy
-from modelguard.rules.scan import SCANNER_ERROR
+from modelguard.rules.scan import SCANNER_ERROR, UNSUPPORTED_FORMAT
 from modelguard.scan.cache import FileIdentity, ScanCache
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.formats import dispatch
+from modelguard.scan.model_names import is_model_name
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -32,7 +41,9 @@ def collect_targets(
     """Expand files and folders into targets under the one walk of :mod:`modelguard.files`.
 
     Links to files are scanned (a loader would read their target), each real file
-    once; links to folders are not followed; special files are read errors.
+    once, under its own path when that lies inside ``root`` (where a reader of the
+    report, GitHub included, finds its bytes), with the links kept beside it;
+    links to folders are not followed; special files are read errors.
     """
     listing = walk(
         paths,
@@ -41,15 +52,19 @@ def collect_targets(
         default_excludes=not policy.no_default_excludes,
         gitignore=not policy.no_default_excludes,
     )
-    targets: list[Target] = []
+    by_real: dict[str, Target] = {}
+    links: dict[str, list[str]] = {}
     errors: list[InputError] = []
-    seen: set[str] = set()
     for entry in listing.entries:
         if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
             real = os.path.realpath(entry.path)
-            if real not in seen:
-                seen.add(real)
-                targets.append(entry.target)
+            target = entry.target
+            if os.path.islink(entry.path):
+                links.setdefault(real, []).append(entry.display)
+                shown = display_path(real, root)
+                if not os.path.isabs(shown):
+                    target = replace(target, display=shown)
+            by_real.setdefault(real, target)
         elif entry.kind is Kind.MISSING:
             errors.append(InputError(entry.display, _MISSING[entry.note]))
         elif entry.kind is Kind.BROKEN_LINK:
@@ -58,6 +73,10 @@ def collect_targets(
             errors.append(InputError(entry.display, "not a regular file"))
         elif entry.kind is Kind.UNREADABLE:
             errors.append(InputError(entry.display, f"cannot list folder: {entry.note}"))
+    targets = [
+        replace(t, links=tuple(x for x in links.get(real, ()) if x != t.display))
+        for real, t in by_real.items()
+    ]
     return targets, errors
 
 
@@ -141,18 +160,42 @@ def scan_input(inp: Input, policy: Policy) -> ArtifactResult | InputError:
 def _apply_policy(
     display: str, fmt: str, size: int, findings: list[Finding], policy: Policy
 ) -> ArtifactResult:
-    kept: list[Finding] = []
-    suppressed: list[Suppressed] = []
-    for finding in findings:
-        reason = policy.suppression_for(finding)
-        if reason is None:
-            kept.append(finding)
-        else:
-            suppressed.append(Suppressed(finding, reason))
+    kept, suppressed = policy.partition(findings)
     kept.sort(key=lambda f: (-f.severity, f.location.members, f.location.offset or 0, f.rule_id))
     return ArtifactResult(
         path=display, format=fmt, size=size, findings=tuple(kept), suppressed=tuple(suppressed)
     )
+
+
+def skip_reason(result: ArtifactResult) -> str | None:
+    """Why ``result`` is no result at all: a file that is not model-like, by content or name.
+
+    Only a file in which no reading matched (format ``unknown``, nothing but the
+    unrecognised-format note) and whose name is not a model's is skipped; a
+    ``weights.pt`` no reader recognises stays a finding, since it could not be
+    inspected.
+    """
+    notes = [*result.findings, *(s.finding for s in result.suppressed)]
+    if result.format != "unknown" or any(f.rule_id != UNSUPPORTED_FORMAT.id for f in notes):
+        return None
+    if is_model_name(result.path):
+        return None
+    if result.size == 0:
+        return "empty file"
+    return "not a model file: no model format in its bytes, and not a model file name"
+
+
+def without_skipped(report: Report) -> Report:
+    """``report`` with every not-model-like artifact moved to ``report.skipped``."""
+    kept: list[ArtifactResult] = []
+    skipped = list(report.skipped)
+    for artifact in report.artifacts:
+        reason = skip_reason(artifact)
+        if reason is None:
+            kept.append(artifact)
+        else:
+            skipped.append(Skipped(artifact.path, reason))
+    return replace(report, artifacts=tuple(kept), skipped=tuple(skipped))
 
 
 def _cached_result(target: Target, policy: Policy, cache: ScanCache) -> ArtifactResult | None:
@@ -214,17 +257,25 @@ def run_scan(
     cache: ScanCache | None = None,
 ) -> Report:
     """Scan files and folders; see :func:`modelguard.scan` for the public contract."""
-    policy = policy or Policy()
     root_path = Path(os.path.abspath(root or Path.cwd()))
+    policy = (policy or Policy()).for_root(root_path)
     targets, errors = collect_targets(paths, root_path, policy)
     artifacts: list[ArtifactResult] = []
+    skipped: list[Skipped] = []
     total = len(targets)
     results = _scan_many(targets, policy, default_workers() if workers is None else workers, cache)
     for done, (target, result) in enumerate(zip(targets, results, strict=True), start=1):
         if isinstance(result, InputError):
             errors.append(result)
+        elif (reason := skip_reason(result)) is not None:
+            skipped.append(Skipped(result.path, reason))
         else:
-            artifacts.append(result)
+            artifacts.append(replace(result, links=target.links) if target.links else result)
         if progress is not None:
             progress(done, total, target.display)
-    return Report(artifacts=tuple(artifacts), errors=tuple(errors), root=root_path.as_posix())
+    return Report(
+        artifacts=tuple(artifacts),
+        errors=tuple(errors),
+        root=root_path.as_posix(),
+        skipped=tuple(skipped),
+    )

@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelguard.rules.base import Rule
-from modelguard.rules.scan import KERAS_CUSTOM_OBJECT, KERAS_LAMBDA_LAYER, KERAS_MALFORMED
+from modelguard.rules.scan import (
+    KERAS_CUSTOM_OBJECT,
+    KERAS_LAMBDA_LAYER,
+    KERAS_MALFORMED,
+    KERAS_TORCH_MODULE,
+)
 from modelguard.scan.context import Input, ScanContext
 
 if TYPE_CHECKING:
@@ -39,6 +44,15 @@ if TYPE_CHECKING:
 CONFIG_ATTRIBUTES = ("model_config", "training_config")
 KERAS_MODULES = ("keras", "tensorflow.keras", "tf_keras")
 LAMBDA_CLASS = "Lambda"
+TORCH_WRAPPER_CLASS = "TorchModuleWrapper"
+TF_OP_LAMBDA_CLASS = "TFOpLambda"
+# TensorFlow functions a TFOpLambda (tf.keras / tf_keras) may name that touch
+# files, run Python or load native code; plain math ops are what it is for.
+_TF_UNSAFE_PREFIXES = (
+    "io.", "raw_ops.", "compat.v1.io.", "compat.v1.py_func", "py_function",
+    "numpy_function", "py_func", "load_library", "load_op_library", "saved_model.",
+    "data.experimental.", "summary.", "debugging.", "print", "compat.v1.gfile", "gfile.",
+)  # fmt: skip
 SERIALIZED_LAMBDA = "__lambda__"
 # What h5py raises for a damaged or unexpected file or attribute.
 _H5_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError)
@@ -148,6 +162,52 @@ def _scan_config_text(raw: bytes, ctx: ScanContext, *, source: str, model: bool)
         )
     for finding in find_code_references(config):
         ctx.report(finding.rule, f"{source}: {finding.message}", evidence=finding.evidence)
+    for path, encoded in torch_modules(config):
+        _scan_torch_module(ctx, source, path, encoded)
+
+
+def torch_modules(config: object) -> Iterator[tuple[str, str]]:
+    """(JSON path, base64 text) of every TorchModuleWrapper's pickled module."""
+    pending: list[tuple[object, str]] = [(config, "$")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, list):
+            pending.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            inner = value.get("config")
+            if value.get("class_name") == TORCH_WRAPPER_CLASS and isinstance(inner, dict):
+                module = inner.get("module")
+                if isinstance(module, str):
+                    yield f"{path}.config.module", module
+            pending.extend((item, f"{path}.{key}") for key, item in value.items())
+
+
+def _scan_torch_module(ctx: ScanContext, source: str, path: str, encoded: str) -> None:
+    """Keras rebuilds the wrapper with torch.load(base64-decoded bytes, weights_only=False)."""
+    import base64
+    import binascii
+    import io
+
+    from modelguard.scan.formats import descend
+
+    try:
+        # As Keras decodes it: ASCII, characters outside the alphabet dropped.
+        raw = base64.b64decode(encoded.encode("ascii"))
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        ctx.report(
+            KERAS_MALFORMED,
+            f"{source}: TorchModuleWrapper at {path} holds no valid base64 ({exc})",
+            evidence=f"{path}: base64",
+        )
+        return
+    ctx.report(
+        KERAS_TORCH_MODULE,
+        f"{source}: TorchModuleWrapper at {path} holds a {len(raw):,}-byte pickled PyTorch "
+        "module that loading with safe_mode=False passes to torch.load (scanned below)",
+        evidence=path,
+    )
+    member = Input(stream=io.BytesIO(raw), size=len(raw), name=f"{source}!/{path}")
+    descend(ctx, path, member, as_format="torch-module")
 
 
 @dataclass(frozen=True)
@@ -174,6 +234,8 @@ def find_code_references(config: object) -> Iterator[ConfigFinding]:
         if class_name == LAMBDA_CLASS and isinstance(value.get("config"), dict):
             yield _lambda_layer(value, path)
             in_lambda = True
+        elif class_name == TF_OP_LAMBDA_CLASS and isinstance(value.get("config"), dict):
+            yield from _tf_op_lambda(value["config"], path)
         elif class_name == SERIALIZED_LAMBDA and not in_lambda:
             yield ConfigFinding(
                 KERAS_LAMBDA_LAYER,
@@ -183,6 +245,21 @@ def find_code_references(config: object) -> Iterator[ConfigFinding]:
         elif isinstance(class_name, str):
             yield from _foreign_object(value, class_name, path)
         pending.extend((item, f"{path}.{key}", in_lambda) for key, item in value.items())
+
+
+def _tf_op_lambda(config: dict[str, Any], path: str) -> Iterator[ConfigFinding]:
+    function = config.get("function")
+    if not isinstance(function, str):
+        yield ConfigFinding(
+            KERAS_LAMBDA_LAYER, f"TFOpLambda at {path} names no function", f"{path}: TFOpLambda"
+        )
+    elif function.startswith(_TF_UNSAFE_PREFIXES):
+        yield ConfigFinding(
+            KERAS_LAMBDA_LAYER,
+            f"TFOpLambda at {path} calls tf.{function}, which touches files, runs Python "
+            "or loads native code",
+            f"{path}: TFOpLambda {function}",
+        )
 
 
 def _lambda_layer(layer: dict[str, Any], path: str) -> ConfigFinding:

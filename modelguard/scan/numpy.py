@@ -46,7 +46,15 @@ _EXPECTED_KEYS = frozenset({"descr", "fortran_order", "shape"})
 # Python 2 wrote long integers with an "L" suffix; numpy strips it before parsing again.
 _PY2_LONG = re.compile(r"\b(\d+)L\b")
 # What numpy's dtype machinery raises for a descriptor it cannot build.
-_DTYPE_ERRORS = (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError)
+_DTYPE_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+    SyntaxError,
+)  # SyntaxError: numpy parses repeat counts of a dtype string with literal_eval
 _LITERAL_ERRORS = (SyntaxError, ValueError, TypeError, MemoryError, RecursionError)
 
 

@@ -135,7 +135,11 @@ def _check_external_location(inp: Input, ctx: ScanContext, where: str, tensor: T
     location = entries.get("location")
     if location is None:
         return  # nothing to read; the checker reports the missing location
-    problem = location_problem(location, inp.fs_path.parent if inp.fs_path else None)
+    if isinstance(location, bytes):  # protobuf hands back a string field that is not UTF-8
+        location = location.decode("utf-8", "backslashreplace")
+        problem: str | None = "is not valid UTF-8, so readers disagree on the file it names"
+    else:
+        problem = location_problem(location, inp.fs_path.parent if inp.fs_path else None)
     if problem is not None:
         ctx.report(
             ONNX_EXTERNAL_DATA_ESCAPE,

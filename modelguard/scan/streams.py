@@ -13,12 +13,17 @@ class SliceReader(io.RawIOBase):
     zip member) to another scanner as if it were a file, without reading it.
     """
 
-    def __init__(self, base: BinaryIO, start: int, length: int) -> None:
+    def __init__(
+        self, base: BinaryIO, start: int, length: int, *, max_read: int | None = None
+    ) -> None:
         super().__init__()
         self._base = base
         self._start = start
         self._length = max(0, length)
         self._pos = 0
+        # With max_read a reader that asks for a big buffer gets it in small steps,
+        # so a glance at bytes that turn out to be data costs that much only.
+        self._max_read = max_read
 
     def readable(self) -> bool:
         return True
@@ -47,7 +52,7 @@ class SliceReader(io.RawIOBase):
         remaining = self._length - self._pos
         if remaining <= 0:
             return 0
-        want = min(len(buffer), remaining)
+        want = min(len(buffer), remaining, self._max_read or remaining)
         self._base.seek(self._start + self._pos)
         data = self._base.read(want)
         buffer[: len(data)] = data
@@ -58,6 +63,8 @@ class SliceReader(io.RawIOBase):
         remaining = self._length - self._pos
         if size is None or size < 0 or size > remaining:
             size = max(0, remaining)
+        if self._max_read is not None:
+            size = min(size, self._max_read)
         if size == 0:
             return b""
         self._base.seek(self._start + self._pos)

@@ -65,46 +65,66 @@ LEGACY_PICKLES = 5
 class MemberRole(enum.Enum):
     PICKLE = "pickle"  # unpickled by the loader: always scanned as a pickle
     TORCHSCRIPT_PICKLE = "torchscript-pickle"  # unpickled by torch.jit.load's unpickler
-    STORAGE = "storage"  # raw tensor bytes: never read
-    METADATA = "metadata"  # torch bookkeeping / TorchScript source: not sniffed
+    TORCHSCRIPT_CODE = "torchscript-code"  # code/*.py compiled and run by torch.jit.load
+    STORAGE = "storage"  # raw tensor bytes: read by torch as bytes, never unpickled
+    METADATA = "metadata"  # torch bookkeeping: not sniffed
     KERAS_CONFIG = "keras-config"  # a .keras archive's config.json: scanned as a model config
     OTHER = "other"  # unknown purpose: sniffed and scanned
 
 
-def zip_flavour(names: list[str]) -> tuple[str, list[MemberRole]]:
-    """Name the zip's flavour and the role of each member (by central directory order)."""
-    present = set(names)
+def torch_root(names: list[str]) -> str | None:
+    """The folder PyTorch's reader looks in: the first member's, up to its first '/'."""
+    if not names or "/" not in names[0]:
+        return None
+    return names[0].split("/", 1)[0]
+
+
+def zip_flavour(names: list[str], *, keras_name: bool = False) -> tuple[str, list[MemberRole]]:
+    """Name the zip's flavour and the role of each member (by central directory order).
+
+    Names are matched as each loader matches them: PyTorch's reader (miniz,
+    flags 0) case-insensitively under the first member's folder; TorchScript is
+    told by an exact ``constants.pkl`` there (``_is_torchscript_zip``); Keras
+    reads ``config.json`` from any zip it is handed as ``.keras`` (``keras_name``).
+    """
+    present = {n.lower() for n in names}
     roots = {
-        posixpath.dirname(n)
+        posixpath.dirname(n).lower()
         for n in names
-        if posixpath.basename(n) in ("data.pkl", "constants.pkl") and "/" in n
+        if posixpath.basename(n).lower() in ("data.pkl", "constants.pkl") and "/" in n
     }
-    # torch.load hands any checkpoint with a constants.pkl to torch.jit.load.
-    torchscript = any(f"{r}/constants.pkl" in present for r in roots)
+    first = torch_root(names)
+    torchscript = first is not None and f"{first}/constants.pkl" in names
     roles = [_role(name, roots, present, torchscript) for name in names]
-    if roots:
+    keras = "config.json" in present and (
+        keras_name or "model.weights.h5" in present or "metadata.json" in present
+    )
+    if roots and first is not None and first.lower() in roots:
         flavour = "torchscript" if torchscript else "pytorch-zip"
-    elif names and all(n.endswith(".npy") for n in names):
-        flavour = "npz"
-    elif "config.json" in present and ("model.weights.h5" in present or "metadata.json" in present):
+    elif keras:
         flavour = "keras"
+    elif names and all(n.lower().endswith(".npy") for n in names):
+        flavour = "npz"
+    elif roots:
+        flavour = "pytorch-zip"
     else:
         flavour = "zip"
-    if flavour == "keras":
+    if keras:
         special = {"config.json": MemberRole.KERAS_CONFIG, "metadata.json": MemberRole.METADATA}
         roles = [special.get(name, role) for name, role in zip(names, roles, strict=True)]
     return flavour, roles
 
 
 def _role(name: str, roots: set[str], present: set[str], torchscript: bool) -> MemberRole:
-    root = next((r for r in roots if name.startswith(r + "/")), None)
-    if name.endswith(_PICKLE_SUFFIXES):
+    lower = name.lower()
+    root = next((r for r in roots if lower.startswith(r + "/")), None)
+    if lower.endswith(_PICKLE_SUFFIXES):
         if torchscript and root is not None:
             return MemberRole.TORCHSCRIPT_PICKLE
         return MemberRole.PICKLE
     if root is None:
         return MemberRole.OTHER
-    rest = name[len(root) + 1 :]
+    rest = lower[len(root) + 1 :]
     folder, _, key = rest.rpartition("/")
     if (
         folder
@@ -113,7 +133,9 @@ def _role(name: str, roots: set[str], present: set[str], torchscript: bool) -> M
         and f"{root}/{folder}.pkl" in present
     ):
         return MemberRole.STORAGE
-    if rest in _METADATA_NAMES or (rest.startswith("code/") and rest.endswith(".py")):
+    if rest.startswith("code/") and rest.endswith(".py"):
+        return MemberRole.TORCHSCRIPT_CODE
+    if rest in _METADATA_NAMES:
         return MemberRole.METADATA
     return MemberRole.OTHER
 

@@ -26,7 +26,7 @@ from modelguard.rules.scan import (
 )
 from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.decompress import Decompressor, bzip2_stream, inflate, raw_deflate
-from modelguard.scan.formats import descend
+from modelguard.scan.formats import claimed_suffix, descend
 from modelguard.scan.streams import SliceReader
 from modelguard.scan.torch import MemberRole, kept_by_torchscript, zip_flavour
 from modelguard.scan.zip_layout import (
@@ -45,6 +45,7 @@ _DECOMPRESSORS: dict[int, Callable[[], Decompressor]] = {
     METHOD_BZIP2: bzip2_stream,
 }
 _CRC_CHUNK = 1024 * 1024
+_GLANCE = 4096  # read step for tensor storages walked in case they hold a pickle
 
 
 def scan_zip(inp: Input, ctx: ScanContext) -> None:
@@ -57,7 +58,8 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
     directory = directories[0]
     for problem in directory.problems:
         ctx.report(ARCHIVE_MALFORMED, f"zip archive: {problem}", evidence=problem)
-    flavour, roles = zip_flavour([e.name for e in directory.entries])
+    keras_name = claimed_suffix(inp.name) == ".keras"
+    flavour, roles = zip_flavour([e.name for e in directory.entries], keras_name=keras_name)
     if directory.prefix == 0:
         # Behind a prefix the archive is a second reading (a pickle+zip polyglot
         # is loaded as a pickle): the artifact keeps its first format's name.
@@ -74,7 +76,9 @@ def scan_zip(inp: Input, ctx: ScanContext) -> None:
             offset=other.cd_start,
             evidence="second-directory",
         )
-        other_flavour, other_roles = zip_flavour([e.name for e in other.entries])
+        other_flavour, other_roles = zip_flavour(
+            [e.name for e in other.entries], keras_name=keras_name
+        )
         ctx.set_format(other_flavour)  # the reading of a file that starts as a zip
         _scan_entries(inp, ctx, other, other_roles, suffix=" (as PyTorch reads it)")
 
@@ -172,7 +176,24 @@ def _member_labels(entries: list[Entry], ctx: ScanContext) -> list[str]:
                 evidence=entry.name,
             )
         labels.append(f"{entry.name} (copy {seen[entry.raw_name]} of {total})")
+    _check_case_twins(entries, ctx)
     return labels
+
+
+def _check_case_twins(entries: list[Entry], ctx: ScanContext) -> None:
+    """Names that differ only in case are one name to PyTorch's reader."""
+    spellings: dict[str, set[str]] = {}
+    for entry in entries:
+        spellings.setdefault(entry.name.lower(), set()).add(entry.name)
+    for variants in spellings.values():
+        if len(variants) > 1:
+            shown = ", ".join(repr(v) for v in sorted(variants))
+            ctx.report(
+                ARCHIVE_DUPLICATE_MEMBER,
+                f"members {shown} differ only in case: PyTorch's reader matches names "
+                "case-insensitively and may pick any of them; every one was scanned",
+                evidence=f"case:{min(variants)}",
+            )
 
 
 def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, label: str) -> None:
@@ -198,27 +219,37 @@ def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, la
             evidence=label,
         )
         return
-    if entry.encrypted:
-        ctx.report(
-            ARCHIVE_ENCRYPTED_MEMBER,
-            f"member {label!r} is encrypted; not inspected",
-            evidence=label,
-        )
-        return
-    if role is MemberRole.STORAGE or role is MemberRole.METADATA:
-        return  # tensor bytes / torch bookkeeping: read by loaders as raw bytes only
     if entry.local is None or (entry.name.endswith("/") and entry.size == 0):
+        return
+    if entry.encrypted:
+        _scan_encrypted(inp, ctx, entry, role, label)
+        return
+    if role is MemberRole.METADATA:
+        return  # torch bookkeeping: small text and numbers read as such
+    if role is MemberRole.STORAGE:
+        _scan_storage(inp, ctx, entry, label)
         return
     if role is MemberRole.KERAS_CONFIG and entry.size > ctx.limits.max_header_bytes:
         ctx.limit_reached(f"size of Keras config {label!r}", ctx.limits.max_header_bytes)
         return
+    if role is MemberRole.TORCHSCRIPT_CODE and entry.size > ctx.limits.max_header_bytes:
+        ctx.limit_reached(f"size of TorchScript source {label!r}", ctx.limits.max_header_bytes)
+        return
     member = _open_member(inp, ctx, entry, label)
     if member is None:
         return
+    _descend_member(inp, ctx, member, role, label)
+
+
+def _descend_member(
+    inp: Input, ctx: ScanContext, member: tuple[BinaryIO, int], role: MemberRole, label: str
+) -> None:
     stream, size = member
     try:
         inner = Input(stream=stream, size=size, name=f"{inp.name}!/{label}")
-        if role is MemberRole.KERAS_CONFIG:
+        if role is MemberRole.TORCHSCRIPT_CODE:
+            descend(ctx, label, inner, as_format="torchscript-code")
+        elif role is MemberRole.KERAS_CONFIG:
             descend(ctx, label, inner, as_format="keras-config")
         elif role is MemberRole.PICKLE:
             descend(ctx, label, inner, as_format="pickle")
@@ -228,6 +259,76 @@ def _scan_entry(inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, la
             descend(ctx, label, inner)
     finally:
         stream.close()
+
+
+def _scan_storage(inp: Input, ctx: ScanContext, entry: Entry, label: str) -> None:
+    """Tensor bytes torch reads raw; walked as a pickle only if one could start there.
+
+    No CRC pass and no decompression: a checkpoint's storages are most of its
+    bytes. Only what an unpickler would already have run counts (a blob that is
+    a pickle with imports), so a blob of floats that starts with an opcode
+    letter reports nothing.
+    """
+    from modelguard.scan.pickle_file import starts_pickle
+
+    assert entry.local is not None
+    if entry.method != METHOD_STORED:
+        return
+    start = entry.local.data_start
+    length = max(0, min(entry.size, inp.size - start))
+    if not starts_pickle(inp.read_at(start, min(2, length))):
+        return
+    window = SliceReader(inp.stream, start, length, max_read=_GLANCE)
+    inner = Input(stream=window, size=length, name=f"{inp.name}!/{label}")  # type: ignore[arg-type]
+    descend(ctx, label, inner, as_format="storage-blob")
+
+
+def _scan_encrypted(
+    inp: Input, ctx: ScanContext, entry: Entry, role: MemberRole, label: str
+) -> None:
+    """An encrypted member is inspected when its bytes are in fact plain text.
+
+    The flag alone encrypts nothing: a member whose stored (or inflated) bytes
+    match its CRC-32 is plain, and a reader that ignores the flag reads it.
+    """
+    plain = _plaintext(inp, ctx, entry)
+    if plain is None:
+        ctx.report(
+            ARCHIVE_ENCRYPTED_MEMBER,
+            f"member {label!r} is encrypted; not inspected",
+            evidence=label,
+        )
+        return
+    ctx.report(
+        ARCHIVE_ENCRYPTED_MEMBER,
+        f"member {label!r} is flagged as encrypted but its bytes are plain text (they "
+        "match its CRC-32); it was scanned",
+        evidence=f"{label}: plain",
+    )
+    if role not in (MemberRole.METADATA, MemberRole.STORAGE):
+        _descend_member(inp, ctx, plain, role, label)
+
+
+def _plaintext(inp: Input, ctx: ScanContext, entry: Entry) -> tuple[BinaryIO, int] | None:
+    assert entry.local is not None
+    start = entry.local.data_start
+    available = max(0, min(entry.compressed_size, inp.size - start))
+    if entry.method == METHOD_STORED:
+        window = SliceReader(inp.stream, start, available)
+        if available != entry.size or _crc_of(window) != entry.crc:
+            return None
+        window.seek(0)
+        return window, available  # type: ignore[return-value]  # RawIOBase is a binary stream
+    make = _DECOMPRESSORS.get(entry.method)
+    if make is None:
+        return None
+    source = SliceReader(inp.stream, start, available)
+    quiet = ctx.speculative()  # ciphertext failing to inflate is no finding of its own
+    result = inflate(source, available, make, quiet, what="member", expected_size=entry.size)  # type: ignore[arg-type]
+    if not result.complete or result.size != entry.size or result.crc != entry.crc:
+        result.stream.close()
+        return None
+    return result.stream, result.size  # type: ignore[return-value]  # spooled file is binary
 
 
 def _declares_bomb(entry: Entry, ctx: ScanContext) -> bool:

@@ -120,6 +120,16 @@ def archive_present(inp: Input) -> bool:
     return total == 0 or inp.read_at(cd_start, 4) == CENTRAL_SIG
 
 
+def archive_start(inp: Input) -> int | None:
+    """Where the archive zipfile would find begins (the prefix length), if it finds one."""
+    if not archive_present(inp):
+        return None
+    eocd_offset, eocd = _find_eocd(inp)
+    (_, _, _, _, _, cd_size, cd_offset, _) = struct.unpack("<4sHHHHIIH", eocd)
+    start: int = max(0, eocd_offset - cd_size - cd_offset)
+    return start
+
+
 def read_directories(inp: Input, ctx: ScanContext) -> list[Directory]:
     """The central directory as zipfile finds it, then, if different, as miniz does.
 

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from modelguard.files import open_regular
+from modelguard.errors import UnreadableInput, UsageError
+from modelguard.files import NotARegularFile, open_regular
 
 # Large enough that per-call overhead vanishes, small enough to stay in L2/L3.
 CHUNK_BYTES = 1 << 20
 
-SUPPORTED = ("sha256", "sha1")
+_HEX_LENGTH = {"sha256": 64, "sha1": 40}
 
 
 class MultiHasher:
@@ -60,15 +61,20 @@ def hash_file(
     hasher = MultiHasher(algorithms)
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
-    # open_regular: a FIFO or device is refused at once, never waited on.
-    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
-        while True:
-            n = handle.readinto(buffer)
-            if not n:
-                break
-            hasher.update(view[:n])
-            if progress is not None:
-                progress(n)
+    try:
+        # A FIFO or device named in a tree is refused, never waited on.
+        with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
+            while True:
+                n = handle.readinto(buffer)
+                if not n:
+                    break
+                hasher.update(view[:n])
+                if progress is not None:
+                    progress(n)
+    except NotARegularFile:
+        raise UnreadableInput(os.fspath(path), "not a regular file") from None
+    except OSError as exc:
+        raise UnreadableInput(os.fspath(path), exc.strerror or str(exc)) from None
     return hasher.hexdigests()
 
 
@@ -80,7 +86,8 @@ def hash_files(
 ) -> dict[Path, dict[str, str]]:
     """Hash many files in parallel threads; returns digests keyed by the given path.
 
-    Raises OSError for the first unreadable file (callers check existence first).
+    Raises UnreadableInput for the first file that cannot be read (or is not a
+    regular file), naming it.
     """
     items = [Path(p) for p in paths]
     algos = tuple(algorithms)
@@ -92,6 +99,24 @@ def hash_files(
     with ThreadPoolExecutor(max_workers=count, thread_name_prefix="modelguard-hash") as pool:
         results = pool.map(lambda p: hash_file(p, algos), items)
         return dict(zip(items, results, strict=True))
+
+
+def expected_digests(sha256: str | None, sha1: str | None) -> dict[str, str]:
+    """The digests a caller passed, checked and lower-cased.
+
+    Raises:
+        UsageError: a value is not a hex digest of its algorithm's length.
+    """
+    out: dict[str, str] = {}
+    for name, value in (("sha256", sha256), ("sha1", sha1)):
+        if not value:
+            continue
+        text = value.strip().lower()
+        length = _HEX_LENGTH[name]
+        if len(text) != length or any(c not in "0123456789abcdef" for c in text):
+            raise UsageError(f"`{name}` {value!r} is not {length} hex digits")
+        out[name] = text
+    return out
 
 
 def matches(actual: Mapping[str, str], expected: Mapping[str, str]) -> bool:

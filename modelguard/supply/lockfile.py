@@ -20,16 +20,16 @@ re-lock of unchanged files is a no-op diff.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from modelguard.errors import UsageError
+from modelguard.files import write_atomic
+from modelguard.findings import Finding, Severity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +38,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 LOCK_NAME = "modelguard.lock"
 LOCK_VERSION = 1
+NOT_SCANNED = "not-scanned"
 _KEY_ORDER = ("path", "size", "sha256", "sha1", "source", "revision", "scan")
 
 
@@ -79,6 +80,12 @@ class LockFile:
         return LockFile(tuple(sorted(table.values(), key=lambda e: e.path)))
 
 
+def scan_verdict(findings: Iterable[Finding]) -> str:
+    """The ``scan`` value of an entry: "clean", or the worst severity above info."""
+    worst = max((f.severity for f in findings), default=None)
+    return "clean" if worst is None or worst == Severity.INFO else worst.label
+
+
 def lock_relative(path: Path, lock_path: Path) -> str:
     """``path`` as stored in the lock: POSIX, relative to the lock file's folder."""
     base = lock_path.resolve().parent
@@ -88,6 +95,23 @@ def lock_relative(path: Path, lock_path: Path) -> str:
     except ValueError:
         raise UsageError(
             f"{path}: cannot lock a file outside the lock file's folder {base}"
+        ) from None
+
+
+def require_recordable(rel: str, path: Path) -> None:
+    """Refuse a name a TOML lock file cannot hold.
+
+    TOML is UTF-8 text; a file name that is not valid UTF-8 (kept by Python as
+    surrogate escapes) would be written as an escape TOML rejects, and every
+    later ``verify`` would fail on the lock instead of checking the files.
+    """
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise UsageError(
+            f"{shown}: the file name is not valid UTF-8, so a lock file (TOML, UTF-8 "
+            "text) cannot record it; rename the file"
         ) from None
 
 
@@ -162,16 +186,7 @@ def render_lock(lock: LockFile) -> str:
 
 def write_lock(path: Path, lock: LockFile) -> None:
     """Write atomically (temporary file + rename): a reader never sees half a lock."""
-    folder = path.resolve().parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        write_atomic(path, render_lock(lock).encode("utf-8"))
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write lock file: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(render_lock(lock))
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise UsageError(f"{path}: cannot write lock file: {exc.strerror or exc}") from None

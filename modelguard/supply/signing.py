@@ -32,10 +32,12 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from modelguard.errors import MissingExtra, UnreadableInput, UsageError
-from modelguard.findings import Finding, Location
+from modelguard.files import GIT_PATHS, Entry, Kind, Listing, open_regular, walk, write_atomic
+from modelguard.findings import Finding, Location, Severity
 from modelguard.rules import provenance as R
 from modelguard.rules.base import Rule
 from modelguard.supply.hashing import hash_files
+from modelguard.supply.lockfile import LOCK_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
     from cryptography.hazmat.primitives.asymmetric.ec import (
@@ -48,10 +50,13 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 DEFAULT_SIGNATURE_NAME = "model.sig"
-# model_signing ignores these by default when signing and verifying a folder.
-GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+SIGNATURE_SUFFIX = ".sig"  # a single file's default bundle: <file>.sig
+# Evidence of the MG400 finding a verified signature gives (a digest match gives
+# none), so the BOM tells the two apart without reading the message.
+SIGNATURE_VERIFIED_EVIDENCE = "signature"
 _CURVE_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+PathLike = str | os.PathLike[str]
 
 
 def _crypto() -> Any:
@@ -98,10 +103,16 @@ def _check_curve(key: Any, path: Path) -> None:
         raise UsageError(f"{path}: unsupported elliptic curve {public.curve.name}")
 
 
+def _read_small(path: Path, limit: int = 1 << 20) -> bytes:
+    """A key or bundle: regular files only (a FIFO would block), at most ``limit`` + 1 bytes."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        return handle.read(limit + 1)
+
+
 def load_private_key(path: Path, password: bytes | None = None) -> EllipticCurvePrivateKey:
     serialization = _crypto()
     try:
-        data = path.read_bytes()
+        data = _read_small(path)
     except OSError as exc:
         raise UnreadableInput(str(path), exc.strerror or str(exc)) from None
     try:
@@ -116,7 +127,7 @@ def load_private_key(path: Path, password: bytes | None = None) -> EllipticCurve
 def load_public_key(path: Path) -> EllipticCurvePublicKey:
     serialization = _crypto()
     try:
-        data = path.read_bytes()
+        data = _read_small(path)
     except OSError as exc:
         raise UnreadableInput(str(path), exc.strerror or str(exc)) from None
     try:
@@ -140,47 +151,20 @@ def key_hint(public_key: EllipticCurvePublicKey) -> str:
 # ---- manifests -----------------------------------------------------------------------
 
 
-def _is_ignored(rel: PurePosixPath, ignored: Iterable[PurePosixPath]) -> bool:
-    return any(rel == ig or ig in rel.parents for ig in ignored)
-
-
 @dataclass(frozen=True)
 class ModelFiles:
-    """The regular files of a model (name → path) and symbolic links found."""
+    """The regular files of a model (name → path) and what the walk left out or refused."""
 
     files: dict[str, Path]
-    links: tuple[str, ...]
+    listing: Listing | None  # None for a single file
 
 
 def list_model_files(model: Path, ignore: Iterable[str]) -> ModelFiles:
     """Files of a model folder (POSIX names relative to it), or ``{".": model}`` for a file."""
     if model.is_file():
-        return ModelFiles({".": model}, ())
-    ignored = [PurePosixPath(p) for p in ignore]
-    files: dict[str, Path] = {}
-    links: list[str] = []
-    for folder, dirnames, filenames in os.walk(model, followlinks=False):
-        base = Path(folder)
-        rel_base = PurePosixPath(base.relative_to(model).as_posix())
-        kept = []
-        for d in sorted(dirnames):
-            rel = rel_base / d
-            if _is_ignored(rel, ignored):
-                continue
-            if (base / d).is_symlink():
-                links.append(str(rel))
-                continue
-            kept.append(d)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            rel = rel_base / name
-            if _is_ignored(rel, ignored):
-                continue
-            if (base / name).is_symlink() or not (base / name).is_file():
-                links.append(str(rel))
-                continue
-            files[str(rel)] = base / name
-    return ModelFiles(files, tuple(links))
+        return ModelFiles({".": model}, None)
+    listing = walk([model], ignore_top=ignore)
+    return ModelFiles({e.rel: e.path for e in listing.files}, listing)
 
 
 def _sorted_names(names: Iterable[str]) -> list[str]:
@@ -207,6 +191,15 @@ def _signature_ignore(model: Path, signature: Path) -> list[str]:
 
 # ---- signing -------------------------------------------------------------------------
 
+_NOT_SIGNABLE = (
+    Kind.PARTIAL,
+    Kind.LINK_TO_FILE,
+    Kind.LINK_TO_FOLDER,
+    Kind.BROKEN_LINK,
+    Kind.SPECIAL,
+    Kind.UNREADABLE,
+)
+
 
 def sign_model(
     model: Path, private_key: Path, output: Path | None = None, *, password: bytes | None = None
@@ -223,14 +216,17 @@ def sign_model(
         output = (
             model / DEFAULT_SIGNATURE_NAME
             if model.is_dir()
-            else model.with_name(model.name + ".sig")
+            else model.with_name(model.name + SIGNATURE_SUFFIX)
         )
-    ignore = [*GIT_PATHS, *_signature_ignore(model, output)] if model.is_dir() else []
+    # The lock pins the model's files and the bundle covers them: neither covers the other,
+    # so re-signing never breaks the lock and re-locking never breaks the signature.
+    ignore = [*GIT_PATHS, LOCK_NAME, *_signature_ignore(model, output)] if model.is_dir() else []
     listing = list_model_files(model, ignore)
-    if listing.links:
-        raise UsageError(
-            f"{model}: symbolic links or special files are not signed: {', '.join(listing.links)}"
-        )
+    if listing.listing is not None:
+        refused = listing.listing.of(*_NOT_SIGNABLE)
+        if refused:
+            shown = ", ".join(f"{e.rel} ({e.kind.value})" for e in refused)
+            raise UsageError(f"{model}: only regular files are signed, not: {shown}")
     digests = hash_files(listing.files.values())
     resources = [
         (name, digests[listing.files[name]]["sha256"]) for name in _sorted_names(listing.files)
@@ -269,10 +265,30 @@ def sign_model(
         },
     }
     try:
-        output.write_text(json.dumps(bundle), encoding="utf-8")
+        write_atomic(output, json.dumps(bundle).encode("utf-8"))
     except OSError as exc:
         raise UsageError(f"{output}: cannot write signature: {exc.strerror or exc}") from None
     return output
+
+
+def sign(
+    path: PathLike,
+    key: PathLike,
+    *,
+    output: PathLike | None = None,
+    password: bytes | None = None,
+) -> Path:
+    """Sign a model file or folder with an ECDSA private key (PEM).
+
+    Writes an OpenSSF model-signing compatible Sigstore bundle (verifiable with
+    ``model_signing verify key``) and returns its path: by default
+    ``<folder>/model.sig`` for a folder or ``<file>.sig`` for a file. Git's
+    files and a ``modelguard.lock`` in the folder are left out (and listed in the
+    bundle's ``ignore_paths``), so locking and signing never break each other.
+    """
+    return sign_model(
+        Path(path), Path(key), Path(output) if output is not None else None, password=password
+    )
 
 
 # ---- verification --------------------------------------------------------------------
@@ -441,7 +457,7 @@ def _hash_shards(path: Path, shard_size: int, algorithm: str) -> dict[tuple[int,
     """Digest of each [start, end) shard, read once; an empty file has no shards."""
     out: dict[tuple[int, int] | None, str] = {}
     start = 0
-    with path.open("rb") as handle:
+    with os.fdopen(open_regular(path), "rb") as handle:
         while True:
             h = hashlib.new(algorithm)
             remaining = shard_size
@@ -500,8 +516,7 @@ def verify_signature(
     public_key = load_public_key(public_key_path)
     sig_display = str(bundle_path)
     try:
-        with bundle_path.open("rb") as handle:
-            data = handle.read(MAX_BUNDLE_BYTES + 1)
+        data = _read_small(bundle_path, MAX_BUNDLE_BYTES)
     except FileNotFoundError:
         return [
             _finding(
@@ -547,15 +562,62 @@ def verify_signature(
     return _compare_manifest(model, bundle_path, statement, display, sig_display)
 
 
+def _top_level_ignores(model: Path, bundle_path: Path, statement: _Statement) -> list[str]:
+    """What verification leaves out of the comparison at the model's top level.
+
+    As model_signing: git's files and the bundle's own ``ignore_paths``; plus the
+    bundle itself and a lock file. A path the manifest lists is compared, never left out.
+    """
+    listed = set(statement.files)
+
+    def signed(path: str) -> bool:
+        return path in listed or any(name.startswith(path + "/") for name in listed)
+
+    defaults = [p for p in (*GIT_PATHS, LOCK_NAME) if not signed(p)]
+    return [*statement.ignore_paths, *defaults, *_signature_ignore(model, bundle_path)]
+
+
+def _not_covered(
+    entry: Entry, statement: _Statement, own: list[str], where: Location
+) -> Finding | None:
+    """The finding for a file present but outside the signed manifest (None: the bundle)."""
+    if entry.rel in own:
+        return None
+    if entry.kind is Kind.EXCLUDED:
+        if entry.rel in statement.ignore_paths:
+            why = "the bundle's ignore_paths lists it"
+        elif entry.rel == LOCK_NAME:
+            why = "lock files are not signed"
+        else:
+            why = "OpenSSF model signing leaves git's files out"
+        return R.FILE_UNEXPECTED.finding(
+            f"{entry.rel} is present but not covered by the signature ({why})",
+            where,
+            evidence=entry.rel,
+            severity=Severity.INFO,
+        )
+    if entry.kind is Kind.PARTIAL:
+        return R.PARTIAL_DOWNLOAD.finding(
+            f"{entry.rel} is an unfinished download, not covered by the signature",
+            where,
+            evidence=entry.rel,
+        )
+    return R.FILE_UNEXPECTED.finding(
+        f"{entry.rel} is a {entry.kind.value}; signed models hold regular files only",
+        where,
+        evidence=entry.rel,
+    )
+
+
 def _compare_manifest(
     model: Path, bundle_path: Path, statement: _Statement, display: str, sig_display: str
 ) -> list[Finding]:
-    ignore = [*statement.ignore_paths, *GIT_PATHS, *_signature_ignore(model, bundle_path)]
-    listing = list_model_files(model, ignore)
+    own = _signature_ignore(model, bundle_path)
+    listing = list_model_files(model, _top_level_ignores(model, bundle_path, statement))
     actual = _actual_manifest(listing.files, statement)
 
     def shown(name: str) -> str:
-        return display if name == "." else f"{display.rstrip('/')}/{name}"
+        return display if name == "." else PurePosixPath(display, name).as_posix()
 
     def summary(parts: dict[tuple[int, int] | None, str]) -> str:
         if None in parts:
@@ -586,26 +648,40 @@ def _compare_manifest(
                     f"{statement.hash_type}:{summary(got)}" if got else None,
                 )
             )
-    for name in _sorted_names(set(actual) - set(statement.files)):
+    for name in _sorted_names(set(listing.files) - set(statement.files)):
+        if name in actual:
+            findings.append(
+                _finding(R.FILE_UNEXPECTED, f"{name} was added after signing", shown(name), name)
+            )
+            continue
+        # An empty file: model signing's shard serialization leaves it out, so
+        # nothing vouches for it; reported like the other paths it ignores.
         findings.append(
-            _finding(R.FILE_UNEXPECTED, f"{name} was added after signing", shown(name), name)
-        )
-    for name in listing.links:
-        findings.append(
-            _finding(
-                R.FILE_UNEXPECTED,
-                f"{name} is a symbolic link or special file; signed models hold regular files only",
-                shown(name),
-                name,
+            R.FILE_UNEXPECTED.finding(
+                f"{name} is empty and not covered by the signature (a shard-serialized "
+                "manifest lists no empty file)",
+                Location(shown(name)),
+                evidence=name,
+                severity=Severity.INFO,
             )
         )
-    if not findings:
+    if listing.listing is not None:
+        if listing.listing.unreadable:
+            first = listing.listing.unreadable[0]
+            raise UnreadableInput(first.display, f"cannot list folder: {first.note}")
+        others = listing.listing.of(Kind.EXCLUDED, *_NOT_SIGNABLE)
+        for entry in others:
+            found = _not_covered(entry, statement, own, Location(shown(entry.rel)))
+            if found is not None:
+                findings.append(found)
+    if not any(f.severity > Severity.INFO for f in findings):
         findings.append(
             _finding(
                 R.VERIFIED,
                 f"signature {sig_display} verified: "
                 f"{len(actual)} file(s) match the signed manifest",
                 display,
+                SIGNATURE_VERIFIED_EVIDENCE,
             )
         )
     return findings

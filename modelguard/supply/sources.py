@@ -1,24 +1,33 @@
-"""Sources: turn what the user typed (hf://, https://, a zoo readme) into a download plan.
+"""Sources: turn what the user typed (https://, a zoo readme) into a download plan; vet names.
 
-A plan lists remote files with the digests their publisher vouches for:
-the Hub's LFS sha256 or git blob id, a zoo readme's sha1, or a digest the user
-passed. Nothing here downloads model bytes; the Hub is asked only for metadata.
+A plan lists remote files with the digests their publisher vouches for: a zoo
+readme's sha1 or a digest the user passed (the Hub's plans are made in
+:mod:`modelguard.supply.hub`). Nothing here downloads model bytes.
+
+Names come from the source and are hostile input: :func:`name_problem` says why
+a name can never be placed, :func:`needs_opt_in` why one is refused unless the
+caller opts in (dotfiles, policy files, hooks).
 """
 
 from __future__ import annotations
 
-import os
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from modelguard.errors import FetchError, MissingExtra, UsageError
+from modelguard.errors import UsageError
+from modelguard.files import leaves_folder
 
-HF_SCHEME = "hf://"
-_HF_RE = re.compile(r"^hf://(?P<repo>[^/@\s]+/[^/@\s]+)(?:@(?P<rev>[^/\s]+))?(?:/(?P<path>.*))?$")
 MAX_README_BYTES = 1 << 20
+_NAME_MAX_BYTES = 255
+# Files that steer modelguard itself or run code when a tool starts in the folder.
+POLICY_FILES = frozenset({"pyproject.toml", "modelguard.lock"})
+HOOK_FILES = frozenset({"conftest.py", "sitecustomize.py", "usercustomize.py"})
+# Unicode categories that have no business in a file name: control and format
+# characters (newlines, bidi overrides, zero-width joiners) and line separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -42,22 +51,45 @@ class DownloadPlan:
     hf_repo: str | None = None
 
 
-def safe_name(name: str, source: str) -> str:
-    """Reject names that would escape the destination folder."""
-    pure = PurePosixPath(name)
-    if (
-        not name
-        or "\\" in name
-        or "\0" in name
-        or pure.is_absolute()
-        or any(part in ("..", "") for part in name.split("/"))
-    ):
-        raise FetchError(f"{source}: refusing unsafe file name {name!r}")
-    return pure.as_posix()
+def _is_git_dir(part: str) -> bool:
+    # What git itself refuses in a tree (verify_path): ".git" in any case, with the
+    # trailing dots and spaces Windows drops, and its 8.3 short name.
+    return part.rstrip(". ").lower() in (".git", "git~1")
 
 
-def is_hf(source: str) -> bool:
-    return source.startswith(HF_SCHEME)
+def name_problem(name: str) -> str | None:
+    """Why a file name from a source can never be placed, or None when it may be."""
+    if not name:
+        return "is empty"
+    bad = next((c for c in name if unicodedata.category(c) in _INVISIBLE), None)
+    if bad is not None:
+        return f"contains the control character U+{ord(bad):04X}"
+    if "\\" in name:
+        return "contains a backslash (a folder separator on Windows)"
+    leaves = leaves_folder(name)
+    if leaves is not None:
+        return leaves
+    parts = name.split("/")
+    if any(part in ("", ".") for part in parts):
+        return "has an empty or '.' path component"
+    if any(_is_git_dir(part) for part in parts):
+        return "is inside a .git folder (git would run its hooks and configuration)"
+    if any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX_BYTES for part in parts):
+        return f"has a component longer than {_NAME_MAX_BYTES} bytes"
+    return None
+
+
+def needs_opt_in(name: str) -> str | None:
+    """Why a (safe) name is refused unless the caller allows dotfiles, or None."""
+    parts = PurePosixPath(name).parts
+    if any(part.startswith(".") for part in parts):
+        return "is a dotfile or inside a dot-folder (repository or tool configuration)"
+    last = parts[-1]
+    if last in POLICY_FILES:
+        return "is a policy file (it would steer modelguard in this folder)"
+    if last in HOOK_FILES or last.endswith(".pth"):
+        return "is a hook file (Python or pytest runs it when started in this folder)"
+    return None
 
 
 def is_zoo_readme(source: str) -> bool:
@@ -67,9 +99,6 @@ def is_zoo_readme(source: str) -> bool:
         host = parsed.hostname or ""
         return host.startswith("gist.") or parsed.path.lower().endswith((".md", "/readme"))
     return True  # any local path names a readme
-
-
-# ---- zoo readmes -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -115,9 +144,8 @@ def parse_zoo_readme(text: str, where: str) -> ZooReadme:
 
 
 def zoo_plan(readme: ZooReadme, source: str) -> DownloadPlan:
-    name = safe_name(readme.caffemodel, source)
     remote = RemoteFile(
-        name=name,
+        name=readme.caffemodel,
         source=readme.caffemodel_url,
         url=readme.caffemodel_url,
         expected={"sha1": readme.sha1},
@@ -139,15 +167,23 @@ def read_local_readme(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-# ---- plain URLs ------------------------------------------------------------------------
-
-
 def check_url(url: str, allow_http: bool) -> None:
+    """A URL modelguard may request: https, or http when the caller allows it."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "http" and not allow_http:
-        raise UsageError(f"{url}: plain http is not allowed; pass --allow-http to accept it")
+        raise UsageError(f"{url}: plain http is not allowed; `allow_http` accepts it")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UsageError(f"{url}: not an http(s) URL")
+
+
+def display_url(url: str) -> str:
+    """The URL without credentials, query or fragment (signed URLs carry secrets there)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def url_plan(url: str, expected: dict[str, str]) -> DownloadPlan:
@@ -155,94 +191,10 @@ def url_plan(url: str, expected: dict[str, str]) -> DownloadPlan:
     if not last:
         raise UsageError(f"{url}: the URL names no file")
     remote = RemoteFile(
-        name=safe_name(last, url),
+        name=last,
         source=url,
         url=url,
         expected=dict(expected),
-        vouched_by="--sha256/--sha1" if expected else "",
+        vouched_by="the expected digest given" if expected else "",
     )
     return DownloadPlan(source=url, files=(remote,))
-
-
-# ---- Hugging Face Hub ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HfSource:
-    repo: str
-    revision: str | None
-    path: str | None
-
-
-def parse_hf(source: str) -> HfSource:
-    match = _HF_RE.match(source)
-    if match is None:
-        raise UsageError(f"{source}: expected hf://owner/repo[@revision][/path]")
-    path = (match.group("path") or "").strip("/") or None
-    return HfSource(match.group("repo"), match.group("rev"), path)
-
-
-def hf_endpoint() -> str | None:
-    """HF_ENDPOINT as set now (huggingface_hub reads it only once, at import)."""
-    return os.environ.get("HF_ENDPOINT") or None
-
-
-def hf_plan(source: str, token: str | None = None) -> DownloadPlan:
-    """Resolve the revision to its commit and list files with the Hub's own digests."""
-    parsed = parse_hf(source)
-    try:
-        import httpx2
-        from huggingface_hub import HfApi
-        from huggingface_hub.errors import HfHubHTTPError
-    except ModuleNotFoundError:
-        raise MissingExtra(
-            "fetching from the Hugging Face Hub", "supply", "huggingface_hub"
-        ) from None
-    api = HfApi(endpoint=hf_endpoint(), token=token)
-    try:
-        info = api.model_info(parsed.repo, revision=parsed.revision, files_metadata=True)
-    except HfHubHTTPError as exc:
-        raise FetchError(f"{source}: the Hub refused the metadata request: {exc}") from None
-    except (httpx2.HTTPError, OSError) as exc:
-        raise FetchError(f"{source}: cannot reach the Hub at {api.endpoint}: {exc}") from None
-    commit = info.sha
-    if not commit or not re.fullmatch(r"[0-9a-f]{40}", commit):
-        raise FetchError(f"{source}: the Hub did not resolve the revision to a commit sha")
-    files: list[RemoteFile] = []
-    for sibling in info.siblings or []:
-        name = sibling.rfilename
-        if parsed.path and not (name == parsed.path or name.startswith(parsed.path + "/")):
-            continue
-        files.append(_hf_remote(parsed, commit, name, sibling))
-    if not files:
-        what = f"{parsed.path!r} in " if parsed.path else ""
-        raise FetchError(f"{source}: no file {what}{parsed.repo} at {commit}")
-    return DownloadPlan(source=source, files=tuple(files), revision=commit, hf_repo=parsed.repo)
-
-
-def _hf_remote(parsed: HfSource, commit: str, name: str, sibling: Any) -> RemoteFile:
-    canonical = f"hf://{parsed.repo}@{commit}/{name}"
-    # Below a requested folder, keep paths relative to it; a single file keeps its name.
-    local = name
-    if parsed.path and name != parsed.path:
-        local = name[len(parsed.path) + 1 :]
-    elif parsed.path:
-        local = PurePosixPath(name).name
-    expected: dict[str, str] = {}
-    vouched = ""
-    size = sibling.size
-    if sibling.lfs is not None:
-        expected["sha256"] = str(sibling.lfs.sha256).lower()
-        size = sibling.lfs.size
-        vouched = "Hub LFS sha256"
-    elif sibling.blob_id:
-        expected["git-blob-sha1"] = str(sibling.blob_id).lower()
-        vouched = "Hub git blob id"
-    return RemoteFile(
-        name=safe_name(local, canonical),
-        source=canonical,
-        hf_filename=name,
-        size=size,
-        expected=expected,
-        vouched_by=vouched,
-    )

@@ -21,15 +21,22 @@ import time
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location(
-    "integration_conftest", HERE.parent / "integrations" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-helpers = importlib.util.module_from_spec(_spec)
-sys.modules["integration_conftest"] = helpers  # dataclasses look their module up
-_spec.loader.exec_module(helpers)
+
+
+def _load(name: str, path: Path) -> object:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+helpers: Any = _load("integration_conftest", HERE.parent / "integrations" / "conftest.py")
+servers: Any = _load("tests_conftest", HERE.parent / "conftest.py")
 
 from modelguard.policy import Policy  # noqa: E402
 from modelguard.remote.scan import RemoteOptions, scan_remote_sources  # noqa: E402
@@ -65,8 +72,8 @@ def main() -> None:
     data, kind = make_checkpoint(args.size_mb)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         pickles = sum(i.file_size for i in archive.infolist() if i.filename.endswith(".pkl"))
-    ranged = helpers.RangeServer(ranges=True)
-    plain = helpers.RangeServer(ranges=False)
+    ranged = servers.LoopbackServer(ranges=True)
+    plain = servers.LoopbackServer(ranges=False)
     options = RemoteOptions(allow_http=True)
     rows = []
     try:

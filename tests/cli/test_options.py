@@ -156,7 +156,7 @@ def test_no_progress_silences_huggingface_hub_bars(
         seen["hub"] = are_progress_bars_disabled()
         raise __import__("modelguard.errors").errors.FetchError("stop here")
 
-    monkeypatch.setattr("modelguard.supply.api.fetch", fake_fetch)
+    monkeypatch.setattr("modelguard.supply.fetch.fetch", fake_fetch)
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     result = _run("fetch", "hf://o/r", "--no-progress")

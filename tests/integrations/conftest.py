@@ -1,7 +1,9 @@
 """Tiny model files for the integration tests, made here (never loaded).
 
 Tests get them through the ``models`` fixture (pytest runs with
---import-mode=importlib, so test modules cannot import a sibling helper).
+--import-mode=importlib, so test modules cannot import a sibling helper). The
+loopback server (``range_server``, ``plain_server``) is the shared one in
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,7 @@ import io
 import json
 import os
 import pickle
-import threading
-import urllib.parse
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,145 +70,132 @@ def models() -> SimpleNamespace:
     )
 
 
-# ---- a loopback HTTP server with (optional) Range support --------------------------------
+# ---- a real-looking repository: code, a venv, node_modules, a symlink, a few models ------
+
+# What the repository fixture holds: the files a scan should report (models, by
+# path), the data files beside them, and everything that is not a model.
+REPOSITORY_MODELS = ("models/clean.pkl", "models/checkpoint.pt", "models/evil.pt")
+REPOSITORY_DATA = ("models/config.json", "models/tokenizer.json")
+REPOSITORY_CODE = 40  # .py files under src/
 
 
-@dataclass
-class Served:
-    body: bytes
-    etag: str | None = None
+def _git(repo: Path, *args: str) -> None:
+    import subprocess
+
+    env = {
+        **os.environ,
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
 
 
-class RangeServer:
-    """Serves files from memory on 127.0.0.1; Range support can be switched off.
+def make_repository(root: Path) -> Path:
+    """A git work tree as a project has it, with three models, one of them malicious.
 
-    Counts requests and body bytes sent, so tests and the benchmark can show what
-    a scan transferred. ``redirects`` maps a path to another (302), like the Hub's
-    /resolve/ URLs pointing at a CDN.
+    Besides the models: source code, a README and pyproject.toml, a virtual
+    environment and node_modules (each holding a pickle a naive scan would
+    report), a git-ignored build folder, and ``latest.pt``, a symbolic link to
+    the malicious checkpoint.
     """
-
-    def __init__(self, ranges: bool = True) -> None:
-        self.ranges = ranges
-        self.files: dict[str, Served] = {}
-        self.redirects: dict[str, str] = {}
-        self.json_routes: dict[str, object] = {}
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
-        self.bytes_sent = 0
-        self.authorizations: list[str | None] = []  # Authorization header of each request
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-                with server._lock:
-                    server.requests.append(("GET", self.path, self.headers.get("Range")))
-                    server.authorizations.append(self.headers.get("Authorization"))
-                if path in server.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirects[path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if path in server.json_routes:
-                    body = json.dumps(server.json_routes[path]).encode()
-                    self._send(200, body, {"Content-Type": "application/json"})
-                    return
-                served = server.files.get(path)
-                if served is None:
-                    self._send(404, b"", {})
-                    return
-                headers = {"Accept-Ranges": "bytes"} if server.ranges else {}
-                if served.etag:
-                    headers["ETag"] = served.etag
-                wanted = self.headers.get("Range")
-                if_range = self.headers.get("If-Range")
-                if server.ranges and wanted and (if_range is None or if_range == served.etag):
-                    span = _parse_range(wanted, len(served.body))
-                    if span is None:
-                        headers["Content-Range"] = f"bytes */{len(served.body)}"
-                        self._send(416, b"", headers)
-                        return
-                    start, end = span
-                    headers["Content-Range"] = f"bytes {start}-{end}/{len(served.body)}"
-                    self._send(206, served.body[start : end + 1], headers)
-                    return
-                self._send(200, served.body, headers)
-
-            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                # Counted before the write: the client may read the body and the test
-                # may check the count before this thread runs again.
-                with server._lock:
-                    server.bytes_sent += len(body)
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    with server._lock:
-                        server.bytes_sent -= len(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def serve(self, path: str, body: bytes, etag: str | None = None) -> str:
-        self.files[path] = Served(body, etag)
-        return self.url + path
-
-    def reset_counts(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.bytes_sent = 0
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    unit, _, spec = header.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
-        return None
-    first, _, last = spec.strip().partition("-")
-    if not first:
-        count = int(last)
-        if count == 0 or size == 0:
-            return None
-        return max(0, size - count), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
-        return None
-    return start, min(end, size - 1)
+    repo = root / "repo"
+    for i in range(REPOSITORY_CODE):
+        write(repo / "src" / "app" / f"module{i:02d}.py", f"VALUE = {i}\n".encode())
+    write(repo / "README.md", b"# a project with models\n")
+    write(repo / "pyproject.toml", b'[project]\nname = "app"\nversion = "1"\n')
+    write(repo / ".gitignore", b"build/\n.venv/\n")
+    write(repo / "models" / "clean.pkl", benign_pickle())
+    write(repo / "models" / "checkpoint.pt", torch_like_zip(benign_pickle()))
+    write(repo / "models" / "evil.pt", torch_like_zip(malicious_pickle()))
+    write(repo / "models" / "config.json", json.dumps({"hidden_size": 8}).encode())
+    write(repo / "models" / "tokenizer.json", json.dumps({"model": {"vocab": {}}}).encode())
+    # Trees no model scan wants, each with a pickle that would become noise.
+    write(repo / ".venv" / "lib" / "site-packages" / "pkg" / "cache.pkl", benign_pickle())
+    write(repo / ".venv" / "pyvenv.cfg", b"home = /usr/bin\n")
+    write(repo / "node_modules" / "left-pad" / "index.js", b"module.exports = 1;\n")
+    write(repo / "node_modules" / "left-pad" / "fixture.pkl", malicious_text_pickle())
+    write(repo / "build" / "stale.pkl", benign_pickle())
+    (repo / "latest.pt").symlink_to(Path("models") / "evil.pt")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "initial")
+    return repo
 
 
 @pytest.fixture
-def range_server() -> Iterator[RangeServer]:
-    server = RangeServer(ranges=True)
-    yield server
-    server.close()
+def repository(tmp_path: Path) -> Path:
+    """``make_repository`` in a fresh temporary folder (see REPOSITORY_* for its contents)."""
+    return make_repository(tmp_path)
+
+
+# ---- GitHub code scanning's documented SARIF limits ---------------------------------------
+
+# docs.github.com, "SARIF results exceed one or more limits": hard limits (an upload
+# above one is rejected) and the gzip-compressed file size an upload accepts.
+GITHUB_SARIF_LIMITS = {
+    "runs per file": 20,
+    "results per run": 25_000,
+    "rules per run": 25_000,
+    "locations per result": 1_000,
+    "tags per rule": 20,
+    "compressed bytes": 10 * 1024 * 1024,
+}
+
+
+def github_sarif_problems(text: str) -> list[str]:
+    """Where a SARIF log would be rejected or mis-shown by GitHub code scanning."""
+    import gzip
+
+    problems: list[str] = []
+    log = json.loads(text)
+    limits = GITHUB_SARIF_LIMITS
+    if len(gzip.compress(text.encode())) > limits["compressed bytes"]:
+        problems.append("file too large")
+    if len(log["runs"]) > limits["runs per file"]:
+        problems.append("too many runs")
+    for run in log["runs"]:
+        rules = run["tool"]["driver"].get("rules", [])
+        if len(run.get("results", [])) > limits["results per run"]:
+            problems.append("too many results")
+        if len(rules) > limits["rules per run"]:
+            problems.append("too many rules")
+        problems += [
+            f"rule {r['id']}: too many tags"
+            for r in rules
+            if len(r.get("properties", {}).get("tags", [])) > limits["tags per rule"]
+        ]
+        for result in run.get("results", []):
+            locations = result.get("locations", [])
+            where = f"result {result['ruleId']}"
+            if (
+                not locations
+                or len(locations) + len(result.get("relatedLocations", []))
+                > (limits["locations per result"])
+            ):
+                problems.append(f"{where}: locations")
+            physical = locations[0]["physicalLocation"] if locations else {}
+            if "startLine" not in physical.get("region", {}):
+                problems.append(f"{where}: no region.startLine (GitHub shows no alert)")
+            if "primaryLocationLineHash" not in result.get("partialFingerprints", {}):
+                problems.append(f"{where}: GitHub would hash line 1 of a binary file")
+            uri = physical.get("artifactLocation", {}).get("uri", "")
+            if uri.startswith(("/", "..")) or "%3A//" in uri:
+                problems.append(f"{where}: {uri} is no repository path")
+    return problems
 
 
 @pytest.fixture
-def plain_server() -> Iterator[RangeServer]:
-    """A server that ignores Range headers (always answers 200 with the whole file)."""
-    server = RangeServer(ranges=False)
-    yield server
-    server.close()
+def sarif_problems() -> SimpleNamespace:
+    """``check(text)`` lists what GitHub code scanning would reject; ``limits`` its numbers."""
+    return SimpleNamespace(check=github_sarif_problems, limits=GITHUB_SARIF_LIMITS)
+
+
+@pytest.fixture
+def repository_layout() -> SimpleNamespace:
+    return SimpleNamespace(
+        models=REPOSITORY_MODELS, data=REPOSITORY_DATA, code_files=REPOSITORY_CODE
+    )

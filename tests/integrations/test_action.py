@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
+# The modelguard under test, as the action's private venv would hold it.
+MODELGUARD = str(Path(sys.executable).parent / "modelguard")
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)*@[0-9a-f]{40}$")
 EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 
 
@@ -82,6 +86,8 @@ def run_action(workspace: Path, tmp: Path, **inputs: str) -> ActionRun:
                 return str(REPO)
             if expr == "runner.temp":
                 return str(runner_temp)
+            if expr == "steps.python.outputs.python-path":
+                return sys.executable
             steps = re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expr)
             if steps:
                 return step_outputs.get(steps.group(1), {}).get(steps.group(2), "")
@@ -94,7 +100,10 @@ def run_action(workspace: Path, tmp: Path, **inputs: str) -> ActionRun:
             result.skipped_uses.append(step["uses"])
             continue
         if step.get("id") == "install":
-            continue  # pip-installing the repo is covered by the pre-commit test
+            # pip-installing the repo needs the package index (the pre-commit test
+            # does that); this runner stands in with the modelguard under test.
+            step_outputs["install"] = {"modelguard": MODELGUARD, "python": sys.executable}
+            continue
         assert "if" not in step, "run steps must always run (the script decides)"
         output_file = tmp / f"output-{index}"
         output_file.write_text("")
@@ -158,15 +167,64 @@ def test_action_is_composite_with_setup_python_and_sarif_upload() -> None:
     )
     # Uploads run even when findings were found (the last step fails the job).
     assert all("!cancelled()" in s["if"] for s in uploads)
-    assert {s["with"]["category"] for s in uploads} == {"modelguard-scan", "modelguard-verify"}
+    assert {s["with"]["category"] for s in uploads} == {
+        "${{ inputs.category }}-scan",
+        "${{ inputs.category }}-verify",
+    }
+    assert ACTION["inputs"]["category"]["default"] == "modelguard"
     assert set(ACTION["inputs"]) >= {"paths", "fail-on", "config", "lock-file", "extra-args"}
 
 
-def test_install_pins_modelguard_to_the_actions_own_checkout() -> None:
+def test_sub_actions_are_pinned_by_commit() -> None:
+    uses = [s["uses"] for s in ACTION["runs"]["steps"] if "uses" in s]
+    assert uses and all(PINNED.match(u) for u in uses), uses
+
+
+def test_the_callers_python_is_left_alone() -> None:
+    """setup-python must not touch PATH; modelguard lives in a private venv."""
+    (python,) = [s for s in ACTION["runs"]["steps"] if s.get("id") == "python"]
+    assert python["with"]["update-environment"] is False
+    for step in ACTION["runs"]["steps"]:
+        text = step.get("run", "") + "".join(str(v) for v in step.get("env", {}).values())
+        assert "GITHUB_PATH" not in text and "GITHUB_ENV" not in text
+    install_script = (REPO / ".github/actions/modelguard/install.sh").read_text()
+    assert "GITHUB_PATH" not in install_script and "GITHUB_ENV" not in install_script
+
+
+def test_install_pins_modelguard_to_the_actions_own_checkout(tmp_path: Path) -> None:
+    """The install script makes a venv and installs the action's own checkout into it."""
     (install,) = [s for s in ACTION["runs"]["steps"] if s.get("id") == "install"]
     assert install["env"]["ACTION_PATH"] == "${{ github.action_path }}"
-    assert '"${ACTION_PATH}[supply]"' in install["run"]
-    assert "pip install" in install["run"]
+    assert install["env"]["VENV"] == "${{ runner.temp }}/modelguard-venv"
+    # Run it with a stand-in python whose pip records what it was asked to install.
+    fake_bin = tmp_path / "venv" / "bin"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ "$1 $2" == "-m venv" ]]; then mkdir -p "$3/bin"; '
+        'cp "$0" "$3/bin/python"; exit 0; fi\n'
+        'echo "$@" >> "$(dirname "$0")/../../pip.log"\n'
+    )
+    fake_python.chmod(0o755)
+    outputs = tmp_path / "outputs"
+    subprocess.run(
+        ["bash", str(REPO / ".github/actions/modelguard/install.sh")],
+        env={
+            **os.environ,
+            "SETUP_PYTHON": str(fake_python),
+            "ACTION_PATH": "/the/action",
+            "VENV": str(tmp_path / "venv"),
+            "GITHUB_OUTPUT": str(outputs),
+        },
+        check=True,
+    )
+    assert (tmp_path / "pip.log").read_text().split() == [
+        "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "/the/action[supply]",
+    ]  # fmt: skip
+    assert _read_outputs(outputs) == {
+        "modelguard": f"{fake_bin}/modelguard",
+        "python": f"{fake_bin}/python",
+    }
 
 
 def test_inputs_never_spliced_into_scripts() -> None:
@@ -189,6 +247,7 @@ def test_clean_models_pass_and_write_sarif_and_summary(workspace: Path, tmp_path
     assert "## modelguard" in run.summary and "**Scan** passed" in run.summary
     assert "2 files scanned" in run.summary
     assert run.skipped_uses[0].startswith("actions/setup-python@")
+    assert "2 files scanned" in run.summary
 
 
 def test_malicious_model_fails_the_job_after_writing_sarif(
@@ -231,6 +290,19 @@ def test_fail_on_critical_vs_config(
         workspace, tmp_path / "b", paths="models", config="policy.toml", fail_on="critical"
     )
     assert overridden.step("Scan").outputs["exit-code"] == "1"
+
+
+def test_the_repositorys_own_pyproject_applies_when_scanning_the_whole_workspace(
+    models: SimpleNamespace, workspace: Path, tmp_path: Path
+) -> None:
+    """`modelguard scan .` ignores policy inside the tree; the action names it."""
+    models.write(workspace / "models" / "evil.pt", models.torch_like_zip(models.malicious_pickle()))
+    (workspace / "pyproject.toml").write_text('[tool.modelguard]\nfail-on = "never"\n')
+    run = run_action(workspace, tmp_path, paths=".")
+    scan = run.step("Scan").outputs
+    assert scan["exit-code"] == "0"
+    assert len(sarif_results(scan["scan-sarif"])) == 1
+    assert "MG412" not in {r["ruleId"] for r in sarif_results(scan["scan-sarif"])}
 
 
 def test_multiline_paths_with_spaces_and_quoted_extra_args(
@@ -291,3 +363,38 @@ def test_lock_file_is_verified(workspace: Path, tmp_path: Path) -> None:
     assert outputs["exit-code"] != "0"
     assert sarif_results(outputs["verify-sarif"])
     assert tampered.step("Enforce fail-on").returncode != 0
+
+
+# -- the README's workflow, on a real-looking repository -----------------------------------
+
+
+def test_the_readme_workflow_step_on_a_repository(
+    models: SimpleNamespace, repository: Path, tmp_path: Path
+) -> None:
+    """docs/examples/models.yml (the README's workflow) run with the action's scripts."""
+    workflow = yaml.safe_load((REPO / "docs" / "examples" / "models.yml").read_text())
+    [step] = [
+        s
+        for s in workflow["jobs"]["modelguard"]["steps"]
+        if s["uses"].startswith("modelguard/modelguard@")
+    ]
+    inputs = {name.replace("-", "_"): str(value) for name, value in step["with"].items()}
+    # What the example names: models/ (here) plus checkpoints/ and a lock file.
+    models.write(
+        repository / "checkpoints" / "step100.pt", models.torch_like_zip(b"\x80\x04K\x01.")
+    )
+    locked = subprocess.run(
+        ["modelguard", "lock", "models", "--lock", inputs["lock_file"], "--no-progress"],
+        cwd=repository,
+        capture_output=True,
+        env={**os.environ, "MODELGUARD_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert locked.returncode == 1 and (repository / inputs["lock_file"]).is_file()  # evil.pt
+    run = run_action(repository, tmp_path, **inputs)
+    scan = run.step("Scan").outputs
+    assert scan["scan-exit-code"] == "1"  # models/evil.pt
+    assert scan["verify-exit-code"] == "0"  # the lock matches
+    results = sarif_results(scan["scan-sarif"])
+    assert [r["ruleId"] for r in results] == ["MG101"]
+    assert run.step("Enforce fail-on").returncode == 1
+    assert "4 files scanned" in run.summary  # the three models and the checkpoint

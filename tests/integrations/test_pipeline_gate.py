@@ -8,37 +8,47 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 import modelguard
 from modelguard import Severity
-from modelguard.report.interface import render
+from modelguard.report.interface import RenderOptions, render
+from modelguard.supply.inventory import gather
 
 
 def gate(models_dir: Path, lock_file: Path, bom_out: Path) -> tuple[int, modelguard.Report]:
     verified = modelguard.verify(models_dir, lockfile=lock_file)
-    scanned = modelguard.scan(models_dir, root=models_dir.parent)
+    scanned = modelguard.scan(models_dir)
     report = verified.merged(scanned)
-    bom_out.write_text(render(report, "cyclonedx"))
+    inventory = gather(report, lock=lock_file)
+    bom_out.write_text(render(report, "cyclonedx", RenderOptions(inventory=inventory)))
     return report.exit_code(Severity.HIGH), report
 
 
 def test_gate_passes_clean_locked_models_and_rejects_tampering(
-    models: SimpleNamespace, tmp_path: Path
+    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    models_dir = tmp_path / "models"
+    monkeypatch.chdir(tmp_path)  # as the README runs it: every path from one folder
+    models_dir = Path("models")
     models.write(models_dir / "weights.pkl", models.benign_pickle())
     models.write(models_dir / "ckpt.pt", models.torch_like_zip(models.benign_pickle()))
-    lock_file = tmp_path / "modelguard.lock"
+    lock_file = Path("models/modelguard.lock")
     modelguard.lock(models_dir, lockfile=lock_file)
 
     code, report = gate(models_dir, lock_file, tmp_path / "bom.json")
     assert code == 0, [str(f.location) + f.message for f in report.findings]
     bom_text = (tmp_path / "bom.json").read_text()
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom_text) is None
-    kinds = {c["type"] for c in json.loads(bom_text)["components"]}
-    assert kinds == {"machine-learning-model"}
+    components = {c["name"]: c for c in json.loads(bom_text)["components"]}
+    # the two models, each once (verify and scan merged), and not the lock file
+    assert set(components) == {"models/weights.pkl", "models/ckpt.pt"}
+    assert {c["type"] for c in components.values()} == {"machine-learning-model"}
+    for component in components.values():
+        pins = {p["name"]: p["value"] for p in component["properties"]}
+        assert pins["modelguard:lock-file"] == "models/modelguard.lock"
+        assert pins["modelguard:lock-digest-match"] == "true"
 
     # A malicious checkpoint swapped in: the digest no longer matches and the scan flags it.
     models.write(models_dir / "ckpt.pt", models.torch_like_zip(models.malicious_pickle()))

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from modelguard.api import scan
 from modelguard.cli.main import cli
 from modelguard.errors import UsageError
-from modelguard.findings import Report
+from modelguard.findings import Finding, Report
 from modelguard.policy import Policy
 from modelguard.remote import is_remote
 from modelguard.remote import scan as remote_scan
@@ -23,10 +23,17 @@ from modelguard.remote.scan import RemoteOptions, scan_remote_sources
 
 LOOPBACK = RemoteOptions(allow_http=True, timeout=10)
 PADDING = 8 * 1024 * 1024  # tensor bytes a range scan must not fetch
+# Provenance notes every remote result carries (what was read, where redirects led).
+NOTES = {"MG413", "MG416"}
+
+
+def scanned(report: Report) -> list[Finding]:
+    """The scan's own findings, without the provenance notes."""
+    return [f for f in report.findings if f.rule_id not in NOTES]
 
 
 def summary(report: Report) -> list[tuple[str, str, tuple[str, ...]]]:
-    return sorted((f.rule_id, f.location.path, f.location.members) for f in report.findings)
+    return sorted((f.rule_id, f.location.path, f.location.members) for f in scanned(report))
 
 
 @pytest.fixture
@@ -40,11 +47,15 @@ def test_range_scan_reads_only_directory_and_pickle(
 ) -> None:
     url = range_server.serve("/models/evil.pt", evil_checkpoint, etag='"v1"')
     report, (detail,) = scan_remote_sources([url], Policy(), LOOPBACK)
-    assert [(f.rule_id, f.location.members) for f in report.findings] == [
+    assert [(f.rule_id, f.location.members) for f in scanned(report)] == [
         ("MG101", ("archive/data.pkl",))
     ]
     assert report.findings[0].location.path == url
     assert detail.method == "ranges"
+    # The result says what it vouches for: the ETag, not a digest it never computed.
+    (basis,) = [f for f in report.findings if f.rule_id == "MG416"]
+    assert basis.evidence == 'etag:"v1"' and detail.digests == {"etag": '"v1"'}
+    assert "digest of the whole file is not known" in basis.message
     assert detail.size == len(evil_checkpoint)
     # Every request was a range request, and together they moved a few blocks at most.
     assert all(rng is not None for _, _, rng in range_server.requests)
@@ -59,7 +70,10 @@ def test_no_range_support_falls_back_to_full_download(
     url = plain_server.serve("/evil.pt", evil_checkpoint)
     report, (detail,) = scan_remote_sources([url], Policy(), LOOPBACK)
     assert detail.method == "download"
-    assert [f.rule_id for f in report.findings] == ["MG101"]
+    assert [f.rule_id for f in report.findings] == ["MG101", "MG416"]
+    digest = hashlib.sha256(evil_checkpoint).hexdigest()
+    assert detail.digests == {"sha256": digest}
+    assert report.findings[1].evidence == f"sha256:{digest}"
     assert report.findings[0].location.path == url
     assert plain_server.bytes_sent == len(evil_checkpoint)
     assert len(plain_server.requests) == 1  # the probe's 200 response was the download
@@ -98,7 +112,7 @@ def test_real_torch_checkpoint_by_ranges(range_server: Any, tmp_path: Path) -> N
     data = path.read_bytes()
     url = range_server.serve("/model.pt", data)
     report, (detail,) = scan_remote_sources([url], Policy(), LOOPBACK)
-    assert report.findings == ()
+    assert scanned(report) == []
     assert report.artifacts[0].format == scan(path, policy=Policy()).artifacts[0].format
     assert detail.method == "ranges"
     assert detail.stats.bytes_received < len(data) // 2
@@ -152,7 +166,7 @@ def test_missing_file_and_empty_file(range_server: Any) -> None:
 
 def test_plain_http_needs_allow_http(range_server: Any, evil_checkpoint: bytes) -> None:
     url = range_server.serve("/evil.pt", evil_checkpoint)
-    with pytest.raises(UsageError, match="allow-http"):
+    with pytest.raises(UsageError, match="`allow_http`"):
         scan_remote_sources([url], Policy(), RemoteOptions())
     assert range_server.requests == []
     with pytest.raises(UsageError, match="credentials"):
@@ -213,12 +227,13 @@ def fake_hub(server: Any, repo: str, files: dict[str, bytes], cdn: Any = None) -
         cdn_path = f"/cdn/{hashlib.sha256(data).hexdigest()}"
         host = cdn or server
         host.serve(cdn_path, data, etag=f'"{hashlib.sha256(data).hexdigest()}"')
-        server.redirects[f"/{repo}/resolve/{COMMIT}/{name}"] = (
-            cdn_path if cdn is None else f"{cdn.url}{cdn_path}"
+        server.redirect(
+            f"/{repo}/resolve/{COMMIT}/{name}",
+            cdn_path if cdn is None else f"{cdn.url}{cdn_path}",
         )
     info = {"id": repo, "sha": COMMIT, "siblings": siblings}
-    server.json_routes[f"/api/models/{repo}"] = info
-    server.json_routes[f"/api/models/{repo}/revision/main"] = info
+    server.json(f"/api/models/{repo}", info)
+    server.json(f"/api/models/{repo}/revision/main", info)
 
 
 @pytest.fixture
@@ -249,7 +264,7 @@ def test_hf_repository_scanned_by_ranges(
         f"hf://acme/tiny@{COMMIT}/extra/weights.pkl",
     }
     assert all(d.method == "ranges" for d in details)
-    assert sorted((f.rule_id, f.location.path) for f in report.findings) == [
+    assert sorted((f.rule_id, f.location.path) for f in scanned(report)) == [
         ("MG001", f"hf://acme/tiny@{COMMIT}/config.json"),  # JSON: not a model format
         ("MG101", f"hf://acme/tiny@{COMMIT}/pytorch_model.bin"),
     ]
@@ -260,7 +275,12 @@ def test_hf_single_file_path(hub_env: Any, models: SimpleNamespace) -> None:
     fake_hub(hub_env, "acme/tiny", {"a.pkl": models.benign_pickle(), "b.pkl": b"x"})
     report, details = scan_remote_sources(["hf://acme/tiny/a.pkl"], Policy(), RemoteOptions())
     assert [d.source for d in details] == [f"hf://acme/tiny@{COMMIT}/a.pkl"]
-    assert report.findings == ()
+    assert scanned(report) == []
+    # The Hub's LFS sha256 is named as what the metadata vouches for, unverified by ranges.
+    (basis,) = [f for f in report.findings if f.rule_id == "MG416"]
+    digest = hashlib.sha256(models.benign_pickle()).hexdigest()
+    assert f"Hub LFS sha256 publishes sha256 {digest}" in basis.message
+    assert details[0].digests["sha256"] == digest
 
 
 def test_is_remote() -> None:
@@ -276,7 +296,7 @@ def test_hf_token_is_not_sent_to_a_cdn_on_another_origin(
         fake_hub(hub_env, "acme/private", {"model.bin": evil_checkpoint}, cdn=cdn)
         options = RemoteOptions(hf_token="hf_secret")
         report, (detail,) = scan_remote_sources(["hf://acme/private"], Policy(), options)
-        assert [f.rule_id for f in report.findings] == ["MG101"]
+        assert [f.rule_id for f in report.findings] == ["MG101", "MG413", "MG416"]
         assert detail.method == "ranges"
         assert cdn.requests and all(auth is None for auth in cdn.authorizations)
         assert "Bearer hf_secret" in hub_env.authorizations

@@ -73,6 +73,7 @@ def test_header_summary_and_verdict(make_report: ReportFactory) -> None:
         "max_severity": "critical",
         "suppressed": 1,
         "errors": 1,
+        "skipped": 0,
     }
     assert data["errors"] == [{"path": "gone.pt", "message": "no such file or directory"}]
     no_errors = make_report(errors=False)

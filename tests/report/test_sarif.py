@@ -14,7 +14,13 @@ import pytest
 
 from modelguard.findings import ArtifactResult, Finding, Location, Report, Severity
 from modelguard.report.interface import RenderOptions, render
-from modelguard.report.sarif import FINGERPRINT_KEY, render_sarif
+from modelguard.report.sarif import (
+    FINGERPRINT_KEY,
+    GITHUB_FINGERPRINT_KEY,
+    MAX_LOCATIONS,
+    MAX_RESULTS,
+    render_sarif,
+)
 from modelguard.rules import all_rules
 
 ReportFactory = Callable[..., Report]
@@ -191,6 +197,27 @@ def test_partial_fingerprints_are_the_finding_fingerprints(make_report: ReportFa
         s.finding.fingerprint() for s in report.suppressed
     }
     assert {r["partialFingerprints"][FINGERPRINT_KEY] for r in run["results"]} == expected
+    # GitHub builds an alert's identity from primaryLocationLineHash alone (with rule and
+    # path): it must be ours, or every finding of a binary file shares line 1's hash.
+    for result in run["results"]:
+        fingerprints = result["partialFingerprints"]
+        assert fingerprints[GITHUB_FINGERPRINT_KEY] == fingerprints[FINGERPRINT_KEY]
+
+
+def test_two_payloads_in_one_file_are_two_github_alerts() -> None:
+    where = Location("m.pt")
+    findings = tuple(
+        Finding("MG101", Severity.CRITICAL, f"imports {g}", where.inside(m), evidence=g)
+        for m, g in (("a/data.pkl", "os.system"), ("b/data.pkl", "posix.system"))
+    )
+    report = Report(artifacts=(ArtifactResult("m.pt", "pytorch-zip", 9, findings),), root="/r")
+    results = _sarif(report)["runs"][0]["results"]
+    identities = {
+        (r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+         r["partialFingerprints"][GITHUB_FINGERPRINT_KEY])
+        for r in results
+    }  # fmt: skip
+    assert len(identities) == 2
 
 
 def test_policy_suppressions_become_external_suppressions(make_report: ReportFactory) -> None:
@@ -245,3 +272,124 @@ def test_windows_style_root_and_deterministic_output(make_report: ReportFactory)
     report = make_report()
     assert render(report, "sarif") == render_sarif(report, RenderOptions())
     assert render_sarif(report, RenderOptions()) == render_sarif(make_report(), RenderOptions())
+
+
+# -- GitHub's limits, symbolic links, remote artifacts ------------------------------------
+
+
+def _many(files: int, per_file: int, severity: Severity = Severity.HIGH) -> Report:
+    artifacts = []
+    for i in range(files):
+        path = f"models/m{i:05d}.pkl"
+        findings = tuple(
+            Finding("MG102", severity, f"imports pkg{j}.X", Location(path), evidence=f"pkg{j}.X")
+            for j in range(per_file)
+        )
+        artifacts.append(ArtifactResult(path, "pickle", 10, findings))
+    return Report(artifacts=tuple(artifacts), root="/r")
+
+
+def _notes(run: dict[str, Any]) -> dict[str, str]:
+    notes = run["invocations"][0]["toolExecutionNotifications"]
+    return {n["descriptor"]["id"]: n["message"]["text"] for n in notes}
+
+
+def test_at_the_limit_every_finding_is_a_result() -> None:
+    run = _sarif(_many(MAX_RESULTS // 5, 5))["runs"][0]
+    assert len(run["results"]) == MAX_RESULTS
+    assert _notes(run) == {}
+
+
+@pytest.mark.slow
+def test_past_the_limit_findings_of_a_rule_in_a_file_become_one_result(
+    sarif_validator: jsonschema.Validator,
+) -> None:
+    report = _many(6_000, 5)  # 30,000 findings
+    first = _sarif(report)
+    assert sarif_validator.is_valid(first)
+    run = first["runs"][0]
+    assert len(run["results"]) == 6_000
+    result = run["results"][0]
+    assert result["properties"]["aggregated"] == 5
+    assert len(result["relatedLocations"]) == 4
+    assert result["message"]["text"].startswith("5 findings of MG102 in this file")
+    assert "results-aggregated" in _notes(run)
+    assert "30000 findings" in _notes(run)["results-aggregated"]
+    assert first == _sarif(report)  # deterministic
+
+
+@pytest.mark.slow
+def test_far_past_the_limit_the_most_severe_are_kept() -> None:
+    low = _many(MAX_RESULTS + 10, 1, Severity.LOW)
+    critical_path = "models/zz-evil.pkl"
+    evil = Finding("MG101", Severity.CRITICAL, "imports os.system", Location(critical_path))
+    report = Report(
+        artifacts=(*low.artifacts, ArtifactResult(critical_path, "pickle", 9, (evil,))), root="/r"
+    )
+    run = _sarif(report)["runs"][0]
+    assert len(run["results"]) == MAX_RESULTS
+    assert run["results"][0]["ruleId"] == "MG101"  # the one critical finding arrives
+    notes = _notes(run)
+    assert "11 findings left out (11 low)" in notes["results-truncated"]
+
+
+def test_locations_per_result_stay_under_githubs_limit() -> None:
+    path = "models/big.pkl"
+    findings = tuple(
+        Finding("MG102", Severity.MEDIUM, f"imports p{j}.X", Location(path), evidence=f"p{j}")
+        for j in range(3_000)
+    )
+    links = tuple(f"links/l{i}.pkl" for i in range(2_000))
+    art = ArtifactResult(path, "pickle", 9, findings, links=links)
+    padding = _many(MAX_RESULTS, 1, Severity.LOW).artifacts
+    run = _sarif(Report(artifacts=(art, *padding), root="/r"))["runs"][0]
+    top = run["results"][0]
+    assert top["properties"]["aggregated"] == 3_000
+    assert 1 + len(top["relatedLocations"]) <= MAX_LOCATIONS
+    assert "more not listed" in top["message"]["text"]
+    assert all(1 + len(r.get("relatedLocations", [])) <= MAX_LOCATIONS for r in run["results"])
+
+
+def test_symbolic_links_are_related_locations_of_the_target() -> None:
+    finding = Finding("MG101", Severity.CRITICAL, "os.system", Location("models/real.pt"))
+    art = ArtifactResult("models/real.pt", "pickle", 9, (finding,), links=("latest.pt",))
+    [result] = _sarif(Report(artifacts=(art,), root="/r"))["runs"][0]["results"]
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        "models/real.pt"
+    )
+    [link] = result["relatedLocations"]
+    assert link["physicalLocation"]["artifactLocation"] == {
+        "uri": "latest.pt",
+        "uriBaseId": "%SRCROOT%",
+    }
+    assert link["message"]["text"] == "symbolic link to models/real.pt"
+
+
+def test_remote_artifacts_use_a_remote_base_not_a_repository_path(
+    sarif_validator: jsonschema.Validator,
+) -> None:
+    hub = "hf://acme/resnet@0123abcd/model.bin"
+    url = "https://example.org/models/m%20x.pt"
+    artifacts = tuple(
+        ArtifactResult(p, "pickle", 9, (Finding("MG101", Severity.HIGH, "x", Location(p)),))
+        for p in (hub, url)
+    )
+    log = _sarif(Report(artifacts=artifacts, root="/r"))
+    assert sarif_validator.is_valid(log)
+    run = log["runs"][0]
+    locations = [r["locations"][0]["physicalLocation"]["artifactLocation"] for r in run["results"]]
+    assert locations == [
+        {"uri": "acme/resnet@0123abcd/model.bin", "uriBaseId": "HF"},
+        {"uri": "example.org/models/m%20x.pt", "uriBaseId": "HTTPS"},
+    ]
+    bases = run["originalUriBaseIds"]
+    assert bases["HF"]["uri"] == "hf://"
+    assert bases["HTTPS"]["uri"] == "https://"
+    for location in locations:  # base + uri gives back the artifact's name
+        assert bases[location["uriBaseId"]]["uri"] + location["uri"] in (hub, url)
+
+
+def test_rule_descriptors_fit_githubs_limits() -> None:
+    rules = _sarif(Report(root="/r"))["runs"][0]["tool"]["driver"]["rules"]
+    assert len(rules) <= 25_000
+    assert all(len(r["properties"]["tags"]) <= 10 for r in rules)  # 10 shown, 20 accepted

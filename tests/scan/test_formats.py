@@ -1,4 +1,4 @@
-"""Format detection by content, every interpretation a loader could take."""
+"""Readings by content: every interpretation a loader could take, and those that hold."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import tarfile
 import pytest
 from archive_helpers import BENIGN_PICKLE, MALICIOUS_PICKLE, make_zip, torch_zip
 
-from modelguard.scan.context import Input
-from modelguard.scan.formats import TORCH_LEGACY_MAGIC, sniff
+from modelguard.findings import Location
+from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import TORCH_LEGACY_MAGIC, scan_readings
 
 
-def formats(data: bytes) -> list[str]:
-    return sniff(Input(stream=io.BytesIO(data), size=len(data), name="x"))
+def formats(data: bytes, name: str = "x") -> list[str]:
+    """The readings that held when the bytes were scanned."""
+    inp = Input(stream=io.BytesIO(data), size=len(data), name=name)
+    return scan_readings(inp, ScanContext(location=Location(name)))
 
 
 def _tar() -> bytes:
@@ -81,6 +84,4 @@ def test_stray_end_record_bytes_are_not_a_zip() -> None:
 
 def test_extension_is_ignored() -> None:
     data = gzip.compress(b"abc")
-    assert sniff(Input(stream=io.BytesIO(data), size=len(data), name="model.safetensors")) == [
-        "gzip"
-    ]
+    assert formats(data, "model.safetensors") == ["gzip"]

@@ -24,8 +24,8 @@ import modelguard
 from modelguard.findings import Location, Severity
 from modelguard.policy import Policy
 from modelguard.scan.context import ScanContext
-from modelguard.scan.pickle import walk_pickle
 from modelguard.scan.pickle import joblib as joblib_model
+from modelguard.scan.pickle import walk_pickle
 from modelguard.scan.pickle.values import Dict, Dtype
 from modelguard.scan.pickle.walker import JOBLIB, JOBLIB_MMAP
 

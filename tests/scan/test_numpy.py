@@ -312,3 +312,19 @@ def test_npy_file_on_disk_names_its_format(tmp_path: Path) -> None:
     report = modelguard.scan(path, root=tmp_path, workers=1)
     assert report.artifacts[0].format == "numpy"
     assert report.findings == ()
+
+
+def test_object_array_is_low_when_its_pickle_is_clean_and_medium_when_not() -> None:
+    clean = io.BytesIO()
+    np.save(clean, np.array([(1, "a"), (2, "b")], dtype=object), allow_pickle=True)
+    findings = scan(clean.getvalue())
+    assert [f.severity for f in findings if f.rule_id == "MG301"] == [Severity.LOW]
+    evil = io.BytesIO()
+    np.save(evil, np.array([_Exec()], dtype=object), allow_pickle=True)
+    findings = scan(evil.getvalue())
+    assert [f.severity for f in findings if f.rule_id == "MG301"] == [Severity.MEDIUM]
+
+
+class _Exec:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, ("pass",))

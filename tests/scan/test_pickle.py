@@ -23,7 +23,7 @@ from modelguard.findings import Finding, Location, Severity
 from modelguard.limits import Limits
 from modelguard.policy import ScanSettings
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.formats import sniff
+from modelguard.scan.formats import scan_readings
 from modelguard.scan.pickle import plausible_pickle, scan_pickle_input, walk_pickle
 from modelguard.scan.pickle.globals import Verdict
 
@@ -615,11 +615,15 @@ def test_pickles_are_plausible(protocol: int) -> None:
     assert plausible_pickle(pickle.dumps(_Reduces(os.system, ("x",)), protocol=protocol))
 
 
-def test_sniff_uses_the_trial_walk() -> None:
+def test_text_starting_with_an_opcode_is_no_reading_but_pickles_are() -> None:
     text = b"lorem ipsum\n"
-    assert sniff(Input(io.BytesIO(text), len(text), "t")) == []
-    data = pickle.dumps([1, "a"], protocol=0)
-    assert sniff(Input(io.BytesIO(data), len(data), "p")) == ["pickle"]
+    assert readings(text) == []
+    assert readings(pickle.dumps([1, "a"], protocol=0)) == ["pickle"]
+
+
+def readings(data: bytes) -> list[str]:
+    inp = Input(io.BytesIO(data), len(data), "t")
+    return scan_readings(inp, ScanContext(location=Location("t")))
 
 
 @pytest.mark.parametrize("extra", [1, 10, 5000])

@@ -32,7 +32,7 @@ from modelguard.scan.pickle import walk_pickle
 from modelguard.scan.pickle.walker import CONTIGUOUS, Framing, Reading
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fixtures"))
-import gen_pickle  # noqa: E402
+import gen_pickle
 
 
 def frame(n: int) -> bytes:

@@ -175,9 +175,10 @@ def test_scan_reads_only_directory_and_pickles(
     assert result.serious() == []
     total = sum(b - a for a, b in stream.reads)
     assert total < 64 * 1024 < len(data) // 50
-    for a, b in stream.reads:
-        for s, e in storages:
-            assert a < 4096 or b <= s or a >= e, "a tensor storage was read"
+    # A storage is only glanced at (in case it holds a pickle): never read through.
+    for s, e in storages:
+        inside = sum(min(b, e) - max(a, s) for a, b in stream.reads if a < e and b > s)
+        assert inside <= 8192, "a tensor storage was read"
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5, 0.8, 0.97])
@@ -220,7 +221,7 @@ def test_roles_of_torchscript_members() -> None:
     assert flavour == "torchscript"
     assert roles == [
         MemberRole.TORCHSCRIPT_PICKLE, MemberRole.TORCHSCRIPT_PICKLE, MemberRole.STORAGE,
-        MemberRole.METADATA, MemberRole.TORCHSCRIPT_PICKLE, MemberRole.PICKLE,
+        MemberRole.TORCHSCRIPT_CODE, MemberRole.TORCHSCRIPT_PICKLE, MemberRole.PICKLE,
     ]  # fmt: skip
 
 

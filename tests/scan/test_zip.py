@@ -8,6 +8,7 @@ import pickle
 import struct
 import zipfile
 
+import h5py
 import pytest
 from archive_helpers import (
     BENIGN_PICKLE,
@@ -54,10 +55,13 @@ def test_pkl_anywhere_is_scanned() -> None:
     assert result.members_with("MG101") == {("nested/dir/extra.pkl",)}
 
 
-def test_storage_members_are_not_read() -> None:
-    # A payload in a tensor storage is never unpickled by torch; it must not even be sniffed.
+def test_storage_holding_a_pickle_with_imports_is_flagged() -> None:
+    # torch reads a storage as raw bytes, but a pickle there is a payload waiting for
+    # whoever unpickles the member; tensor bytes that merely start with an opcode are not.
     data = torch_zip(BENIGN_PICKLE, extra=[("archive/data/1", MALICIOUS_PICKLE)])
-    assert scan_bytes(data).serious() == []
+    assert scan_bytes(data).members_with("MG101") == {("archive/data/1",)}
+    floats = bytes(range(0x20, 0x80)) * 64  # starts with an opcode letter, then data
+    assert scan_bytes(torch_zip(BENIGN_PICKLE, extra=[("archive/data/1", floats)])).serious() == []
     # The same bytes outside a storage slot are sniffed and scanned.
     data = torch_zip(BENIGN_PICKLE, extra=[("archive/notes/1", MALICIOUS_PICKLE)])
     assert "MG101" in scan_bytes(data).rules
@@ -107,12 +111,22 @@ def test_unique_names_have_no_duplicate_finding() -> None:
     assert "MG202" not in scan_bytes(torch_zip(BENIGN_PICKLE)).rules
 
 
-def test_encrypted_member_is_reported_and_not_read() -> None:
+def test_encrypted_flag_on_plain_bytes_does_not_hide_them() -> None:
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        data = make_zip([("secret.pkl", MALICIOUS_PICKLE)], method)
+        data = patch_central(data, "secret.pkl", flags=0x1)
+        data = patch_local(data, "secret.pkl", flags=0x1)
+        result = scan_bytes(data)
+        assert {f.evidence for f in result.with_rule("MG203")} == {"secret.pkl: plain"}
+        assert result.members_with("MG101") == {("secret.pkl",)}
+
+
+def test_really_encrypted_member_is_reported_and_not_read() -> None:
     data = make_zip([("secret.pkl", MALICIOUS_PICKLE)])
-    data = patch_central(data, "secret.pkl", flags=0x1)
+    data = patch_central(data, "secret.pkl", flags=0x1, crc=0x12345678)
     data = patch_local(data, "secret.pkl", flags=0x1)
     result = scan_bytes(data)
-    assert result.members_with("MG203") == {()}
+    assert {f.evidence for f in result.with_rule("MG203")} == {"secret.pkl"}
     assert "MG101" not in result.rules
 
 
@@ -262,7 +276,11 @@ def _keras_config(layer: dict[str, object]) -> bytes:
 
 
 def _keras(config: bytes) -> bytes:
-    return make_zip([("metadata.json", b"{}"), ("config.json", config), ("model.weights.h5", b"")])
+    weights = io.BytesIO()
+    with h5py.File(weights, "w"):
+        pass
+    members = [("metadata.json", b"{}"), ("config.json", config)]
+    return make_zip([*members, ("model.weights.h5", weights.getvalue())])
 
 
 def test_keras_config_is_scanned_as_a_model_config() -> None:

@@ -70,11 +70,14 @@ def test_whole_repo_snapshot_pinned_and_locked(repo: FakeHub, work: Path) -> Non
     assert entry.source == f"hf://acme/tiny@{commit}/model.bin"
     assert entry.sha256 == hashlib.sha256(WEIGHTS).hexdigest()
     assert "Hub LFS sha256" in result.output and "Hub git blob id" in result.output
-    # The real huggingface_hub path ran: metadata with blobs, the tree, resolve HEAD+GET.
-    paths = [p for _, p in repo.server.requests]
+    # The real huggingface_hub path ran: metadata with blobs, the file listing at the
+    # pinned commit (the tree since 0.25, the revision's metadata before), resolve HEAD+GET.
+    paths = [p for _, p, _ in repo.server.requests]
     assert any(p.startswith("/api/models/acme/tiny") and "blobs=" in p for p in paths)
-    assert any("/api/models/acme/tiny/tree/" + commit in p for p in paths)
-    assert ("HEAD", f"/acme/tiny/resolve/{commit}/model.bin") in repo.server.requests
+    listed = (f"/api/models/acme/tiny/tree/{commit}", f"/api/models/acme/tiny/revision/{commit}")
+    assert any(p.startswith(listed) for p in paths)
+    hits = [(m, p) for m, p, _ in repo.server.requests]
+    assert ("HEAD", f"/acme/tiny/resolve/{commit}/model.bin") in hits
     assert modelguard.verify("dest").exit_code(modelguard.Severity.HIGH) == 0
 
 
@@ -84,7 +87,7 @@ def test_single_file_at_branch_uses_hf_hub_download(repo: FakeHub, work: Path) -
     assert listing(work / "dest") == ["model.onnx"]
     assert result.revision == repo.repos["acme/tiny"].commit
     assert provenance(result.report) == ["MG400"]
-    paths = [p for _, p in repo.server.requests]
+    paths = [p for _, p, _ in repo.server.requests]
     assert not any("/tree/" in p for p in paths)  # hf_hub_download, not snapshot_download
 
 
@@ -165,7 +168,7 @@ def test_lock_pin_overrides_a_moved_branch(repo: FakeHub, work: Path) -> None:
     assert result.exit_code == 1
     assert "refusing to guess" in result.output
     assert hashlib.sha256(WEIGHTS).hexdigest() in result.output
-    assert not any("/resolve/" in p for _, p in repo.server.requests[requests_before:])
+    assert not any("/resolve/" in p for _, p, _ in repo.server.requests[requests_before:])
     assert (work / "dest" / "model.bin").read_bytes() == WEIGHTS
 
 
@@ -198,4 +201,4 @@ def test_size_cap_applies_before_download(repo: FakeHub, work: Path) -> None:
     )
     assert result.exit_code == 2
     assert "size cap of 10000 bytes" in result.output
-    assert not any("/resolve/" in p for _, p in repo.server.requests)
+    assert not any("/resolve/" in p for _, p, _ in repo.server.requests)

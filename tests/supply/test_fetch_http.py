@@ -135,7 +135,7 @@ def test_transient_errors_are_retried(server: LoopbackServer, work: Path) -> Non
 def test_http_404_is_not_retried(server: LoopbackServer, work: Path) -> None:
     with pytest.raises(FetchError, match="HTTP 404"):
         modelguard.fetch(server.url + "/missing.bin", "dest", allow_http=True, options=FAST)
-    assert sum(1 for _, p in server.requests if p == "/missing.bin") == 1
+    assert sum(1 for _, p, _ in server.requests if p == "/missing.bin") == 1
 
 
 def test_size_cap(server: LoopbackServer, work: Path) -> None:
@@ -212,7 +212,7 @@ def test_lock_pins_a_refetch(server: LoopbackServer, work: Path) -> None:
 
 def test_plain_http_refused_without_flag(server: LoopbackServer, work: Path) -> None:
     url = server.serve("/m/weights.bin", WEIGHTS)
-    with pytest.raises(UsageError, match="--allow-http"):
+    with pytest.raises(UsageError, match="plain http is not allowed; `allow_http`"):
         modelguard.fetch(url, "dest")
     result = CliRunner().invoke(cli, ["fetch", url, "--dest", "dest"])
     assert result.exit_code == 2
@@ -223,7 +223,7 @@ def test_plain_http_refused_without_flag(server: LoopbackServer, work: Path) -> 
 def test_zoo_readme_with_plain_http_model_url_needs_flag(work: Path) -> None:
     readme = work / "readme.md"
     readme.write_text(zoo_readme("http://dl.example.invalid/x.caffemodel", "a" * 40))
-    with pytest.raises(UsageError, match="--allow-http"):
+    with pytest.raises(UsageError, match="plain http is not allowed"):
         modelguard.fetch(str(readme), "dest")
 
 
@@ -232,8 +232,11 @@ def test_unsafe_zoo_file_name_rejected(work: Path) -> None:
     readme.write_text(
         zoo_readme("https://x.invalid/a", "a" * 40).replace("test_net.caffemodel", "../evil")
     )
-    with pytest.raises(FetchError, match="unsafe file name"):
-        modelguard.fetch(str(readme), "dest")
+    result = modelguard.fetch(str(readme), "dest")  # refused before any download
+    assert not result.placed
+    (finding,) = result.report.findings
+    assert finding.rule_id == "MG414" and "climbs out of its folder" in finding.message
+    assert result.report.exit_code(modelguard.Severity.HIGH) == 1
 
 
 def test_lock_outside_destination_tree_fails_before_download(

@@ -223,6 +223,24 @@ def test_lock_outside_lock_folder_is_usage_error(
         modelguard.lock([elsewhere])
 
 
+def test_lock_refuses_a_name_that_is_not_utf8_and_verify_reports_it(project: Path) -> None:
+    """A TOML lock cannot hold it: lock says so and writes nothing; verify still works."""
+    import os
+
+    odd = os.fsdecode(b"model/m\xff.pkl")
+    Path(odd).write_bytes(b"\x80\x04K\x01.")
+    result = CliRunner().invoke(cli, ["lock", "model"])
+    assert result.exit_code == 2
+    assert "not valid UTF-8" in result.output and "m\\xff.pkl" in result.output
+    assert not (project / "modelguard.lock").exists()
+    os.rename(odd, "model/later.pkl")
+    assert CliRunner().invoke(cli, ["lock", "model"]).exit_code == 0
+    os.rename("model/later.pkl", odd)
+    report = modelguard.verify("model")
+    assert "MG403" in rule_ids(report)  # present but not locked, named in the report
+    assert any("m\udcff.pkl" in f.location.path for f in report.findings)
+
+
 def test_symlink_added_to_locked_folder_is_reported(project: Path, tmp_path: Path) -> None:
     modelguard.lock(["model"])
     outside = tmp_path / "outside.py"

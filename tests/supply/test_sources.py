@@ -1,4 +1,4 @@
-"""Source parsing: hf:// references, zoo readmes, URL checks, safe names."""
+"""Source parsing: hf:// references, zoo readmes, URL checks, name vetting."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from modelguard.errors import FetchError, UsageError
+from modelguard.errors import UsageError
+from modelguard.supply.hub import parse_hf
 from modelguard.supply.sources import (
     check_url,
+    display_url,
     is_zoo_readme,
-    parse_hf,
+    name_problem,
+    needs_opt_in,
     parse_zoo_readme,
-    safe_name,
     url_plan,
 )
 
@@ -75,18 +77,61 @@ def test_parse_zoo_readme_errors(text: str, message: str) -> None:
         parse_zoo_readme(text, "readme.md")
 
 
-@pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/../../b", "a\\b", "", "a//b"])
-def test_safe_name_rejects_escapes(name: str) -> None:
-    with pytest.raises(FetchError, match="unsafe"):
-        safe_name(name, "src")
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../evil", "climbs out"),
+        ("/etc/passwd", "absolute"),
+        ("a/../../b", "climbs out"),
+        ("C:/Windows/x", "drive"),
+        ("a\\b", "backslash"),
+        ("", "empty"),
+        ("a//b", "empty or '.'"),
+        ("a/./b", "empty or '.'"),
+        ("model\nMG101 forged line.bin", "U+000A"),
+        ("evil\u202egnp.pt", "U+202E"),  # right-to-left override
+        ("zero\u200bwidth", "U+200B"),
+        (".git/config", ".git folder"),
+        ("sub/.GIT/hooks/post-checkout", ".git folder"),
+        (".git./config", ".git folder"),  # Windows drops the trailing dot
+        ("GIT~1/config", ".git folder"),  # the 8.3 short name
+        ("x" * 256, "longer than 255 bytes"),
+    ],
+)
+def test_name_problem_refuses_what_must_never_be_placed(name: str, problem: str) -> None:
+    found = name_problem(name)
+    assert found is not None and problem in found
 
 
-def test_safe_name_accepts_nested() -> None:
-    assert safe_name("onnx/model.onnx", "src") == "onnx/model.onnx"
+@pytest.mark.parametrize("name", ["onnx/model.onnx", "a..b", "..x/y", "model.safetensors"])
+def test_name_problem_accepts_ordinary_names(name: str) -> None:
+    assert name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (".gitattributes", "dotfile"),
+        (".github/workflows/x.yml", "dot-folder"),
+        ("sub/.env", "dotfile"),
+        ("pyproject.toml", "policy file"),
+        ("sub/modelguard.lock", "policy file"),
+        ("conftest.py", "hook file"),
+        ("evil.pth", "hook file"),
+    ],
+)
+def test_needs_opt_in(name: str, why: str) -> None:
+    found = needs_opt_in(name)
+    assert found is not None and why in found
+    assert needs_opt_in("model.bin") is None and needs_opt_in("modeling_x.py") is None
+
+
+def test_display_url_drops_secrets() -> None:
+    assert display_url("https://u:p@h.test:8443/a/b.pt?sig=x#f") == "https://h.test:8443/a/b.pt"
 
 
 def test_plain_http_needs_flag() -> None:
-    with pytest.raises(UsageError, match="--allow-http"):
+    with pytest.raises(UsageError, match="plain http is not allowed"):
         check_url("http://example.test/model.bin", allow_http=False)
     check_url("http://example.test/model.bin", allow_http=True)
     with pytest.raises(UsageError, match="not an http"):
@@ -114,7 +159,7 @@ def test_missing_supply_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path
 
     from modelguard.errors import MissingExtra
     from modelguard.supply import signing
-    from modelguard.supply.sources import hf_plan
+    from modelguard.supply.hub import hf_plan
 
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(MissingExtra, match=r"modelguard\[supply\]"):

@@ -43,14 +43,21 @@ from modelguard.scan.pickle.walker import (
 )
 
 __all__ = [
+    "PLAUSIBLE_OPCODES",
+    "PROTO",
     "ImportedGlobal",
     "PickleStream",
+    "follow_joblib",
     "plausible_pickle",
     "scan_pickle_input",
+    "scan_pickle_streams",
     "walk_pickle",
+    "walk_stream",
+    "went_somewhere",
 ]
 
-_SNIFF_MIN_OPCODES = 4  # a protocol 0/1 head must parse this many opcodes
+PLAUSIBLE_OPCODES = 4  # a protocol 0/1 stream must parse this many opcodes
+PROTO = 0x80
 _MAX_TRIAL_WALKS = 1_000  # embedded-pickle candidates tried in trailing data
 _TRAILING_OVERLAP = 512
 _SEARCH_FLOOR = 1 << 20  # work any trailing search may spend, however short
@@ -72,11 +79,7 @@ def plausible_pickle(head: bytes) -> bool:
     result, _, _ = trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
     if result.complete:
         return result.opcodes >= 2
-    return result.opcodes >= _SNIFF_MIN_OPCODES
-
-
-def _starts_pickle(inp: Input, offset: int) -> bool:
-    return plausible_pickle(inp.read_at(offset, 4096))
+    return result.opcodes >= PLAUSIBLE_OPCODES
 
 
 _PROTO_CANDIDATE = re.compile(rb"\x80[\x02-\x05]")
@@ -150,64 +153,93 @@ def _search_trailing(inp: Input, ctx: ScanContext, offset: int) -> None:
         pos += max(1, len(chunk) - _TRAILING_OVERLAP)
 
 
-def _scan_stream(inp: Input, ctx: ScanContext, offset: int) -> int | None:
-    """Scan the stream at ``offset`` in every reading; where the next stream starts."""
-    inflated = is_inflated(inp.stream)
-    result = walk_pickle(
-        inp.stream,
-        ctx,
-        start=offset,
-        limit=inp.size,
-        defer_joblib_damage=True,
-        inflated=inflated,
-    )
+def follow_joblib(inp: Input, ctx: ScanContext, result: PickleStream) -> int | None:
+    """After ``pickle.load``'s walk of a stream: joblib's readings, when it holds arrays.
+
+    joblib.load reads their bytes where pickle.load reads opcodes (and fails,
+    which is why the damage that walk met after a wrapper was deferred). Returns
+    where the next stream starts.
+    """
     if not result.joblib:
         return result.end
-    # Holds joblib arrays: joblib.load reads their bytes where pickle.load reads
-    # opcodes (and fails, which is why the damage that reading met was deferred).
+    inflated = is_inflated(inp.stream)
     joblib = walk_pickle(
-        inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB, inflated=inflated
+        inp.stream, ctx, start=result.start, limit=inp.size, reading=JOBLIB, inflated=inflated
     )
     if joblib.mmap_differs and inp.fs_path is not None:
         # mmap_mode applies to plain files only (not compressed or in-memory ones).
-        walk_pickle(inp.stream, ctx, start=offset, limit=inp.size, reading=JOBLIB_MMAP)
+        walk_pickle(inp.stream, ctx, start=result.start, limit=inp.size, reading=JOBLIB_MMAP)
     if not joblib.complete:
-        _report_deferred(ctx, result)  # no reading got through: report what each met
+        for message, at, evidence in result.deferred:  # no reading got through
+            ctx.report(PICKLE_MALFORMED, message, offset=at, evidence=evidence)
         return result.end
     # pickle.load ends somewhere inside joblib's stream (at an object array's STOP,
     # say): a reading of array bytes, not a place the next stream starts.
     return joblib.end
 
 
-def _report_deferred(ctx: ScanContext, result: PickleStream) -> None:
-    for message, at, evidence in result.deferred:
-        ctx.report(PICKLE_MALFORMED, message, offset=at, evidence=evidence)
+def walk_stream(inp: Input, ctx: ScanContext, offset: int) -> PickleStream:
+    """``pickle.load``'s walk of the stream at ``offset`` (joblib damage deferred)."""
+    return walk_pickle(
+        inp.stream,
+        ctx,
+        start=offset,
+        limit=inp.size,
+        defer_joblib_damage=True,
+        inflated=is_inflated(inp.stream),
+    )
 
 
 def scan_pickle_input(inp: Input, ctx: ScanContext) -> None:
-    """Scan every consecutive pickle stream in ``inp`` (the reading "pickle")."""
+    """Scan every consecutive pickle stream in ``inp``: a member its loader unpickles."""
     if inp.size == 0:
         ctx.report(
             PICKLE_MALFORMED, f"{inp.name} is empty, not a pickle", offset=0, evidence="empty"
         )
         return
-    offset = 0
-    streams = 0
+    scan_pickle_streams(inp, ctx, offset=0, streams=0)
+
+
+def went_somewhere(result: PickleStream, first_byte: int) -> bool:
+    """Whether a walk read like a pickle rather than bytes that start with an opcode.
+
+    Judged on the whole walk, never on a fixed-size prefix: a PROTO opcode, at
+    least a few opcodes, or a complete stream of two or more.
+    """
+    if first_byte == PROTO:
+        return result.opcodes >= 1  # a PROTO the loader accepts
+    return result.opcodes >= PLAUSIBLE_OPCODES or (result.complete and result.opcodes >= 2)
+
+
+def scan_pickle_streams(inp: Input, ctx: ScanContext, *, offset: int, streams: int) -> None:
+    """Walk the streams from ``offset`` on (``streams`` already walked before it).
+
+    A stream after the first is walked from its first byte like any other; when
+    that walk goes nowhere the bytes are trailing data, searched for payloads.
+    Each stream is read as pickle.load and, when it holds joblib arrays, as
+    joblib.load reads it.
+    """
     while offset < inp.size:
         if streams >= ctx.limits.max_pickle_streams:
             ctx.limit_reached("pickle streams", ctx.limits.max_pickle_streams, offset=offset)
             break
-        if streams > 0 and not _starts_pickle(inp, offset):
-            ctx.report(
-                PICKLE_TRAILING_DATA,
-                f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
-                offset=offset,
-                evidence="trailing-data",
-            )
-            _search_trailing(inp, ctx, offset)
-            break
-        end = _scan_stream(inp, ctx, offset)
+        if streams == 0:
+            result = walk_stream(inp, ctx, offset)
+        else:
+            tentative = ctx.speculative()
+            result = walk_stream(inp, tentative, offset)
+            if not went_somewhere(result, inp.read_at(offset, 1)[0]):
+                ctx.report(
+                    PICKLE_TRAILING_DATA,
+                    f"{inp.size - offset:,} bytes after the last pickle STOP are not a pickle",
+                    offset=offset,
+                    evidence="trailing-data",
+                )
+                _search_trailing(inp, ctx, offset)
+                break
+            ctx.adopt(tentative.findings)
         streams += 1
+        end = follow_joblib(inp, ctx, result)
         if end is None:
             break
         offset = end

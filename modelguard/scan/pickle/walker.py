@@ -242,6 +242,7 @@ class RecordingSink:
 
 # ---- symbolic constants --------------------------------------------------------------
 _MAX_TRACKED_TUPLE = 32  # longer tuples are opaque data
+_MAX_KEPT_LONG = 16  # LONG1 bytes kept as an int (torch's 10-byte magic number fits)
 _MEMO_SHORT = 64  # memoised strings up to this length are always kept
 _MEMO_TEXT_BUDGET = 32 * 1024 * 1024  # characters of longer memoised strings kept
 _MAX_NESTED_PICKLES = 8  # joblib object arrays nest a pickle inside the pickle
@@ -923,7 +924,7 @@ class Walker:
             ord("I"): self.op_int,
             ord("J"): lambda o: self.push_int(self.r.read(4, o), o, signed=True),
             ord("K"): lambda o: self.push_int(self.r.read(1, o), o, signed=False),
-            ord("L"): line_data(_check_long),
+            ord("L"): self.op_long_text,
             ord("M"): lambda o: self.push_int(self.r.read(2, o), o, signed=False),
             ord("N"): push_const(NONE),
             ord("P"): line_data(_check_ascii),
@@ -1068,10 +1069,20 @@ class Walker:
 
     def op_long(self, length: int, offset: int, kind: str) -> bool:
         data = self.blob(length, offset, kind)
-        if data is not None and len(data) <= 8:
+        if data is not None and len(data) <= _MAX_KEPT_LONG:
             self.push(int.from_bytes(data, "little", signed=True), offset)
         else:
             self.push(DATA, offset)
+        return False
+
+    def op_long_text(self, offset: int) -> bool:
+        line = self.text_line(offset)
+        if line is None:
+            self.push(DATA, offset)
+            return False
+        _check_long(line, offset)
+        digits = line[:-1] if line.endswith(b"L") else line
+        self.push(int(digits) if len(digits) <= _MAX_KEPT_LONG * 3 else DATA, offset)
         return False
 
     def op_int(self, offset: int) -> bool:
