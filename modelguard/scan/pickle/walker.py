@@ -285,6 +285,7 @@ class Walker:
     # The inline fast path handles the commonest opcodes without a handler call.
     # Tests switch it off to check that both paths reach the same results.
     inline_fast_path = True
+    handlers: dict[int, Callable[[Walker, int], bool]]  # the opcode table, set below the class
 
     def __init__(
         self,
@@ -309,7 +310,6 @@ class Walker:
         self.stack: list[Value] = []
         self.metastack: list[list[Value]] = []
         self.memo: dict[int, Value] = {}
-        self.handlers: dict[int, Callable[[int], bool]] = self._handler_table()
         self.frame_end = _NO_FRAME  # end of the current frame (contiguous reading)
         self._imports: dict[tuple[str, str], ImportedGlobal] = {}
         self._parsed = 0  # opcodes fully parsed so far
@@ -394,7 +394,7 @@ class Walker:
             handler = handlers.get(op)
             if handler is None:
                 raise Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
-            done = handler(offset)
+            done = handler(self, offset)
             self._parsed = count
             if done:
                 return
@@ -592,7 +592,7 @@ class Walker:
                 raise Malformed(f"invalid opcode 0x{op:02x} at offset {offset}", offset)
             r.pos = pos
             self.stack = stack
-            done = handler(offset)
+            done = handler(self, offset)
             self._parsed = count
             if done:
                 return
@@ -887,108 +887,7 @@ class Walker:
         except joblib.CannotLoad as exc:
             raise Malformed(f"joblib.load fails at offset {offset}: {exc}", offset) from None
 
-    # -- opcode handlers (return True at STOP) -----------------------------------------------
-    def _handler_table(self) -> dict[int, Callable[[int], bool]]:
-        def push_const(value: Value) -> Callable[[int], bool]:
-            def handler(offset: int) -> bool:
-                self.push(value, offset)
-                return False
-
-            return handler
-
-        def fixed(size: int) -> Callable[[int], bool]:
-            def handler(offset: int) -> bool:
-                self.r.read(size, offset)
-                self.push(DATA, offset)
-                return False
-
-            return handler
-
-        def line_data(check: Callable[[bytes, int], None]) -> Callable[[int], bool]:
-            def handler(offset: int) -> bool:
-                line = self.text_line(offset)
-                if line is not None:
-                    check(line, offset)
-                self.push(DATA, offset)
-                return False
-
-            return handler
-
-        table: dict[int, Callable[[int], bool]] = {
-            ord("("): self.mark,
-            ord("."): self.op_stop,
-            ord("0"): self.op_pop,
-            ord("1"): self.op_pop_mark,
-            ord("2"): self.op_dup,
-            ord("F"): line_data(_check_float),
-            ord("I"): self.op_int,
-            ord("J"): lambda o: self.push_int(self.r.read(4, o), o, signed=True),
-            ord("K"): lambda o: self.push_int(self.r.read(1, o), o, signed=False),
-            ord("L"): self.op_long_text,
-            ord("M"): lambda o: self.push_int(self.r.read(2, o), o, signed=False),
-            ord("N"): push_const(NONE),
-            ord("P"): line_data(_check_ascii),
-            ord("Q"): self.op_binpersid,
-            ord("R"): self.op_reduce,
-            ord("S"): self.op_string,
-            ord("T"): lambda o: self.push_bytes(self.sint4(o), o, "BINSTRING"),
-            ord("U"): lambda o: self.push_bytes(self.u1(o), o, "SHORT_BINSTRING"),
-            ord("V"): self.op_unicode,
-            ord("X"): lambda o: self.push_unicode(self.uint(4, o), o, "BINUNICODE"),
-            ord("a"): self.op_append,
-            ord("b"): self.op_build,
-            ord("c"): self.op_global,
-            ord("d"): self.op_dict,
-            ord("}"): self.op_empty_dict,
-            ord("e"): self.op_appends,
-            ord("g"): lambda o: self.op_get(self.int_line(o), o),
-            ord("h"): lambda o: self.op_get(self.u1(o), o),
-            ord("i"): self.op_inst,
-            ord("j"): lambda o: self.op_get(self.uint(4, o), o),
-            ord("l"): self.op_collect,
-            ord("]"): self.op_empty_container,
-            ord("o"): self.op_obj,
-            ord("p"): lambda o: self.op_put(self.int_line(o), o),
-            ord("q"): lambda o: self.op_put(self.u1(o), o),
-            ord("r"): lambda o: self.op_put(self.uint(4, o), o),
-            ord("s"): self.op_setitem,
-            ord("t"): self.op_tuple,
-            ord(")"): push_const(()),
-            ord("u"): self.op_setitems,
-            ord("G"): fixed(8),
-            # protocol 2
-            0x80: self.op_proto,
-            0x81: self.op_newobj,
-            0x82: lambda o: self.op_ext(self.u1(o), o, "EXT1"),
-            0x83: lambda o: self.op_ext(self.uint(2, o), o, "EXT2"),
-            0x84: lambda o: self.op_ext(self.sint4(o), o, "EXT4"),
-            0x85: lambda o: self.op_tuple_n(1, o),
-            0x86: lambda o: self.op_tuple_n(2, o),
-            0x87: lambda o: self.op_tuple_n(3, o),
-            0x88: push_const(True),
-            0x89: push_const(False),
-            0x8A: lambda o: self.op_long(self.u1(o), o, "LONG1"),
-            0x8B: lambda o: self.op_long(self.sint4(o), o, "LONG4"),
-            # protocol 3
-            ord("B"): lambda o: self.push_bytes(self.uint(4, o), o, "BINBYTES", into=True),
-            ord("C"): lambda o: self.push_bytes(self.u1(o), o, "SHORT_BINBYTES", into=True),
-            # protocol 4
-            0x8C: lambda o: self.push_unicode(self.u1(o), o, "SHORT_BINUNICODE"),
-            0x8D: lambda o: self.push_unicode(self.uint(8, o), o, "BINUNICODE8"),
-            0x8E: lambda o: self.push_bytes(self.uint(8, o), o, "BINBYTES8", into=True),
-            0x8F: self.op_empty_container,
-            0x90: self.op_additems,
-            0x91: self.op_collect,
-            0x92: self.op_newobj_ex,
-            0x93: self.op_stack_global,
-            0x94: self.op_memoize,
-            0x95: self.op_frame,
-            # protocol 5
-            0x96: lambda o: self.push_bytes(self.uint(8, o), o, "BYTEARRAY8", into=True),
-            0x97: push_const(DATA),
-            0x98: self.op_readonly_buffer,
-        }
-        return table
+    # -- opcode handlers (return True at STOP): see _HANDLERS below ---------------------------
 
     def op_stop(self, offset: int) -> bool:
         self.pop(offset)
@@ -1525,6 +1424,116 @@ def _check_float(line: bytes, offset: int) -> None:
 def _check_ascii(line: bytes, offset: int) -> None:
     if not line.isascii():
         raise Malformed(f"PERSID at offset {offset} is not ASCII", offset)
+
+
+# ---- the opcode table ------------------------------------------------------------------
+Handler = Callable[[Walker, int], bool]
+
+
+def _push_const(value: Value) -> Handler:
+    def handler(w: Walker, offset: int) -> bool:
+        w.push(value, offset)
+        return False
+
+    return handler
+
+
+def _fixed(size: int) -> Handler:
+    def handler(w: Walker, offset: int) -> bool:
+        w.r.read(size, offset)
+        w.push(DATA, offset)
+        return False
+
+    return handler
+
+
+def _line_data(check: Callable[[bytes, int], None]) -> Handler:
+    def handler(w: Walker, offset: int) -> bool:
+        line = w.text_line(offset)
+        if line is not None:
+            check(line, offset)
+        w.push(DATA, offset)
+        return False
+
+    return handler
+
+
+# Built once: every walker shares it (a walk of a tiny pickle should not pay for it).
+_HANDLERS: dict[int, Handler] = {
+    ord("("): Walker.mark,
+    ord("."): Walker.op_stop,
+    ord("0"): Walker.op_pop,
+    ord("1"): Walker.op_pop_mark,
+    ord("2"): Walker.op_dup,
+    ord("F"): _line_data(_check_float),
+    ord("I"): Walker.op_int,
+    ord("J"): lambda w, o: w.push_int(w.r.read(4, o), o, signed=True),
+    ord("K"): lambda w, o: w.push_int(w.r.read(1, o), o, signed=False),
+    ord("L"): Walker.op_long_text,
+    ord("M"): lambda w, o: w.push_int(w.r.read(2, o), o, signed=False),
+    ord("N"): _push_const(NONE),
+    ord("P"): _line_data(_check_ascii),
+    ord("Q"): Walker.op_binpersid,
+    ord("R"): Walker.op_reduce,
+    ord("S"): Walker.op_string,
+    ord("T"): lambda w, o: w.push_bytes(w.sint4(o), o, "BINSTRING"),
+    ord("U"): lambda w, o: w.push_bytes(w.u1(o), o, "SHORT_BINSTRING"),
+    ord("V"): Walker.op_unicode,
+    ord("X"): lambda w, o: w.push_unicode(w.uint(4, o), o, "BINUNICODE"),
+    ord("a"): Walker.op_append,
+    ord("b"): Walker.op_build,
+    ord("c"): Walker.op_global,
+    ord("d"): Walker.op_dict,
+    ord("}"): Walker.op_empty_dict,
+    ord("e"): Walker.op_appends,
+    ord("g"): lambda w, o: w.op_get(w.int_line(o), o),
+    ord("h"): lambda w, o: w.op_get(w.u1(o), o),
+    ord("i"): Walker.op_inst,
+    ord("j"): lambda w, o: w.op_get(w.uint(4, o), o),
+    ord("l"): Walker.op_collect,
+    ord("]"): Walker.op_empty_container,
+    ord("o"): Walker.op_obj,
+    ord("p"): lambda w, o: w.op_put(w.int_line(o), o),
+    ord("q"): lambda w, o: w.op_put(w.u1(o), o),
+    ord("r"): lambda w, o: w.op_put(w.uint(4, o), o),
+    ord("s"): Walker.op_setitem,
+    ord("t"): Walker.op_tuple,
+    ord(")"): _push_const(()),
+    ord("u"): Walker.op_setitems,
+    ord("G"): _fixed(8),
+    # protocol 2
+    0x80: Walker.op_proto,
+    0x81: Walker.op_newobj,
+    0x82: lambda w, o: w.op_ext(w.u1(o), o, "EXT1"),
+    0x83: lambda w, o: w.op_ext(w.uint(2, o), o, "EXT2"),
+    0x84: lambda w, o: w.op_ext(w.sint4(o), o, "EXT4"),
+    0x85: lambda w, o: w.op_tuple_n(1, o),
+    0x86: lambda w, o: w.op_tuple_n(2, o),
+    0x87: lambda w, o: w.op_tuple_n(3, o),
+    0x88: _push_const(True),
+    0x89: _push_const(False),
+    0x8A: lambda w, o: w.op_long(w.u1(o), o, "LONG1"),
+    0x8B: lambda w, o: w.op_long(w.sint4(o), o, "LONG4"),
+    # protocol 3
+    ord("B"): lambda w, o: w.push_bytes(w.uint(4, o), o, "BINBYTES", into=True),
+    ord("C"): lambda w, o: w.push_bytes(w.u1(o), o, "SHORT_BINBYTES", into=True),
+    # protocol 4
+    0x8C: lambda w, o: w.push_unicode(w.u1(o), o, "SHORT_BINUNICODE"),
+    0x8D: lambda w, o: w.push_unicode(w.uint(8, o), o, "BINUNICODE8"),
+    0x8E: lambda w, o: w.push_bytes(w.uint(8, o), o, "BINBYTES8", into=True),
+    0x8F: Walker.op_empty_container,
+    0x90: Walker.op_additems,
+    0x91: Walker.op_collect,
+    0x92: Walker.op_newobj_ex,
+    0x93: Walker.op_stack_global,
+    0x94: Walker.op_memoize,
+    0x95: Walker.op_frame,
+    # protocol 5
+    0x96: lambda w, o: w.push_bytes(w.uint(8, o), o, "BYTEARRAY8", into=True),
+    0x97: _push_const(DATA),
+    0x98: Walker.op_readonly_buffer,
+}
+Walker.handlers = _HANDLERS
 
 
 # ---- entry points ---------------------------------------------------------------------
