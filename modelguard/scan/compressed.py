@@ -12,6 +12,7 @@ through ``formats.descend`` (depth capped).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 from modelguard.rules.scan import ARCHIVE_MALFORMED, SCANNER_UNAVAILABLE
@@ -73,6 +74,22 @@ def scan_lz4(inp: Input, ctx: ScanContext) -> None:
         )
         return
     _scan_compressed(inp, ctx, "lz4", lz4_stream, LZ4_MAGIC, (".lz4",), joblib_only=True)
+
+
+def starts_zlib(head: bytes) -> bool:
+    """Whether ``head`` starts a zlib stream joblib could read (its test is byte 0x78).
+
+    CM 8 with a 32 KiB window (0x78), header check bits right, no preset
+    dictionary (zlib cannot read one without it), and the first bytes inflate:
+    text that happens to start with "x^" or "x " is not taken for zlib.
+    """
+    if len(head) < 3 or head[0] != 0x78 or (head[0] << 8 | head[1]) % 31 or head[1] & 0x20:
+        return False
+    try:
+        zlib.decompressobj().decompress(head, 1 << 16)
+    except zlib.error:
+        return False
+    return True
 
 
 def zfile_data_offset(head: bytes) -> int | None:

@@ -281,13 +281,13 @@ class ScanContext:
             return False
         return True
 
-    def inflated_work_left(self) -> int:
-        """Opcodes a parser may still walk in decompressed content (see ``Limits``)."""
+    def inflated_work_allowed(self) -> int:
+        """Opcodes parsers may walk in this file's decompressed content (see ``Limits``)."""
         limits = self.limits
-        allowed = max(
-            limits.inflated_work_floor, limits.max_inflated_work * self._budgets.compressed
-        )
-        return allowed - self._budgets.inflated_work
+        return max(limits.inflated_work_floor, limits.max_inflated_work * self._budgets.compressed)
+
+    def inflated_work_left(self) -> int:
+        return self.inflated_work_allowed() - self._budgets.inflated_work
 
     def spend_inflated_work(self, opcodes: int) -> None:
         self._budgets.inflated_work += opcodes

@@ -168,8 +168,9 @@ def _is_xz(head: bytes, inp: Input) -> bool:
 
 # What joblib.load alone decompresses, by joblib's own magic numbers.
 def _is_zlib(head: bytes, inp: Input) -> bool:
-    # CM 8 with CINFO 7 (0x78), and the header check bits zlib verifies
-    return len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0
+    from modelguard.scan.compressed import starts_zlib
+
+    return starts_zlib(head)
 
 
 def _is_lzma_alone(head: bytes, inp: Input) -> bool:

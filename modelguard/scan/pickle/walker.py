@@ -1585,11 +1585,14 @@ def walk_pickle(
     if inflated:
         left = ctx.inflated_work_left()
         if left < limits.max_pickle_opcodes:
-            limits = replace(limits, max_pickle_opcodes=max(1, left))
             cap_what = (
                 f"pickle opcodes walked in decompressed content ({limits.max_inflated_work} "
                 "per compressed byte)"
             )
+            if left <= 0:  # spent on earlier members: nothing more is walked
+                ctx.limit_reached(cap_what, ctx.inflated_work_allowed(), offset=start)
+                return PickleStream(start=start, limited=True)
+            limits = replace(limits, max_pickle_opcodes=left)
     walker = Walker(
         _reader(stream, start, limit, reading.framing),
         limits,
