@@ -37,7 +37,7 @@ from modelguard.findings import (
 from modelguard.policy import Policy, load_policy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelguard.backdoor.api import analyze_backdoor  # type: ignore[import-not-found,unused-ignore]
+    from modelguard.backdoor.analysis import analyze_backdoor  # type: ignore[import-not-found,unused-ignore]
     from modelguard.supply.fetch import fetch
     from modelguard.supply.lock import lock
     from modelguard.supply.signing import sign
@@ -50,7 +50,7 @@ _LAZY = {
     "lock": "modelguard.supply.lock",
     "verify": "modelguard.supply.verify",
     "sign": "modelguard.supply.signing",
-    "analyze_backdoor": "modelguard.backdoor.api",
+    "analyze_backdoor": "modelguard.backdoor.analysis",
 }
 
 

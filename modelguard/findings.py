@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 class Severity(enum.IntEnum):
@@ -136,6 +137,8 @@ class ArtifactResult:
     # Symbolic links (display paths) the scan reached this file through; the
     # file itself is reported under its own path, where its bytes are.
     links: tuple[str, ...] = ()
+    # The backdoor analyzer's numbers (JSON-ready; docs/json-report.md), when it ran.
+    backdoor: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def max_severity(self) -> Severity | None:
@@ -192,6 +195,7 @@ class Report:
                     findings=mine.findings + art.findings,
                     suppressed=mine.suppressed + art.suppressed,
                     links=mine.links + tuple(x for x in art.links if x not in mine.links),
+                    backdoor=mine.backdoor if mine.backdoor is not None else art.backdoor,
                 )
             else:
                 by_path[art.path] = art

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -75,15 +75,23 @@ class AnalysedModel(Protocol):
     @property
     def can_fine_tune(self) -> bool: ...
 
+    def differentiable(self) -> Any:
+        """A torch callable, inputs to logits on :attr:`device`, that gradients flow
+        through (weights frozen, evaluation mode): what trigger reverse engineering
+        and the margin search optimise inputs against."""
+        ...
+
     def fine_tune(
         self,
         x: FloatArray,
         y: IntArray,
-        layer: str,
-        pruned: BoolArray,
+        layer: str | None,
+        pruned: BoolArray | None,
         settings: FineTuneSettings,
+        teacher: FloatArray | None = None,
     ) -> None:
-        """Train on clean data, keeping the ``pruned`` channels at zero."""
+        """Train on ``(x, y)``, keeping the ``pruned`` channels of ``layer`` at zero;
+        rows of ``teacher`` that are not NaN are distilled towards those logits."""
         ...
 
     def save(self, path: Path) -> str:

@@ -2,8 +2,10 @@
 
 The chosen layer's output is exposed by adding it to the graph outputs of an
 in-memory copy; pruning zeroes the layer's weight (and bias) initializers and
-rebuilds the session. onnxruntime cannot train, so fine-tuning is unavailable:
-the repair written for an ONNX input is pruned, not fine-tuned.
+rebuilds the session. onnxruntime gives no gradients, so reverse engineering and
+training evaluate the same graph with torch ops (:mod:`onnx_torch`) and write
+the trained weights back into the initializers: the repaired file is the input
+graph with new weights.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class OnnxModel:
         self._providers = _providers(device)
         self.device = "cuda" if self._providers[0] == "CUDAExecutionProvider" else "cpu"
         self._sessions: dict[str | None, Any] = {}
+        self._torch: Any = None  # the graph as a torch module, built on first use
         self._inits = {init.name: init for init in model.graph.initializer}
         self._layers = self._find_layers()
 
@@ -142,7 +145,11 @@ class OnnxModel:
             index[channel_axis] = np.asarray(pruned, dtype=bool)
             array[tuple(index)] = 0
             self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
+        self._changed()
+
+    def _changed(self) -> None:
         self._sessions.clear()
+        self._torch = None
 
     def snapshot(self) -> object:
         return {name: numpy_helper.to_array(init).copy() for name, init in self._inits.items()}
@@ -151,24 +158,56 @@ class OnnxModel:
         assert isinstance(state, dict)
         for name, array in state.items():
             self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
-        self._sessions.clear()
+        self._changed()
+
+    def _trainable(self) -> Any:
+        """The graph as a TorchModel whose parameters are named like the initializers."""
+        if self._torch is None:
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise BackdoorAnalysisError(
+                    "gradient-based analysis of an ONNX model needs torch: "
+                    "pip install 'modelguard[backdoor]'"
+                )
+            from modelguard.backdoor.onnx_torch import OnnxTorch
+            from modelguard.backdoor.torch_model import TorchModel, pick_device
+
+            module = OnnxTorch(self.model)
+            device = pick_device(self.device)
+
+            class Trainable(TorchModel):
+                def _params(self) -> dict[str, Any]:
+                    return dict(zip(module.names, module.weights, strict=True))
+
+            self._torch = Trainable(module, "onnx", device)
+        return self._torch
 
     @property
     def can_fine_tune(self) -> bool:
-        return False
+        try:
+            self._trainable()
+        except BackdoorAnalysisError:
+            return False
+        return True
+
+    def differentiable(self) -> Any:
+        return self._trainable().differentiable()
 
     def fine_tune(
         self,
         x: FloatArray,
         y: IntArray,
-        layer: str,
-        pruned: BoolArray,
+        layer: str | None,
+        pruned: BoolArray | None,
         settings: FineTuneSettings,
+        teacher: FloatArray | None = None,
     ) -> None:
-        raise BackdoorAnalysisError(
-            "fine-tuning needs PyTorch; onnxruntime cannot train. Analyse the "
-            "TorchScript, torch.export or state_dict form of the model to fine-prune."
-        )
+        trainable = self._trainable()
+        trainable.fine_tune(x, y, layer, pruned, settings, teacher)
+        trainable.module.write_back(self.model)
+        self._inits = {init.name: init for init in self.model.graph.initializer}
+        self._changed()
 
     def save(self, path: Path) -> str:
         onnx.save(self.model, str(path))

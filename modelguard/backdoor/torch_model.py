@@ -155,15 +155,26 @@ class TorchModel:
     def can_fine_tune(self) -> bool:
         return True
 
+    def differentiable(self) -> nn.Module:
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        _set_mode(self.module, training=False)
+        return self.module
+
     def fine_tune(
         self,
         x: FloatArray,
         y: IntArray,
-        layer: str,
-        pruned: BoolArray,
+        layer: str | None,
+        pruned: BoolArray | None,
         settings: FineTuneSettings,
+        teacher: FloatArray | None = None,
     ) -> None:
-        """Plain SGD with momentum on clean data; pruned channels re-zeroed every step."""
+        """Plain SGD with momentum; pruned channels re-zeroed every step.
+
+        ``teacher`` (logits per row; NaN rows have none) adds a distillation term,
+        KL(teacher || model), that anchors those rows' predictions to the teacher's.
+        """
         params = [p for p in self.module.parameters() if p.requires_grad or p.is_leaf]
         for p in params:
             p.requires_grad_(True)
@@ -171,7 +182,8 @@ class TorchModel:
         generator = torch.Generator().manual_seed(settings.seed)
         xt = torch.from_numpy(x)
         yt = torch.from_numpy(y)
-        keep_zero = bool(np.any(pruned))
+        tt = None if teacher is None else torch.from_numpy(np.asarray(teacher, np.float32))
+        keep_zero = layer is not None and pruned is not None and bool(np.any(pruned))
         steps_per_epoch = -(-len(yt) // settings.batch_size)
         total_steps = max(1, settings.epochs * steps_per_epoch)
         step = 0
@@ -187,9 +199,12 @@ class TorchModel:
                     optimizer.zero_grad()
                     logits = self.module(xt[idx].to(self.device))
                     loss = nn.functional.cross_entropy(logits, yt[idx].to(self.device))
+                    if tt is not None:
+                        loss = loss + _distillation(logits, tt[idx].to(self.device))
                     loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     if keep_zero:
+                        assert layer is not None and pruned is not None
                         self.prune(layer, pruned)
         finally:
             _set_mode(self.module, training=False)
@@ -215,6 +230,17 @@ class TorchModel:
             return "state_dict"
         finally:
             self.module.to(self.device)
+
+
+def _distillation(logits: Tensor, teacher: Tensor) -> Tensor:
+    """Mean KL(softmax(teacher) || softmax(logits)) over the rows that have a teacher."""
+    rows = ~torch.isnan(teacher).any(dim=1)
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    target = torch.log_softmax(teacher[rows], dim=1)
+    return nn.functional.kl_div(
+        torch.log_softmax(logits[rows], dim=1), target, log_target=True, reduction="batchmean"
+    ) * (rows.float().mean())
 
 
 def _learning_rate(settings: FineTuneSettings, step: int, total_steps: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import click
 
 from modelguard.cli.options import ReportChoices, env_name, file_progress, report_options
 from modelguard.cli.output import call_api
+from modelguard.cli.registry import print_summary, registry_options, remote_progress
 from modelguard.findings import Report
 
 
@@ -24,7 +26,7 @@ def read_path_list(paths: tuple[str, ...]) -> list[str]:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -56,6 +58,7 @@ def read_path_list(paths: tuple[str, ...]) -> list[str]:
     help="Also walk .git, .venv/venv, node_modules, __pycache__, tool caches and what "
     ".gitignore names (skipped by default inside folders).",
 )
+@registry_options
 @report_options
 def scan(
     paths: tuple[str, ...],
@@ -63,6 +66,11 @@ def scan(
     workers: int | None,
     cache: bool,
     allow_http: bool,
+    source_lists: tuple[str, ...],
+    filters: tuple[str, ...],
+    executor: str | None,
+    results_db: Path | None,
+    rate_limit: float | None,
     no_default_excludes: bool,
     report: ReportChoices,
 ) -> None:
@@ -71,19 +79,30 @@ def scan(
     PATHS are files or folders; '-' reads a list of paths from stdin (an empty
     list is nothing to scan: exit 0). hf://owner/repo[@revision][/path] and
     https:// URLs are scanned remotely, fetching only the bytes the scanners
-    need (HTTP range requests). Exit status: 0 clean, 1 findings at or above
+    need (HTTP range requests); hf://OWNER scans every model repository of a
+    user or organisation, s3://bucket/prefix and gs://bucket/prefix every
+    object below a prefix. Exit status: 0 clean, 1 findings at or above
     --fail-on, 2 usage error or unreadable input.
     """
     from modelguard.api import scan as api_scan
+    from modelguard.registry import is_registry_source, read_source_list
 
     targets = read_path_list(paths)
+    for source_list in source_lists:
+        targets += call_api(functools.partial(read_source_list, source_list))
+    if not paths and not source_lists:
+        raise click.UsageError("Missing argument 'PATHS...' (or --from FILE).")
     policy = report.policy(checked=targets)
     if not targets:
         # `git ls-files '*.pt' | modelguard scan -` in a repository without models.
         click.echo("modelguard: nothing to scan (no paths on stdin)", err=True)
         report.emit(Report(root=Path.cwd().as_posix()), policy.fail_on)
         sys.exit(0)
-    with file_progress(report.show_progress(), "scanning") as callback:
+    shown = report.show_progress()
+    with (
+        file_progress(shown, "scanning") as callback,
+        remote_progress(shown) as (remote_callback, tally),
+    ):
         result = call_api(
             lambda: api_scan(
                 targets,
@@ -93,10 +112,17 @@ def scan(
                 progress=callback,
                 cache=cache,
                 allow_http=allow_http,
+                executor=executor,
+                results_db=results_db,
+                filters=filters,
+                rate_limit=rate_limit,
+                remote_progress=remote_callback,
                 no_default_excludes=no_default_excludes,
             )
         )
     report.emit(result, policy.fail_on)
+    if source_lists or any(is_registry_source(t) for t in targets):
+        print_summary(result, tally, policy.fail_on)
     sys.exit(result.exit_code(policy.fail_on))
 
 

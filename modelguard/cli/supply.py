@@ -207,6 +207,11 @@ def lock(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Signer's PEM public key (ECDSA P-256/384/521).",
 )
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Report paths relative to this folder [default: current folder], as scan's --root.",
+)
 @report_options
 def verify(
     path: Path,
@@ -215,6 +220,7 @@ def verify(
     sha1: str | None,
     signature: Path | None,
     key: Path | None,
+    root: Path | None,
     report: ReportChoices,
 ) -> None:
     """Verify PATH against a lock file, a digest, or a signature bundle.
@@ -237,6 +243,7 @@ def verify(
             signature=signature,
             key=key,
             policy=policy,
+            root=root,
         )
     )
     sys.exit(_emit(report, result, policy, lock_file))

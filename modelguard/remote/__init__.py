@@ -1,4 +1,4 @@
-"""Remote scans: ``hf://`` repositories and ``https://`` files, read by HTTP ranges.
+"""Remote scans: ``hf://`` repositories, ``https://`` files and object stores, read by ranges.
 
 The scanning code lives in :mod:`modelguard.remote.scan`; this module stays
 import-light so that ``modelguard.scan`` can tell remote sources from paths
@@ -7,9 +7,9 @@ without loading an HTTP client.
 
 from __future__ import annotations
 
-REMOTE_PREFIXES = ("hf://", "https://", "http://")
+REMOTE_PREFIXES = ("hf://", "https://", "http://", "s3://", "gs://")
 
 
 def is_remote(source: object) -> bool:
-    """True for ``hf://`` and ``http(s)://`` sources (everything else is a local path)."""
+    """True for ``hf://``, ``http(s)://``, ``s3://`` and ``gs://`` sources (else a local path)."""
     return isinstance(source, str) and source.startswith(REMOTE_PREFIXES)

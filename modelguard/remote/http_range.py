@@ -20,15 +20,18 @@ import time
 import urllib.error
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from modelguard.remote.throttle import Throttle, parse_retry_after
 from modelguard.supply import http as supply_http
 from modelguard.supply.http import Hop
 
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 256  # 16 MiB of blocks
 MAX_READAHEAD_BLOCKS = 128  # sequential reads grow fetches up to 8 MiB
+# Overload and gateway failures: worth another try. 501/505 and 4xx are answers.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -42,6 +45,19 @@ class RemoteReadError(OSError):
 
 class TransientReadError(RemoteReadError):
     """A failure worth retrying: connection lost, timeout, HTTP 5xx or 429."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after  # seconds the server asked us to wait
+
+
+def retry_verdict(exc: BaseException) -> float | bool:
+    """For :meth:`Throttle.call`: retry transient failures, after Retry-After if given."""
+    if not isinstance(exc, TransientReadError):
+        return False
+    return True if exc.retry_after is None else exc.retry_after
 
 
 @dataclass
@@ -71,6 +87,7 @@ def probe(
     stats: TransferStats,
     *,
     allow_http: bool = False,
+    throttle: Throttle | None = None,
 ) -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
     """Ask for the first block with a Range header.
 
@@ -78,16 +95,23 @@ def probe(
     or the still-open full response (it did not: the caller downloads it all).
     Redirects are recorded in ``stats.hops``; one from https to plain http raises
     :class:`~modelguard.supply.http.InsecureRedirect` unless ``allow_http``.
+    With a ``throttle``, requests are paced and transient failures retried.
     """
-    ranged = {**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"}
+
+    def get(with_headers: Mapping[str, str]) -> http.client.HTTPResponse:
+        def once() -> http.client.HTTPResponse:
+            stats.hops.clear()
+            return open_url(url, with_headers, timeout, allow_http=allow_http, hops=stats.hops)
+
+        return once() if throttle is None else throttle.call(url, once, retry_verdict)
+
     try:
-        response = open_url(url, ranged, timeout, allow_http=allow_http, hops=stats.hops)
+        response = get({**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"})
     except RemoteReadError as exc:
         if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
             raise
         stats.requests += 1
-        stats.hops.clear()
-        response = open_url(url, headers, timeout, allow_http=allow_http, hops=stats.hops)
+        response = get(headers)
     stats.requests += 1
     final_url = response.geturl() or url
     etag = _strong_etag(response.headers.get("ETag"))
@@ -126,6 +150,26 @@ def _strong_etag(value: str | None) -> str | None:
     return value if value and not value.startswith("W/") else None
 
 
+def head(
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    allow_http: bool = False,
+    throttle: Throttle | None = None,
+) -> tuple[int | None, str | None]:
+    """A HEAD request: the file's size and strong ETag, without a byte of its body."""
+
+    def once() -> http.client.HTTPResponse:
+        return open_url(url, headers, timeout, allow_http=allow_http, method="HEAD")
+
+    response = once() if throttle is None else throttle.call(url, once, retry_verdict)
+    with response:
+        length = response.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return size, _strong_etag(response.headers.get("ETag"))
+
+
 def open_url(
     url: str,
     headers: Mapping[str, str],
@@ -133,18 +177,25 @@ def open_url(
     *,
     allow_http: bool = False,
     hops: list[Hop] | None = None,
+    method: str = "GET",
 ) -> http.client.HTTPResponse:
-    """GET with the given headers; HTTP errors become RemoteReadError naming the URL.
+    """GET (or ``method``); HTTP errors become RemoteReadError naming the URL.
 
     Redirects follow modelguard's one rule (:mod:`modelguard.supply.http`); the
-    URLs visited are appended to ``hops`` when given.
+    URLs visited are appended to ``hops`` when given. 429 and 5xx answers are
+    :class:`TransientReadError`, with the server's ``Retry-After``.
     """
     try:
-        response, visited = supply_http.open_url(url, headers, timeout, allow_http=allow_http)
+        response, visited = supply_http.open_url(
+            url, headers, timeout, allow_http=allow_http, method=method
+        )
     except urllib.error.HTTPError as exc:
         exc.close()
-        kind = TransientReadError if exc.code >= 500 or exc.code == 429 else RemoteReadError
-        raise kind(f"{url}: HTTP {exc.code} {exc.reason}", exc.code) from None
+        message = f"{url}: HTTP {exc.code} {exc.reason}"
+        if exc.code in TRANSIENT_STATUS:
+            retry_after = parse_retry_after(exc.headers.get("Retry-After"))
+            raise TransientReadError(message, exc.code, retry_after) from None
+        raise RemoteReadError(message, exc.code) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
         raise TransientReadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
     if hops is not None:
@@ -163,8 +214,16 @@ def _runs(blocks: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+RangeFetch = Callable[[int, int], bytes]  # (first byte, last byte) -> exactly those bytes
+
+
 class RangeFile(io.RawIOBase):
-    """A remote file read through Range requests (after a probe said they work)."""
+    """A remote file read through Range requests (after a probe said they work).
+
+    ``fetch`` replaces the HTTP request with another transport's ranged read (an
+    fsspec object-store file), so every remote file shares this block cache,
+    read-ahead, accounting and pacing.
+    """
 
     def __init__(
         self,
@@ -176,6 +235,8 @@ class RangeFile(io.RawIOBase):
         stats: TransferStats | None = None,
         first_block: bytes | None = None,
         allow_http: bool = False,
+        throttle: Throttle | None = None,
+        fetch: RangeFetch | None = None,
     ) -> None:
         """``first_block``: bytes 0.. already received by the probe (kept, not refetched)."""
         super().__init__()
@@ -192,6 +253,8 @@ class RangeFile(io.RawIOBase):
         self._pos = 0
         self._next_sequential = 1 if first_block is not None else 0
         self._readahead = 0
+        self._throttle = throttle
+        self._fetch = fetch
         self.stats = stats if stats is not None else TransferStats()
         if first_block is not None and (
             len(first_block) == BLOCK_BYTES or len(first_block) == self.size
@@ -276,9 +339,15 @@ class RangeFile(io.RawIOBase):
         return fetched
 
     def _get_range(self, start: int, end: int) -> bytes:
+        if self._fetch is not None:
+            return self._fetch_with(self._fetch, start, end)
         headers = {**self._headers, "Range": f"bytes={start}-{end}"}
         if self._etag is not None:
             headers["If-Range"] = self._etag
+        if self._throttle is not None:
+            return self._throttle.call(
+                self.url, lambda: self._get_range_once(headers, start, end), retry_verdict
+            )
         attempt = 0
         while True:
             try:
@@ -313,10 +382,27 @@ class RangeFile(io.RawIOBase):
                 raise TransientReadError(
                     f"{self.url}: connection lost reading a range ({exc})"
                 ) from None
-        self.stats.bytes_received += len(data)
-        self.stats.ranges.append((start, end))
-        if len(data) != end - start + 1:
+        if not self._received(start, end, data):
             raise TransientReadError(
                 f"{self.url}: server sent {len(data)} of {end - start + 1} bytes of a range"
+            )
+        return data
+
+    def _received(self, start: int, end: int, data: bytes) -> bool:
+        """Count a range's bytes; False when it is short."""
+        self.stats.bytes_received += len(data)
+        self.stats.ranges.append((start, end))
+        return len(data) == end - start + 1
+
+    def _fetch_with(self, fetch: RangeFetch, start: int, end: int) -> bytes:
+        if self._throttle is not None:
+            # The transport retries its own failures; the throttle only paces it.
+            data = self._throttle.call(self.url, lambda: fetch(start, end), lambda _: False)
+        else:
+            data = fetch(start, end)
+        self.stats.requests += 1
+        if not self._received(start, end, data):
+            raise RemoteReadError(
+                f"{self.url}: asked for bytes {start}-{end} of {self.size}, got {len(data)} bytes"
             )
         return data

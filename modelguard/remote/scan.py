@@ -36,11 +36,13 @@ from modelguard.findings import ArtifactResult, Finding, InputError, Location, R
 from modelguard.policy import Policy
 from modelguard.remote.http_range import (
     Probe,
+    RangeFetch,
     RangeFile,
     RemoteReadError,
     TransferStats,
     probe,
 )
+from modelguard.remote.throttle import RetryPolicy, Throttle, throttle_for
 from modelguard.rules import provenance as R
 from modelguard.scan.context import Input
 from modelguard.scan.engine import scan_file, scan_input
@@ -57,6 +59,11 @@ class RemoteOptions:
     timeout: float = 60.0
     max_download_bytes: int = 64 * 1024**3  # cap for the full-download fallback
     hf_token: str | None = None  # default: huggingface_hub's configured token
+    retry: RetryPolicy | None = None  # per-host pacing and back-off (registry scans)
+
+    def throttle(self) -> Throttle | None:
+        """This process's shared throttle for ``retry``, or None when unpaced."""
+        return None if self.retry is None else throttle_for(self.retry)
 
 
 @dataclass
@@ -92,6 +99,13 @@ def _hop_findings(display: str, stats: TransferStats) -> list[Finding]:
     ]
 
 
+def check_source_url(url: str, allow_http: bool) -> None:
+    """Raises UsageError for a URL modelguard will not fetch (http without opt-in, credentials)."""
+    check_url(url, allow_http)
+    if urllib.parse.urlsplit(url).username is not None:
+        raise UsageError(f"{display_url(url)}: credentials in URLs are not accepted")
+
+
 def scan_url(
     url: str,
     display: str,
@@ -107,9 +121,10 @@ def scan_url(
     """
     headers = dict(headers or {})
     stats = TransferStats()
+    throttle = options.throttle()
     try:
         found, first_block, response = probe(
-            url, headers, options.timeout, stats, allow_http=options.allow_http
+            url, headers, options.timeout, stats, allow_http=options.allow_http, throttle=throttle
         )
     except InsecureRedirect as exc:
         finding = R.INSECURE_REDIRECT.finding(
@@ -130,17 +145,45 @@ def scan_url(
             stats=stats,
             first_block=first_block,
             allow_http=options.allow_http,
+            throttle=throttle,
         )
-        size = found.size or 0
-        inp = Input(stream=cast(BinaryIO, remote), size=size, name=display)
-        result = scan_input(inp, policy)
-        digests = _range_digests(found, published)
-        basis = _range_basis(display, found, stats, digests, published)
-        notes = policy.partition([*_hop_findings(display, stats), basis])[0]
-        return RemoteScan(display, _with(result, notes), "ranges", size, stats, digests)
+        return _scan_ranges(remote, found, display, policy, published)
     scanned = _scan_downloaded(response, display, policy, options, stats, found.size, published)
     scanned.result = _with(scanned.result, policy.partition(_hop_findings(display, stats))[0])
     return scanned
+
+
+def _scan_ranges(
+    remote: RangeFile, found: Probe, display: str, policy: Policy, published: RemoteFile | None
+) -> RemoteScan:
+    size = found.size or 0
+    inp = Input(stream=cast(BinaryIO, remote), size=size, name=display)
+    result = scan_input(inp, policy)
+    stats = remote.stats
+    digests = _range_digests(found, published)
+    basis = _range_basis(display, found, stats, digests, published)
+    notes = policy.partition([*_hop_findings(display, stats), basis])[0]
+    return RemoteScan(display, _with(result, notes), "ranges", size, stats, digests)
+
+
+def scan_ranged(
+    fetch: RangeFetch,
+    url: str,
+    size: int,
+    display: str,
+    policy: Policy,
+    options: RemoteOptions,
+    etag: str | None = None,
+) -> RemoteScan:
+    """Scan a file another transport reads by ranges (an fsspec object-store file).
+
+    ``fetch(first, last)`` returns those bytes; it must read one fixed version
+    of the file (the caller pins it by ETag or version id) and raise ``OSError``
+    on failure, which becomes an InputError. ``url`` names the host for pacing.
+    """
+    found = Probe(url=url, size=size, ranges=True, etag=etag)
+    remote = RangeFile(found, timeout=options.timeout, throttle=options.throttle(), fetch=fetch)
+    return _scan_ranges(remote, found, display, policy, None)
 
 
 def _range_digests(found: Probe, published: RemoteFile | None) -> dict[str, str]:
@@ -296,9 +339,7 @@ def scan_remote_sources(
         if hub.is_hf(source):
             scans.extend(_hf_scans(source, policy, options))
             continue
-        check_url(source, options.allow_http)
-        if urllib.parse.urlsplit(source).username is not None:
-            raise UsageError(f"{display_url(source)}: credentials in URLs are not accepted")
+        check_source_url(source, options.allow_http)
         scans.append(scan_url(source, display_url(source), policy, options))
     artifacts = tuple(s.result for s in scans if isinstance(s.result, ArtifactResult))
     errors = tuple(s.result for s in scans if isinstance(s.result, InputError))

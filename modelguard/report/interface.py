@@ -52,6 +52,7 @@ class RendererSpec:
 RENDERERS: dict[str, RendererSpec] = {
     "text": RendererSpec("modelguard.report.text:render_text", "text output"),
     "json": RendererSpec("modelguard.report.json:render_json", "JSON output"),
+    "jsonl": RendererSpec("modelguard.report.jsonl:render_jsonl", "JSON Lines output"),
     "sarif": RendererSpec("modelguard.report.sarif:render_sarif", "SARIF output"),
     # cyclonedx-python-lib is big and optional (the ``bom`` extra).
     "cyclonedx": RendererSpec(

@@ -49,7 +49,7 @@ def finding_to_dict(finding: Finding, rules: dict[str, Rule]) -> dict[str, Any]:
 
 
 def artifact_to_dict(artifact: ArtifactResult, rules: dict[str, Rule]) -> dict[str, Any]:
-    return {
+    out = {
         "path": artifact.path,
         "format": artifact.format,
         "size": artifact.size,
@@ -60,6 +60,9 @@ def artifact_to_dict(artifact: ArtifactResult, rules: dict[str, Rule]) -> dict[s
             {**finding_to_dict(s.finding, rules), "reason": s.reason} for s in artifact.suppressed
         ],
     }
+    if artifact.backdoor is not None:  # only where the backdoor analyzer ran
+        out["backdoor"] = dict(artifact.backdoor)
+    return out
 
 
 def report_to_dict(report: Report, options: RenderOptions) -> dict[str, Any]:

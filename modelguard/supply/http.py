@@ -104,6 +104,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         self.hops[-1] = Hop(self.hops[-1].url, code)
         self.hops.append(Hop(newurl))
         request = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if request is not None and req.get_method() == "HEAD":
+            request.method = "HEAD"  # urllib turns every redirect into a GET (a body download)
         if request is not None and not same_origin(req.full_url, request.full_url):
             for name in ("Authorization", "Cookie"):
                 request.remove_header(name)
@@ -111,9 +113,14 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
 
 def open_url(
-    url: str, headers: Mapping[str, str], timeout: float, *, allow_http: bool
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    allow_http: bool,
+    method: str = "GET",
 ) -> tuple[http.client.HTTPResponse, list[Hop]]:
-    """GET ``url``; returns the response and the hops that led to it.
+    """GET (or HEAD) ``url``; returns the response and the hops that led to it.
 
     Raises:
         InsecureRedirect: a redirect to plain http (without ``allow_http``) or
@@ -125,6 +132,7 @@ def open_url(
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked by the caller
         url,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers},
+        method=method,
     )
     response: http.client.HTTPResponse = opener.open(request, timeout=timeout)
     return response, handler.hops

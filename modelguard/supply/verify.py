@@ -35,6 +35,7 @@ def verify(
     signature: PathLike | None = None,
     key: PathLike | None = None,
     policy: Policy | None = None,
+    root: PathLike | None = None,
 ) -> Report:
     """Check files against a lock file, a digest, or an OpenSSF model-signing bundle.
 
@@ -49,15 +50,17 @@ def verify(
 
     ``policy`` (default: discovered, never from inside ``path``) suppresses
     findings it ignores with a reason; its ``fail_on_for`` decides the verdict.
+    ``root``: paths in the report are relative to this folder (default: the
+    working folder), as in ``scan``, so the two reports merge file by file.
 
     Raises:
         UsageError: contradictory options, missing lock file, unusable key.
         UnreadableInput: ``path`` does not exist.
     """
     target = Path(path)
-    root = cwd_root()
+    base = Path(root).resolve() if root is not None else cwd_root()
     if not target.exists():
-        raise UnreadableInput(display_path(target, root), "no such file or directory")
+        raise UnreadableInput(display_path(target, base), "no such file or directory")
     if signature is not None and key is None:
         raise UsageError(
             "`signature` needs `key`, the signer's public key (keyless certificate "
@@ -65,16 +68,16 @@ def verify(
         )
     if policy is None:
         policy = load_policy(checked=[target])
-    report = Report(root=root.as_posix())
+    report = Report(root=base.as_posix())
     digests = expected_digests(sha256, sha1)
     if digests:
-        report = report.merged(_verify_digests(target, digests))
+        report = report.merged(_verify_digests(target, digests, base))
     if key is not None:
         bundle = Path(signature) if signature is not None else _default_bundle(target)
-        found = signing.verify_signature(target, bundle, Path(key), display_path(target, root))
-        report = report.merged(_group(found))
+        found = signing.verify_signature(target, bundle, Path(key), display_path(target, base))
+        report = report.merged(_group(found, base))
     if lockfile is not None or (not digests and key is None):
-        report = report.merged(_verify_lock(target, Path(lockfile or LOCK_NAME)))
+        report = report.merged(_verify_lock(target, Path(lockfile or LOCK_NAME), base))
     return _suppressed(report, policy).merged(ignored_policy_report(policy))
 
 
@@ -96,23 +99,23 @@ def _default_bundle(target: Path) -> Path:
     return target.with_name(target.name + signing.SIGNATURE_SUFFIX)
 
 
-def _group(findings: Iterable[Finding]) -> Report:
+def _group(findings: Iterable[Finding], root: Path) -> Report:
     """One ArtifactResult per reported path, sizes from disk where the file exists."""
     grouped: dict[str, list[Finding]] = {}
     for f in findings:
         grouped.setdefault(f.location.path, []).append(f)
     artifacts = []
     for shown, found in grouped.items():
-        candidate = Path(shown)
+        candidate = root / shown  # an absolute display path stays as it is
         size = candidate.stat().st_size if candidate.is_file() else 0
         artifacts.append(
             ArtifactResult(path=shown, format="unknown", size=size, findings=tuple(found))
         )
-    return Report(artifacts=tuple(artifacts), root=cwd_root().as_posix())
+    return Report(artifacts=tuple(artifacts), root=root.as_posix())
 
 
-def _verify_digests(target: Path, expected: Mapping[str, str]) -> Report:
-    shown = display_path(target, cwd_root())
+def _verify_digests(target: Path, expected: Mapping[str, str], root: Path) -> Report:
+    shown = display_path(target, root)
     if target.is_dir():
         raise UsageError(f"{shown}: `sha256`/`sha1` check a single file, not a folder")
     try:
@@ -135,11 +138,11 @@ def _verify_digests(target: Path, expected: Mapping[str, str]) -> Report:
     size = target.stat().st_size
     return Report(
         artifacts=(ArtifactResult(shown, "unknown", size, findings=tuple(found)),),
-        root=cwd_root().as_posix(),
+        root=root.as_posix(),
     )
 
 
-def _verify_lock(target: Path, lock_path: Path) -> Report:
+def _verify_lock(target: Path, lock_path: Path, root: Path) -> Report:
     if not lock_path.exists():
         raise UsageError(
             f"{lock_path}: lock file not found; create it with `modelguard lock PATH`, "
@@ -147,14 +150,13 @@ def _verify_lock(target: Path, lock_path: Path) -> Report:
         )
     locked = read_lock(lock_path)
     base = lock_path.resolve().parent
-    root = cwd_root()
     rel_target = lock_relative(target, lock_path)
     prefix = "" if rel_target == "." else rel_target + "/"
     entries = [e for e in locked.entries if e.path == rel_target or e.path.startswith(prefix)]
     if not entries and target.is_file():
         shown = display_path(target, root)
         finding = R.FILE_UNEXPECTED.finding(f"{shown} is not in {lock_path}", Location(shown))
-        return _group([finding])
+        return _group([finding], root)
     listing = walk([target], root=root, skip=[lock_path], ignore_top=NOT_LOCKED_AT_TOP)
     if listing.unreadable:
         first = listing.unreadable[0]
@@ -170,7 +172,7 @@ def _verify_lock(target: Path, lock_path: Path) -> Report:
     for entry in left_out:
         if entry.path.is_file() and not entry.path.is_symlink():
             on_disk.setdefault(lock_relative(entry.path, lock_path), entry)
-    found = _check_entries(entries, on_disk, base, lock_path)
+    found = _check_entries(entries, on_disk, base, lock_path, root)
     locked_paths = {e.path for e in entries}
     quietly = {lock_relative(e.path, lock_path) for e in left_out}
     for rel in sorted(set(on_disk) - locked_paths):
@@ -203,7 +205,7 @@ def _verify_lock(target: Path, lock_path: Path) -> Report:
                 )
             )
     found += [_odd_file(e) for e in (*listing.partial, *listing.links)]
-    return _group(found)
+    return _group(found, root)
 
 
 def _odd_file(entry: Entry) -> Finding:
@@ -221,7 +223,11 @@ def _odd_file(entry: Entry) -> Finding:
 
 
 def _check_entries(
-    entries: list[LockEntry], on_disk: Mapping[str, Entry], base: Path, lock_path: Path
+    entries: list[LockEntry],
+    on_disk: Mapping[str, Entry],
+    base: Path,
+    lock_path: Path,
+    root: Path,
 ) -> list[Finding]:
     need = {e.path for e in entries if e.path in on_disk}
     algos = ("sha256", "sha1") if any(e.sha1 and not e.sha256 for e in entries) else ("sha256",)
@@ -231,7 +237,6 @@ def _check_entries(
         if e.path in need and on_disk[e.path].path.stat().st_size == e.size
     ]
     digests = hash_files(sized, algos)
-    root = cwd_root()
     found: list[Finding] = []
     for entry in entries:
         shown = display_path(base / entry.path, root)

