@@ -82,6 +82,12 @@ class Reader:
         want = min(chunk, self.end - self.base - have)
         self.stream.seek(self.base + have)
         more = self.stream.read(want)
+        while 0 < len(more) < want:
+            # A raw or remote stream may return less than asked before its end.
+            extra = self.stream.read(want - len(more))
+            if not extra:
+                break
+            more += extra
         self.fetched += len(more)
         self.buf = self.buf[self.pos :] + more
         self.pos = 0

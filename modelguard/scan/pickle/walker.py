@@ -43,8 +43,21 @@ from modelguard.rules.scan import (
     PICKLE_UNRESOLVED_CALL,
 )
 from modelguard.scan.context import ScanContext
-from modelguard.scan.pickle import joblib
 from modelguard.scan.pickle.globals import CALLS_AN_ARGUMENT, Verdict, classify
+from modelguard.scan.pickle.joblib import (
+    ARRAY_SUBCLASSES,
+    MAX_DICT_KEYS,
+    WRAPPER,
+    CannotLoad,
+    DtypeFacts,
+    apply_state,
+    built_wrapper,
+    dtype_facts,
+    element_count,
+    init_attrs,
+    truthy,
+    wrapper_name,
+)
 from modelguard.scan.pickle.reader import (
     KEEP_STRING,
     AlreadyReported,
@@ -773,7 +786,7 @@ class Walker:
                 offset,
                 classification.dotted,
             )
-        if joblib.wrapper_name(ref) is not None:
+        if wrapper_name(ref) is not None:
             self.result.joblib = True
         return Global(ref)
 
@@ -876,15 +889,15 @@ class Walker:
         Only the joblib reading follows instances, of joblib's wrappers; every
         other result is a plain ``Called``.
         """
-        if not self.reading.joblib or joblib.wrapper_name(cls) is None:
+        if not self.reading.joblib or wrapper_name(cls) is None:
             return Called(cls)
         if init is None or init == ():
             return Instance(cls, {})
-        if joblib.wrapper_name(cls) != joblib.WRAPPER:
+        if wrapper_name(cls) != WRAPPER:
             return Instance(cls, None)  # an old wrapper's __init__: state unknown
         try:
-            return Instance(cls, joblib.init_attrs(init))
-        except joblib.CannotLoad as exc:
+            return Instance(cls, init_attrs(init))
+        except CannotLoad as exc:
             raise Malformed(f"joblib.load fails at offset {offset}: {exc}", offset) from None
 
     # -- opcode handlers (return True at STOP): see _HANDLERS below ---------------------------
@@ -1096,7 +1109,7 @@ class Walker:
 
     def dict_set(self, target: Dict, key: Value, value: Value) -> None:
         self._tracked_keys += 1
-        target.set(key, value, joblib.MAX_DICT_KEYS)
+        target.set(key, value, MAX_DICT_KEYS)
 
     def new_dict(self) -> Value:
         if not self.reading.joblib:
@@ -1247,7 +1260,7 @@ class Walker:
         if isinstance(target, Dtype):
             target.state = state
             return False
-        if joblib.built_wrapper(target):
+        if built_wrapper(target):
             self._wrapper_built = True
         if isinstance(target, Global):
             # BUILD on a class or function (not an instance) sets attributes on
@@ -1270,13 +1283,13 @@ class Walker:
             self.call(setstate, offset, "BUILD", (state,))
             self.stack.pop()
         else:
-            joblib.apply_state(inst, state)
+            apply_state(inst, state)
         self.read_array(inst, offset)
         self.stack[-1] = DATA  # the wrapper on the stack is replaced by its array
 
     def read_array(self, inst: Instance, offset: int) -> None:
         """Step over the bytes joblib reads for ``inst`` (NumpyArrayWrapper.read)."""
-        if joblib.wrapper_name(inst.cls) != joblib.WRAPPER:
+        if wrapper_name(inst.cls) != WRAPPER:
             return  # old wrappers read companion files, nothing from the stream
         if not inst.exact:
             self.unlocatable(offset, "its state is built in a way the scanner cannot follow")
@@ -1286,22 +1299,22 @@ class Walker:
                 f"joblib.load fails at offset {offset}: wrapper lacks shape/dtype", offset
             )
         shape = attrs["shape"]
-        facts = joblib.dtype_facts(attrs["dtype"])
+        facts = dtype_facts(attrs["dtype"])
         if not isinstance(shape, tuple) or facts is None:
             self.unlocatable(offset, "its shape or dtype is not known statically")
         assert isinstance(shape, tuple) and facts is not None
         try:
-            count, product = joblib.element_count(shape)
+            count, product = element_count(shape)
         except ValueError:
             self.unlocatable(offset, "its shape is not known statically")
-        except joblib.CannotLoad as exc:
+        except CannotLoad as exc:
             raise Malformed(f"joblib.load fails at offset {offset}: {exc}", offset) from None
         subclass = attrs.get("subclass")
-        if isinstance(subclass, Global) and subclass.ref.dotted not in joblib.ARRAY_SUBCLASSES:
+        if isinstance(subclass, Global) and subclass.ref.dotted not in ARRAY_SUBCLASSES:
             # numpy < 2 re-wraps the array: the subclass's methods run on it.
             self.mark_called(subclass.ref, offset, "joblib array subclass")
         padded = attrs.get("numpy_array_alignment_bytes", NONE) is not NONE
-        allow_mmap = joblib.truthy(attrs.get("allow_mmap", False))
+        allow_mmap = truthy(attrs.get("allow_mmap", False))
         if allow_mmap is not False and (facts.holds_objects or count != product):
             self.result.mmap_differs = True
         r = self.r
@@ -1342,7 +1355,7 @@ class Walker:
             )
         self.forged(facts, offset, "reads")
 
-    def forged(self, facts: joblib.DtypeFacts, offset: int, how: str) -> None:
+    def forged(self, facts: DtypeFacts, offset: int, how: str) -> None:
         if facts.holds_objects:
             self.report(
                 PICKLE_FORGED_OBJECT_ARRAY,
