@@ -107,19 +107,26 @@ def test_ray_results_equal_the_pool_and_the_store_works(
     assert again.stats.from_store == 420 and hub_fleet.hub.model_bytes == 0
 
 
-def test_backdoor_analyses_as_tasks(cluster: Any) -> None:
+def test_backdoor_analyses_as_tasks(cluster: Any, tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from modelguard.backdoor.api import analyze_backdoor
+    pytest.importorskip("sklearn")
+    import sys
+
+    from modelguard.backdoor.analysis import analyze_backdoor
     from modelguard.registry.backdoor import BackdoorJob, analyze_many, task_resources
 
     fixtures = Path(__file__).resolve().parents[2] / "fixtures" / "backdoor"
-    options = {"defences": False}
+    sys.path.insert(0, str(fixtures))
+    import family  # the backdoor fixtures' data, rebuilt from sklearn
+
+    family.write_data(tmp_path, family.split_digits())
+    options = {"defences": False}  # profile only: this tests the executor, not detection
     jobs = [
-        BackdoorJob(str(fixtures / name), str(fixtures / "val.npz"), options)
-        for name in ("badnet.ts", "clean.ts")
+        BackdoorJob(str(fixtures / name), str(tmp_path / "val.npz"), options)
+        for name in ("badnet_0.ts", "badnet_0.onnx")
     ]
     results = analyze_many(jobs, device="cpu", executor="ray")
-    assert [Path(r.model).name for r in results] == ["badnet.ts", "clean.ts"]  # in job order
+    assert [Path(r.model).name for r in results] == ["badnet_0.ts", "badnet_0.onnx"]  # in order
     direct = analyze_backdoor(jobs[0].model, jobs[0].data, device="cpu", **options)
     assert results[0].score == direct.score
     assert results[0].report.findings == direct.report.findings
