@@ -81,7 +81,7 @@ def scan_pickle_file(inp: Input, ctx: ScanContext) -> str | bool | None:
 
         scan_torch_legacy(inp, ctx)
         return "torch-legacy"
-    if (first_byte == PROTO and first.opcodes >= 1) or first.opcodes >= PLAUSIBLE_OPCODES:
+    if (first_byte == PROTO and first.opcodes >= 1) or first.standard_opcodes >= PLAUSIBLE_OPCODES:
         ctx.adopt(tentative.findings)
         end = follow_joblib(inp, ctx, first)  # joblib's readings, when it holds arrays
         if end is not None:

@@ -77,9 +77,9 @@ def plausible_pickle(head: bytes) -> bool:
     if head[0] == 0x80:
         return len(head) >= 2 and head[1] <= HIGHEST_PROTOCOL
     result, _, _ = trial_walk(io.BytesIO(head), 0, None, Limits(), frozenset())
-    if result.complete:
+    if result.standard_complete:
         return result.opcodes >= 2
-    return result.opcodes >= PLAUSIBLE_OPCODES
+    return result.standard_opcodes >= PLAUSIBLE_OPCODES
 
 
 _PROTO_CANDIDATE = re.compile(rb"\x80[\x02-\x05]")
@@ -208,7 +208,9 @@ def went_somewhere(result: PickleStream, first_byte: int) -> bool:
     """
     if first_byte == PROTO:
         return result.opcodes >= 1  # a PROTO the loader accepts
-    return result.opcodes >= PLAUSIBLE_OPCODES or (result.complete and result.opcodes >= 2)
+    return result.standard_opcodes >= PLAUSIBLE_OPCODES or (
+        result.standard_complete and result.opcodes >= 2
+    )
 
 
 def scan_pickle_streams(inp: Input, ctx: ScanContext, *, offset: int, streams: int) -> None:

@@ -70,6 +70,13 @@ class Unresolved:
     why: str
 
 
+@dataclass(frozen=True)
+class Extension:
+    """What EXT1/2/4 push: the global a copyreg extension code names, if registered."""
+
+    code: int
+
+
 class Dict:
     """A dict built by the stream (joblib reading only): its str keys, if all known.
 
@@ -141,6 +148,7 @@ Value = Union[  # noqa: UP007 - a runtime alias (3.10 has no `type` statement)
     Global,
     Called,
     Unresolved,
+    Extension,
     Dict,
     Instance,
     Dtype,

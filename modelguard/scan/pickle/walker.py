@@ -36,6 +36,7 @@ from modelguard.rules.base import Rule
 from modelguard.rules.scan import (
     PICKLE_DANGEROUS_IMPORT,
     PICKLE_EXPANSION_BOMB,
+    PICKLE_EXTENSION_CODE,
     PICKLE_FORGED_OBJECT_ARRAY,
     PICKLE_MALFORMED,
     PICKLE_UNKNOWN_CALL,
@@ -77,6 +78,7 @@ from modelguard.scan.pickle.values import (
     Data,
     Dict,
     Dtype,
+    Extension,
     Global,
     ImportedGlobal,
     Instance,
@@ -183,10 +185,24 @@ class PickleStream:
     joblib: bool = False
     mmap_differs: bool = False
     deferred: list[tuple[str, int, str]] = field(default_factory=list)
+    first_extension: int | None = None  # opcodes parsed before the first EXT1/2/4
 
     @property
     def complete(self) -> bool:
         return self.end is not None
+
+    # A standard interpreter's copyreg registry is empty: pickle.load fails at
+    # the first EXT opcode, so bytes that only read on past one are not a pickle
+    # to it (random tensor data starts with EXT4 about once in 256 blobs).
+    @property
+    def standard_opcodes(self) -> int:
+        """Opcodes pickle.load gets through in a standard interpreter."""
+        return self.opcodes if self.first_extension is None else self.first_extension
+
+    @property
+    def standard_complete(self) -> bool:
+        """Whether pickle.load reaches STOP in a standard interpreter."""
+        return self.complete and self.first_extension is None
 
 
 class _Sink(Protocol):
@@ -866,6 +882,14 @@ class Walker:
                 offset,
                 f"call-of-result:{what}",
             )
+        elif isinstance(callee, Extension):
+            self.report(
+                PICKLE_EXTENSION_CODE,
+                f"{opcode} at offset {offset} calls what extension code {callee.code} "
+                "names (nothing, in a standard interpreter)",
+                offset,
+                f"call-of-extension:{callee.code}",
+            )
         elif isinstance(callee, Unresolved):
             self.report(
                 PICKLE_UNRESOLVED_CALL,
@@ -1212,14 +1236,18 @@ class Walker:
         return False
 
     def op_ext(self, code: int, offset: int, kind: str) -> bool:
+        # pickle.load raises here in a standard interpreter (the registry is
+        # empty), so what follows cannot run: low, and not a call of anything.
+        if self.result.first_extension is None:
+            self.result.first_extension = self._parsed
         self.report(
-            PICKLE_UNRESOLVED_CALL,
-            f"{kind} at offset {offset} imports extension code {code} from the copyreg "
-            "registry, which is empty unless code registered it",
+            PICKLE_EXTENSION_CODE,
+            f"{kind} at offset {offset} looks up extension code {code} in copyreg's "
+            "registry, which is empty unless the loading process registered codes",
             offset,
             f"{kind}:{code}",
         )
-        self.push(Unresolved(f"copyreg extension {code}"), offset)
+        self.push(Extension(code), offset)
         return False
 
     def op_reduce(self, offset: int) -> bool:
