@@ -59,10 +59,19 @@ def collect_targets(
     by_real: dict[str, Target] = {}
     links: dict[str, list[str]] = {}
     errors: list[InputError] = []
+    real_folders: dict[str, str] = {}
     for entry in listing.entries:
         if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
-            real = os.path.realpath(entry.path)
             target = entry.target
+            if entry.kind is Kind.LINK_TO_FILE or os.path.islink(entry.path):
+                real = os.path.realpath(entry.path)
+            else:
+                # A file that is not a link is its real folder's child: one
+                # realpath per folder, not one per file (thousands of lstats).
+                folder, name = os.path.split(os.path.abspath(entry.path))
+                if folder not in real_folders:
+                    real_folders[folder] = os.path.realpath(folder)
+                real = os.path.join(real_folders[folder], name)
             if os.path.islink(entry.path):
                 links.setdefault(real, []).append(entry.display)
                 shown = display_path(real, root)
@@ -109,8 +118,9 @@ def scan_file(
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             return InputError(target.display, "not a regular file")
-        identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
+        identity = None
         if cache is not None:
+            identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
             hit = cache.lookup(identity, policy.settings, target.display)
             if hit is not None:
                 return _apply_policy(
@@ -126,6 +136,7 @@ def scan_file(
         # Remember the result only if the file did not change while it was read.
         if (
             cache is not None
+            and identity is not None
             and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
         ):
             cache.store(identity, policy.settings, fmt, findings)
