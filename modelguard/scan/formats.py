@@ -166,6 +166,27 @@ def _is_xz(head: bytes, inp: Input) -> bool:
     return head.startswith(XZ_MAGIC)
 
 
+# What joblib.load alone decompresses, by joblib's own magic numbers.
+def _is_zlib(head: bytes, inp: Input) -> bool:
+    from modelguard.scan.compressed import starts_zlib
+
+    return starts_zlib(head)
+
+
+def _is_lzma_alone(head: bytes, inp: Input) -> bool:
+    return head.startswith(b"\x5d\x00")
+
+
+def _is_lz4(head: bytes, inp: Input) -> bool:
+    return head.startswith(b"\x04\x22\x4d\x18")
+
+
+def _is_joblib_zfile(head: bytes, inp: Input) -> bool:
+    from modelguard.scan.compressed import zfile_data_offset
+
+    return zfile_data_offset(head) is not None
+
+
 def _is_safetensors(head: bytes, inp: Input) -> bool:
     if len(head) < 10:
         return False
@@ -220,6 +241,10 @@ FORMATS: tuple[Format, ...] = (
     Format("gzip", _is_gzip, f"{_SCAN}.compressed:scan_gzip"),
     Format("bzip2", _is_bzip2, f"{_SCAN}.compressed:scan_bzip2"),
     Format("xz", _is_xz, f"{_SCAN}.compressed:scan_xz"),
+    Format("zlib", _is_zlib, f"{_SCAN}.compressed:scan_zlib"),
+    Format("lzma", _is_lzma_alone, f"{_SCAN}.compressed:scan_lzma"),
+    Format("lz4", _is_lz4, f"{_SCAN}.compressed:scan_lz4"),
+    Format("joblib-zfile", _is_joblib_zfile, f"{_SCAN}.compressed:scan_zfile"),
     Format("safetensors", _is_safetensors, f"{_SCAN}.safetensors:scan_safetensors"),
     Format("onnx", _is_onnx, f"{_SCAN}.onnx:scan_onnx"),
     Format("pickle", _is_pickle, f"{_SCAN}.pickle_file:scan_pickle_file"),

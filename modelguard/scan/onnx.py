@@ -19,6 +19,7 @@ is MG323. The whole protobuf is held in memory, so ``max_member_bytes`` caps it.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,13 +151,18 @@ def _check_external_location(inp: Input, ctx: ScanContext, where: str, tensor: T
 def location_problem(location: str, model_dir: Path | None) -> str | None:
     """Why an external-data location is unsafe, or None when it stays beside the model.
 
-    The path shape is judged for every input; when the model is a file on disk
+    The path shape is judged for every input, after normalisation (a ``..`` that
+    comes back down stays in the folder); when the model is a file on disk
     (``model_dir`` given), symbolic links are resolved too, so a link that
     points out of the folder is caught.
     """
     if not location or "\x00" in location:
         return "is empty or contains a NUL byte"
-    leaves = leaves_folder(location)
+    # Judged where it leads, not how it is spelt: "subdir/../w.bin" is "w.bin".
+    normal = location.replace("\\", "/")
+    if not normal.startswith("/"):
+        normal = posixpath.normpath(normal)
+    leaves = leaves_folder(normal)
     if leaves is not None:
         return leaves
     if model_dir is not None:
