@@ -414,6 +414,19 @@ TORCHSCRIPT_UNSAFE_OPERATION = Rule(
     "creates one, and loading an operator library runs native code.",
     "Do not load the archive; export the model without file or pickle operations.",
 )
+TENSORFLOW_UNSAFE_OP = Rule(
+    "MG350",
+    "tensorflow-unsafe-op",
+    Severity.HIGH,
+    "A TensorFlow graph holds ops that reach outside the model when it runs.",
+    "SavedModels and frozen graphs carry no Python code, but their graphs (and "
+    "every function in their library) may hold ops that act on the host whenever "
+    "the model is called: WriteFile and ReadFile write and read any path the graph "
+    "computes, MatchingFiles lists files, ImmutableConst maps a named file, and "
+    "PyFunc, PyFuncStateless and EagerPyFunc call Python functions registered in "
+    "the serving process. A model that only computes on tensors needs none of them.",
+    "Do not serve the model; re-export it from source without file or Python-call ops.",
+)
 KERAS_MALFORMED = Rule(
     "MG332",
     "keras-malformed",
@@ -464,4 +477,5 @@ RULES: tuple[Rule, ...] = (
     KERAS_MALFORMED,
     KERAS_TORCH_MODULE,
     TORCHSCRIPT_UNSAFE_OPERATION,
+    TENSORFLOW_UNSAFE_OP,
 )

@@ -221,6 +221,14 @@ def _is_onnx(head: bytes, inp: Input) -> bool:
     )
 
 
+def _is_tensorflow(head: bytes, inp: Input) -> bool:
+    # TensorFlow finds saved_model.pb (and a frozen graph's .pb) by name: a
+    # protobuf has no magic number.
+    from modelguard.scan.tensorflow import is_tensorflow_pb
+
+    return is_tensorflow_pb(head, inp.name)
+
+
 def _is_pickle(head: bytes, inp: Input) -> bool:
     # pickle.load (and joblib.load, and torch.load for anything not a zip or a tar)
     # starts unpickling at byte 0 whatever follows, so one valid first opcode is
@@ -246,6 +254,7 @@ FORMATS: tuple[Format, ...] = (
     Format("lz4", _is_lz4, f"{_SCAN}.compressed:scan_lz4"),
     Format("joblib-zfile", _is_joblib_zfile, f"{_SCAN}.compressed:scan_zfile"),
     Format("safetensors", _is_safetensors, f"{_SCAN}.safetensors:scan_safetensors"),
+    Format("tensorflow", _is_tensorflow, f"{_SCAN}.tensorflow:scan_tensorflow"),
     Format("onnx", _is_onnx, f"{_SCAN}.onnx:scan_onnx"),
     Format("pickle", _is_pickle, f"{_SCAN}.pickle_file:scan_pickle_file"),
     Format("zip", _is_zip_behind, f"{_SCAN}.zip:scan_zip"),

@@ -32,6 +32,7 @@ from modelguard.rules.scan import (
     ONNX_MALFORMED,
 )
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import claimed_suffix
 
 if TYPE_CHECKING:
     from onnx import FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
@@ -42,16 +43,26 @@ STANDARD_DOMAINS = frozenset(
 _CHECKER_MESSAGE_CHARS = 400
 
 
-def scan_onnx(inp: Input, ctx: ScanContext) -> None:
-    """Scan an ONNX model file (or archive member) without loading external data."""
-    ctx.set_format("onnx")
-    model = _parse(inp, ctx)
+def scan_onnx(inp: Input, ctx: ScanContext) -> bool | None:
+    """Scan an ONNX model file (or archive member) without loading external data.
+
+    False (not this reading) for bytes that parse as no ONNX model and are not
+    named as one: the ONNX predicate is a two-byte prefix that other protobufs
+    (a TensorFlow SavedModel starts with field 1 = 1) share. A file named .onnx
+    that does not parse is reported (MG323).
+    """
+    named_onnx = claimed_suffix(inp.name) == ".onnx"
+    if named_onnx:
+        ctx.set_format("onnx")
+    model = _parse(inp, ctx if named_onnx else ctx.speculative())
     if model is None:
-        return
+        return None if named_onnx else False
+    ctx.set_format("onnx")
     for where, tensor in _tensors(model):
         _check_external_location(inp, ctx, where, tensor)
     _check_domains(model, ctx)
     _run_checker(model, ctx)
+    return None
 
 
 def _parse(inp: Input, ctx: ScanContext) -> ModelProto | None:
