@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -255,6 +254,8 @@ def _scan_uncached(
         for target in targets:
             yield scan_file(target, policy, cache)
         return
+    from concurrent.futures import ProcessPoolExecutor  # loaded only for big folders
+
     with ProcessPoolExecutor(max_workers=workers) as pool:
         chunk = max(1, len(targets) // (workers * 8))
         yield from pool.map(

@@ -29,3 +29,4 @@ def test_a_file_scan_does_not_load_the_registry_engine(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert "modelguard.registry.run" not in out, out
+    assert "modelguard.registry.hub" not in out, out
