@@ -381,6 +381,12 @@ def _missing(what: str) -> Callable[[bytes, Input], str]:
     return lambda head, inp: what
 
 
+# What joblib.load reads: a pickle, plain or in one of its compressors.
+_JOBLIB_READINGS = frozenset(
+    {"pickle", "zlib", "gzip", "bzip2", "xz", "lzma", "lz4", "joblib-zfile"}
+)
+_PICKLE_NAMED_READINGS = _JOBLIB_READINGS | {"zip", "tar", "torch-legacy"}
+_NOT_PICKLED = "no unpickler gets past its first byte and no compressor it could be in starts it"
 _CLAIMS: dict[str, _Claim] = {
     ".safetensors": _Claim("safetensors", frozenset({"safetensors"}), _no_safetensors),
     ".npy": _Claim(
@@ -397,6 +403,10 @@ _CLAIMS: dict[str, _Claim] = {
     ".hdf5": _Claim("HDF5", frozenset({"hdf5"}), _no_hdf5),
     ".pt": _Claim("a PyTorch checkpoint", frozenset({"zip", "tar", "torch-legacy"}), _no_torch),
     ".pth": _Claim("a PyTorch checkpoint", frozenset({"zip", "tar", "torch-legacy"}), _no_torch),
+    ".joblib": _Claim("a joblib file", _JOBLIB_READINGS, _missing(_NOT_PICKLED)),
+    # torch.save and joblib.dump write .pkl files too: their readings meet the claim.
+    ".pkl": _Claim("a pickle", _PICKLE_NAMED_READINGS, _missing(_NOT_PICKLED)),
+    ".pickle": _Claim("a pickle", _PICKLE_NAMED_READINGS, _missing(_NOT_PICKLED)),
 }
 # Containers label duplicate and alternative members "name (copy 1 of 2)".
 _LABEL_NOTE = re.compile(r" \([^()]*\)$")
