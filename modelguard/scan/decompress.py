@@ -149,6 +149,50 @@ class _Lz4:
         return out
 
 
+class _ZipLzma:
+    """A zip member of method 14, read as ``zipfile`` reads it (numpy's npz, Keras).
+
+    Two bytes of version, two of properties size, the LZMA1 properties, then
+    a raw LZMA1 stream; the header may arrive split over several inputs.
+    """
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._d: lzma.LZMADecompressor | None = None
+
+    @property
+    def eof(self) -> bool:
+        return self._d is not None and self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data if self._d is not None else b""
+
+    @property
+    def wants_input(self) -> bool:
+        return self._d is None or self._d.needs_input
+
+    def pull(self, data: bytes, max_out: int) -> bytes:
+        if self._d is None:
+            self._head += data
+            if len(self._head) < 4:
+                return b""
+            size = int.from_bytes(self._head[2:4], "little")
+            if len(self._head) < 4 + size:
+                return b""
+            # The same private helper zipfile uses to read the properties.
+            props = lzma._decode_filter_properties(  # type: ignore[attr-defined]
+                lzma.FILTER_LZMA1, self._head[4 : 4 + size]
+            )
+            self._d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[props])
+            data, self._head = self._head[4 + size :], b""
+        return self._d.decompress(data, max_out)
+
+
+def zip_lzma_stream() -> Decompressor:
+    return _ZipLzma()
+
+
 def lz4_stream() -> Decompressor:
     return _Lz4()
 
