@@ -256,7 +256,7 @@ def user_cache_dir() -> Path:
 @dataclass(frozen=True)
 class _Rules:
     root: Path
-    skip: frozenset[Path]
+    skip: frozenset[str]  # absolute paths, as os.path.abspath writes them
     ignore_top: tuple[str, ...]
     exclude: Callable[[str], bool] | None
     default_excludes: bool
@@ -291,7 +291,7 @@ def walk(
     """
     rules = _Rules(
         root=root or cwd_root(),
-        skip=frozenset(Path(os.path.abspath(p)) for p in skip),
+        skip=frozenset(os.path.abspath(p) for p in skip),
         ignore_top=tuple(ignore_top),
         exclude=exclude,
         default_excludes=default_excludes,
@@ -305,7 +305,7 @@ def walk(
 
 def _walk_named(path: Path, rules: _Rules) -> Iterator[Entry]:
     shown = display_path(path, rules.root)
-    if Path(os.path.abspath(path)) in rules.skip:
+    if os.path.abspath(path) in rules.skip:
         return
     try:
         info = path.stat()
@@ -343,12 +343,18 @@ def _walk_folder(
         shown = display_path(folder, rules.root)
         yield Entry(folder, rel_base.as_posix(), shown, Kind.UNREADABLE, exc.strerror or str(exc))
         return
+    # Display paths by string, per folder once: thousands of files otherwise
+    # cost a Path parse and relative_to each.
+    folder_abs = os.path.abspath(folder)
+    shown_base = display_path(folder_abs, rules.root)
+    shown_prefix = "" if shown_base == "." else shown_base.rstrip("/") + "/"
+    rel_prefix = "" if rel_base == PurePosixPath() else rel_base.as_posix() + "/"
     for item in found:
         path = folder / item.name
-        rel = (rel_base / item.name).as_posix()
-        if Path(os.path.abspath(path)) in rules.skip:
+        rel = rel_prefix + item.name
+        if os.path.join(folder_abs, item.name) in rules.skip:
             continue
-        shown = display_path(path, rules.root)
+        shown = shown_prefix + item.name
         is_dir = item.is_dir(follow_symlinks=False)
         reason = _exclusion(item.name, rel, shown, is_dir, rules, ignored)
         if reason is not None:

@@ -26,6 +26,16 @@ class Limits:
     # headers of tensor formats
     max_header_bytes: int = 100 * MiB  # safetensors / npy / keras config
     max_tensors: int = 1_000_000
+    # findings: past these, findings are counted (one summary per rule), not listed
+    max_findings: int = 1_000  # listed per top-level file
+    max_findings_per_rule: int = 20  # listed per rule and place (file or member)
+    # work: what parsing may cost beyond one pass over the bytes on disk
+    max_search_work: int = 4  # trial walks of trailing data: this many times its size
+    # pickle opcodes walked in decompressed content, per compressed byte read, over
+    # the whole file (with a floor): a small file of highly compressed opcodes
+    # cannot cost more than a file of its size
+    max_inflated_work: int = 50
+    inflated_work_floor: int = 4_000_000
 
     @classmethod
     def from_mapping(cls, values: dict[str, object], *, source: str) -> Limits:

@@ -3,10 +3,10 @@
 Every malicious fixture's payload only creates a marker file at
 ``$MODELGUARD_CANARY``. Scanning all of them (API in-process, CLI in a
 subprocess) must leave no marker. The positive control loads the same files
-with the loaders they target (pickle, torch, torch.jit, numpy, joblib, Keras with
-safe_mode=False, and pickle.load of a 7z member) in a subprocess and shows each
-marker appears, so the negative result means something. TorchScript cannot read
-the environment: its payload writes ``modelguard-canary-ts`` in the current
+with the loaders they target (pickle, also on io.BytesIO, torch, torch.jit, numpy,
+joblib, Keras with safe_mode=False, and pickle.load of a 7z member) in a subprocess
+and shows each marker appears, so the negative result means something. TorchScript
+cannot read the environment: its payload writes ``modelguard-canary-ts`` in the current
 folder, so it is loaded from a scratch folder and that file stands for the marker.
 """
 
@@ -45,6 +45,10 @@ for path, loader, canary in json.loads(sys.argv[1]):
         if loader == "pickle":
             with open(path, "rb") as f:
                 pickle.load(f)
+        elif loader == "pickle-bytesio":
+            import io
+            with open(path, "rb") as f:
+                pickle.load(io.BytesIO(f.read()))
         elif loader == "torch":
             import torch
             torch.load(path, weights_only=False)
@@ -137,6 +141,7 @@ def _load_in_child(jobs: list[tuple[str, str, str]], env: dict[str, str]) -> dic
 def test_positive_control_loading_the_fixtures_runs_every_payload(tmp_path: Path) -> None:
     assert {e["live"] for e in LIVE} == {
         "pickle",
+        "pickle-bytesio",
         "torch",
         "torch.jit",
         "numpy",

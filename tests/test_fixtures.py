@@ -174,7 +174,7 @@ for rel in json.loads(sys.argv[2]):
     elif name.startswith("torch_"):
         torch.load(path, weights_only=True)
     elif name.endswith((".npy", ".npz")):
-        numpy.load(path, allow_pickle=False)
+        numpy.load(path, allow_pickle=name.startswith("numpy_object_"))
     elif name.endswith(".safetensors"):
         safetensors.numpy.load_file(path)
     elif name.endswith(".onnx"):

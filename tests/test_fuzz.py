@@ -99,6 +99,12 @@ MAGICS = [
     b"7z\xbc\xaf\x27\x1c",  # 7z
     b"cos\nsystem\n",  # protocol 0 GLOBAL: a pickle of any length
     b"S'" + b"a" * 3000,  # a first argument longer than any sniff window
+    b"x\x9c",  # zlib (joblib)
+    b"\x5d\x00\x00\x80\x00",  # .lzma (joblib)
+    b"\x04\x22\x4d\x18",  # LZ4 frame (joblib)
+    b"ZF0x40               ",  # joblib <= 0.9 ZF file
+    b"\x80\x04\x95\x08\x00\x00\x00\x00\x00\x00\x00",  # a FRAME the body may cross
+    b"\x80\x04\x8c\x13joblib.numpy_pickle\x8c\x11NumpyArrayWrapper\x93)\x81}(",
 ]
 
 

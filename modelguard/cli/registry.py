@@ -6,13 +6,15 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from modelguard.findings import Report, Severity
-from modelguard.registry import Progress
-from modelguard.registry.summary import RunTally, summary_table
+
+if TYPE_CHECKING:  # the registry engine loads only for registry scans
+    from modelguard.registry.run import Progress
+    from modelguard.registry.summary import RunTally
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,6 +64,8 @@ def registry_options(func: F) -> F:
 @contextlib.contextmanager
 def remote_progress(enabled: bool) -> Iterator[tuple[Callable[[Progress], None], RunTally]]:
     """A progress callback for remote artifacts (a bar on stderr when enabled) and its tally."""
+    from modelguard.registry.summary import RunTally
+
     tally = RunTally()
     bars: dict[str, Any] = {}  # phase -> click's (private) ProgressBar
 
@@ -92,4 +96,6 @@ def remote_progress(enabled: bool) -> Iterator[tuple[Callable[[Progress], None],
 
 
 def print_summary(report: Report, tally: RunTally, fail_on: Severity | None) -> None:
+    from modelguard.registry.summary import summary_table
+
     click.echo(summary_table(report, tally, fail_on), err=True)

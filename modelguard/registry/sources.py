@@ -17,13 +17,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from modelguard.errors import UsageError
-from modelguard.registry import hub, objectstore
 
 MAX_LIST_BYTES = 256 * 1024 * 1024
 
 
 def is_registry_source(source: str) -> bool:
     """A source only a registry scan handles (an owner listing or an object store)."""
+    if "://" not in source:
+        return False  # a local path: asked for every scan, so the Hub client stays unloaded
+    from modelguard.registry import hub, objectstore
+
     return objectstore.is_object_store(source) or hub.is_owner_source(source)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelguard.findings import ArtifactResult, Report, Severity
-from modelguard.registry.run import Progress
+
+if TYPE_CHECKING:  # the registry engine loads only for registry scans
+    from modelguard.registry.run import Progress
 
 VERDICTS = ("fail", "pass", "error")
 

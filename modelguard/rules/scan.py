@@ -110,7 +110,7 @@ PICKLE_UNRESOLVED_CALL = Rule(
     "Pickle obtains or calls a callable that cannot be resolved statically.",
     "The module or name of a STACK_GLOBAL was not a plain string, or a call "
     "targets the result of another call or a value that is not an imported "
-    "global, or an EXT opcode names the copyreg extension registry, or BUILD "
+    "global, or BUILD "
     "sets attributes on an imported class or function itself (replacing what "
     "later uses of it call). Static analysis cannot say what runs, which is how "
     "scanner evasions are built.",
@@ -145,6 +145,46 @@ PICKLE_MULTIPLE_STREAMS = Rule(
     "code) read every stream; scanners that stop at the first STOP miss the rest.",
     "No action needed when the format expects several streams.",
     ("coverage",),
+)
+PICKLE_EXPANSION_BOMB = Rule(
+    "MG108",
+    "pickle-expansion-bomb",
+    Severity.HIGH,
+    "Pickle builds a structure that expands far beyond its size when loaded.",
+    "Memo references and DUP let a few bytes refer to one container many times; "
+    "nested, such references describe structures exponentially larger than the "
+    "file (a billion-laughs pattern). Hashing or comparing them while loading "
+    "(dict keys, sets) or walking them after takes time or memory far beyond the "
+    "file's size: a denial of service against whatever loads it.",
+    "Do not load the file; re-export the object from its source.",
+    ("security", "denial-of-service"),
+)
+PICKLE_FORGED_OBJECT_ARRAY = Rule(
+    "MG109",
+    "pickle-forged-object-array",
+    Severity.HIGH,
+    "A joblib array's dtype makes joblib read raw file bytes as Python objects.",
+    "joblib reads an array's data straight from the file when its dtype's pickled "
+    "flags say it holds no Python objects, or maps it with mmap_mode. A dtype whose "
+    "layout holds objects (object kind, object fields or subarray) read that way "
+    "turns file bytes into object pointers: memory corruption that can crash the "
+    "loader or be turned into code execution.",
+    "Do not load the file; joblib never writes such arrays.",
+)
+PICKLE_EXTENSION_CODE = Rule(
+    "MG110",
+    "pickle-extension-code",
+    Severity.LOW,
+    "Pickle names a copyreg extension code, which a standard interpreter cannot resolve.",
+    "EXT1/EXT2/EXT4 look a global up in copyreg's extension registry. The registry "
+    "is empty in a standard interpreter and no common library fills it, so "
+    "pickle.load stops with 'unregistered extension code' before anything after "
+    "the opcode runs. Only a process that called copyreg.add_extension first (a "
+    "dangerous import in its own right when a pickle does it) would resolve the "
+    "code. Random tensor bytes start with these opcodes about once in a hundred "
+    "blobs, which is why this is not reported as an unresolved call.",
+    "Re-export the object with a standard pickler if the file is meant to load; "
+    "if your loader registers extension codes, treat the file as untrusted code.",
 )
 
 # MG2xx: archives
@@ -374,6 +414,19 @@ TORCHSCRIPT_UNSAFE_OPERATION = Rule(
     "creates one, and loading an operator library runs native code.",
     "Do not load the archive; export the model without file or pickle operations.",
 )
+TENSORFLOW_UNSAFE_OP = Rule(
+    "MG350",
+    "tensorflow-unsafe-op",
+    Severity.HIGH,
+    "A TensorFlow graph holds ops that reach outside the model when it runs.",
+    "SavedModels and frozen graphs carry no Python code, but their graphs (and "
+    "every function in their library) may hold ops that act on the host whenever "
+    "the model is called: WriteFile and ReadFile write and read any path the graph "
+    "computes, MatchingFiles lists files, ImmutableConst maps a named file, and "
+    "PyFunc, PyFuncStateless and EagerPyFunc call Python functions registered in "
+    "the serving process. A model that only computes on tensors needs none of them.",
+    "Do not serve the model; re-export it from source without file or Python-call ops.",
+)
 KERAS_MALFORMED = Rule(
     "MG332",
     "keras-malformed",
@@ -398,6 +451,9 @@ RULES: tuple[Rule, ...] = (
     PICKLE_MALFORMED,
     PICKLE_TRAILING_DATA,
     PICKLE_MULTIPLE_STREAMS,
+    PICKLE_EXPANSION_BOMB,
+    PICKLE_FORGED_OBJECT_ARRAY,
+    PICKLE_EXTENSION_CODE,
     ARCHIVE_PATH_TRAVERSAL,
     ARCHIVE_DUPLICATE_MEMBER,
     ARCHIVE_ENCRYPTED_MEMBER,
@@ -421,4 +477,5 @@ RULES: tuple[Rule, ...] = (
     KERAS_MALFORMED,
     KERAS_TORCH_MODULE,
     TORCHSCRIPT_UNSAFE_OPERATION,
+    TENSORFLOW_UNSAFE_OP,
 )

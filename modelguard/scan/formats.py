@@ -166,6 +166,27 @@ def _is_xz(head: bytes, inp: Input) -> bool:
     return head.startswith(XZ_MAGIC)
 
 
+# What joblib.load alone decompresses, by joblib's own magic numbers.
+def _is_zlib(head: bytes, inp: Input) -> bool:
+    from modelguard.scan.compressed import starts_zlib
+
+    return starts_zlib(head)
+
+
+def _is_lzma_alone(head: bytes, inp: Input) -> bool:
+    return head.startswith(b"\x5d\x00")
+
+
+def _is_lz4(head: bytes, inp: Input) -> bool:
+    return head.startswith(b"\x04\x22\x4d\x18")
+
+
+def _is_joblib_zfile(head: bytes, inp: Input) -> bool:
+    from modelguard.scan.compressed import zfile_data_offset
+
+    return zfile_data_offset(head) is not None
+
+
 def _is_safetensors(head: bytes, inp: Input) -> bool:
     if len(head) < 10:
         return False
@@ -200,6 +221,14 @@ def _is_onnx(head: bytes, inp: Input) -> bool:
     )
 
 
+def _is_tensorflow(head: bytes, inp: Input) -> bool:
+    # TensorFlow finds saved_model.pb (and a frozen graph's .pb) by name: a
+    # protobuf has no magic number.
+    from modelguard.scan.tensorflow import is_tensorflow_pb
+
+    return is_tensorflow_pb(head, inp.name)
+
+
 def _is_pickle(head: bytes, inp: Input) -> bool:
     # pickle.load (and joblib.load, and torch.load for anything not a zip or a tar)
     # starts unpickling at byte 0 whatever follows, so one valid first opcode is
@@ -220,7 +249,12 @@ FORMATS: tuple[Format, ...] = (
     Format("gzip", _is_gzip, f"{_SCAN}.compressed:scan_gzip"),
     Format("bzip2", _is_bzip2, f"{_SCAN}.compressed:scan_bzip2"),
     Format("xz", _is_xz, f"{_SCAN}.compressed:scan_xz"),
+    Format("zlib", _is_zlib, f"{_SCAN}.compressed:scan_zlib"),
+    Format("lzma", _is_lzma_alone, f"{_SCAN}.compressed:scan_lzma"),
+    Format("lz4", _is_lz4, f"{_SCAN}.compressed:scan_lz4"),
+    Format("joblib-zfile", _is_joblib_zfile, f"{_SCAN}.compressed:scan_zfile"),
     Format("safetensors", _is_safetensors, f"{_SCAN}.safetensors:scan_safetensors"),
+    Format("tensorflow", _is_tensorflow, f"{_SCAN}.tensorflow:scan_tensorflow"),
     Format("onnx", _is_onnx, f"{_SCAN}.onnx:scan_onnx"),
     Format("pickle", _is_pickle, f"{_SCAN}.pickle_file:scan_pickle_file"),
     Format("zip", _is_zip_behind, f"{_SCAN}.zip:scan_zip"),
@@ -347,6 +381,12 @@ def _missing(what: str) -> Callable[[bytes, Input], str]:
     return lambda head, inp: what
 
 
+# What joblib.load reads: a pickle, plain or in one of its compressors.
+_JOBLIB_READINGS = frozenset(
+    {"pickle", "zlib", "gzip", "bzip2", "xz", "lzma", "lz4", "joblib-zfile"}
+)
+_PICKLE_NAMED_READINGS = _JOBLIB_READINGS | {"zip", "tar", "torch-legacy"}
+_NOT_PICKLED = "no unpickler gets past its first byte and no compressor it could be in starts it"
 _CLAIMS: dict[str, _Claim] = {
     ".safetensors": _Claim("safetensors", frozenset({"safetensors"}), _no_safetensors),
     ".npy": _Claim(
@@ -363,6 +403,10 @@ _CLAIMS: dict[str, _Claim] = {
     ".hdf5": _Claim("HDF5", frozenset({"hdf5"}), _no_hdf5),
     ".pt": _Claim("a PyTorch checkpoint", frozenset({"zip", "tar", "torch-legacy"}), _no_torch),
     ".pth": _Claim("a PyTorch checkpoint", frozenset({"zip", "tar", "torch-legacy"}), _no_torch),
+    ".joblib": _Claim("a joblib file", _JOBLIB_READINGS, _missing(_NOT_PICKLED)),
+    # torch.save and joblib.dump write .pkl files too: their readings meet the claim.
+    ".pkl": _Claim("a pickle", _PICKLE_NAMED_READINGS, _missing(_NOT_PICKLED)),
+    ".pickle": _Claim("a pickle", _PICKLE_NAMED_READINGS, _missing(_NOT_PICKLED)),
 }
 # Containers label duplicate and alternative members "name (copy 1 of 2)".
 _LABEL_NOTE = re.compile(r" \([^()]*\)$")

@@ -98,6 +98,11 @@ def scan_keras_config(
     _scan_config_text(config_bytes, ctx, source=source, model=True)
 
 
+def scan_keras_layer_config(raw: bytes, ctx: ScanContext, *, source: str) -> None:
+    """Scan one JSON layer or model config found elsewhere (tf.keras SavedModel metadata)."""
+    _scan_config_text(raw, ctx, source=source, model=False)
+
+
 def scan_keras_archive_config(inp: Input, ctx: ScanContext) -> None:
     """The reading "keras-config": a ``.keras`` archive's ``config.json`` member."""
     source = ctx.location.members[-1] if ctx.location.members else inp.name

@@ -14,10 +14,11 @@ here through ``formats.descend``, so this works on any seekable member stream.
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from modelguard.findings import Severity
 from modelguard.rules.scan import NUMPY_MALFORMED, NUMPY_OBJECT_ARRAY
@@ -59,6 +60,63 @@ _LITERAL_ERRORS = (SyntaxError, ValueError, TypeError, MemoryError, RecursionErr
 
 
 @dataclass(frozen=True)
+class PlainDtype:
+    """A plain descriptor ('<f4', '|u1', '<U10', '|O') known without importing numpy.
+
+    Most .npy files hold one; importing numpy to build it would cost more than
+    the whole scan of a small file. Anything else goes through numpy's own
+    ``descr_to_dtype``.
+    """
+
+    str: str
+    itemsize: int
+    hasobject: bool
+    names: None = None
+    subdtype: None = None
+
+    @property
+    def descr(self) -> list[tuple[builtins.str, builtins.str]]:
+        return [("", self.str)]
+
+
+# kind -> the item sizes numpy accepts for it (None: any size)
+_PLAIN_SIZES: dict[str, frozenset[int] | None] = {
+    "b": frozenset({1}),
+    "i": frozenset({1, 2, 4, 8}),
+    "u": frozenset({1, 2, 4, 8}),
+    "f": frozenset({2, 4, 8}),
+    "c": frozenset({8, 16}),
+    "S": None,
+    "U": None,
+    "V": None,
+}
+_PLAIN_DESCR = re.compile(r"([<>|])([biufcSUV])(\d{1,9})|\|O8?")
+
+
+def plain_dtype(descr: object) -> PlainDtype | None:
+    """The dtype of a plain descriptor string numpy would accept, without numpy."""
+    if not isinstance(descr, str):
+        return None
+    match = _PLAIN_DESCR.fullmatch(descr)
+    if match is None:
+        return None
+    if match.group(2) is None:
+        return PlainDtype("|O", 8, True)
+    order, kind, digits = match.groups()
+    size = int(digits)
+    sizes = _PLAIN_SIZES[kind]
+    if sizes is not None and size not in sizes:
+        return None
+    if order == "|" and kind not in "bSV" and not (kind in "iu" and size == 1):
+        return None  # numpy takes '|' only where the byte order does not matter
+    itemsize = size * 4 if kind == "U" else size
+    return PlainDtype(descr, itemsize, False)
+
+
+AnyDtype = Union["numpy.dtype[Any]", PlainDtype]
+
+
+@dataclass(frozen=True)
 class NpyHeader:
     """A validated ``.npy`` header: where the data starts and what it declares."""
 
@@ -66,7 +124,7 @@ class NpyHeader:
     data_offset: int
     shape: tuple[int, ...]
     fortran_order: bool
-    dtype: numpy.dtype[Any]
+    dtype: AnyDtype
 
     @property
     def has_object(self) -> bool:
@@ -204,7 +262,10 @@ def _parse_header_dict(
 _NOT_PARSED = object()
 
 
-def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> numpy.dtype[Any] | None:
+def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> AnyDtype | None:
+    plain = plain_dtype(descr)
+    if plain is not None:
+        return plain
     # The same constructor numpy.load uses. It builds a dtype from literal data only
     # (strings, tuples, lists); nothing named in it is imported or called.
     from numpy.lib.format import descr_to_dtype
@@ -223,13 +284,14 @@ def _build_dtype(ctx: ScanContext, descr: object, offset: int) -> numpy.dtype[An
 def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
     """An object array's data is a pickle that numpy.load(allow_pickle=True) runs.
 
-    The pickle is scanned first: the object array itself is then LOW when its
-    pickle is clean (numpy.load will refuse it without allow_pickle anyway) and
-    MEDIUM when the pickle has findings of its own.
+    The pickle is scanned first: when it imports and calls nothing beyond the
+    allowlist the array is reported low (numpy.load refuses it by default, and
+    loading it with allow_pickle=True runs nothing dangerous); otherwise at the
+    rule's severity beside what the pickle scan found.
     """
     length = inp.size - header.data_offset
     if length <= 0:
-        _report_object_array(ctx, header, Severity.MEDIUM)
+        _report_object_array(ctx, header, clean=False)
         _malformed(
             ctx, "object array has no pickle data", "object-data-missing", header.data_offset
         )
@@ -239,22 +301,27 @@ def _scan_object_data(inp: Input, ctx: ScanContext, header: NpyHeader) -> None:
         size=length,
         name=f"{inp.name}!/{OBJECT_DATA_MEMBER}",
     )
-    before = len(ctx.findings)
     # Read as a pickle, not sniffed: numpy.load unpickles these bytes whatever
     # they look like.
+    mark = ctx.mark()
     descend(ctx, OBJECT_DATA_MEMBER, region, as_format="pickle")
-    serious = any(f.severity >= Severity.MEDIUM for f in ctx.findings[before:])
-    _report_object_array(ctx, header, Severity.MEDIUM if serious else Severity.LOW)
+    worst = ctx.worst_since(mark)
+    _report_object_array(ctx, header, clean=worst is None or worst < Severity.MEDIUM)
 
 
-def _report_object_array(ctx: ScanContext, header: NpyHeader, severity: Severity) -> None:
+def _report_object_array(ctx: ScanContext, header: NpyHeader, *, clean: bool) -> None:
+    verdict = (
+        "its pickle imports and calls only allowlisted globals"
+        if clean
+        else f"numpy.load(allow_pickle=True) runs it (scanned as {OBJECT_DATA_MEMBER})"
+    )
     ctx.report(
         NUMPY_OBJECT_ARRAY,
-        f"array dtype {_describe(header.dtype)} holds Python objects; its data is a "
-        f"pickle that numpy.load(allow_pickle=True) runs (scanned as {OBJECT_DATA_MEMBER})",
+        f"array dtype {_describe(header.dtype)} holds Python objects: its data is a pickle; "
+        + verdict,
         offset=header.data_offset,
         evidence="object-dtype",
-        severity=severity,
+        severity=Severity.LOW if clean else None,
     )
 
 
@@ -285,7 +352,7 @@ def _malformed(ctx: ScanContext, problem: str, evidence: str, offset: int) -> No
     ctx.report(NUMPY_MALFORMED, f"malformed .npy: {problem}", offset=offset, evidence=evidence)
 
 
-def _describe(dtype: numpy.dtype[Any]) -> str:
+def _describe(dtype: AnyDtype) -> str:
     plain = dtype.names is None and dtype.subdtype is None
     return str(dtype.str) if plain else _short(dtype.descr)
 

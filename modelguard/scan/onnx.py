@@ -19,6 +19,7 @@ is MG323. The whole protobuf is held in memory, so ``max_member_bytes`` caps it.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from modelguard.rules.scan import (
     ONNX_MALFORMED,
 )
 from modelguard.scan.context import Input, ScanContext
+from modelguard.scan.formats import claimed_suffix
 
 if TYPE_CHECKING:
     from onnx import FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
@@ -41,16 +43,26 @@ STANDARD_DOMAINS = frozenset(
 _CHECKER_MESSAGE_CHARS = 400
 
 
-def scan_onnx(inp: Input, ctx: ScanContext) -> None:
-    """Scan an ONNX model file (or archive member) without loading external data."""
-    ctx.set_format("onnx")
-    model = _parse(inp, ctx)
+def scan_onnx(inp: Input, ctx: ScanContext) -> bool | None:
+    """Scan an ONNX model file (or archive member) without loading external data.
+
+    False (not this reading) for bytes that parse as no ONNX model and are not
+    named as one: the ONNX predicate is a two-byte prefix that other protobufs
+    (a TensorFlow SavedModel starts with field 1 = 1) share. A file named .onnx
+    that does not parse is reported (MG323).
+    """
+    named_onnx = claimed_suffix(inp.name) == ".onnx"
+    if named_onnx:
+        ctx.set_format("onnx")
+    model = _parse(inp, ctx if named_onnx else ctx.speculative())
     if model is None:
-        return
+        return None if named_onnx else False
+    ctx.set_format("onnx")
     for where, tensor in _tensors(model):
         _check_external_location(inp, ctx, where, tensor)
     _check_domains(model, ctx)
     _run_checker(model, ctx)
+    return None
 
 
 def _parse(inp: Input, ctx: ScanContext) -> ModelProto | None:
@@ -150,13 +162,18 @@ def _check_external_location(inp: Input, ctx: ScanContext, where: str, tensor: T
 def location_problem(location: str, model_dir: Path | None) -> str | None:
     """Why an external-data location is unsafe, or None when it stays beside the model.
 
-    The path shape is judged for every input; when the model is a file on disk
+    The path shape is judged for every input, after normalisation (a ``..`` that
+    comes back down stays in the folder); when the model is a file on disk
     (``model_dir`` given), symbolic links are resolved too, so a link that
     points out of the folder is caught.
     """
     if not location or "\x00" in location:
         return "is empty or contains a NUL byte"
-    leaves = leaves_folder(location)
+    # Judged where it leads, not how it is spelt: "subdir/../w.bin" is "w.bin".
+    normal = location.replace("\\", "/")
+    if not normal.startswith("/"):
+        normal = posixpath.normpath(normal)
+    leaves = leaves_folder(normal)
     if leaves is not None:
         return leaves
     if model_dir is not None:

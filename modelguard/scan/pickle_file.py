@@ -31,9 +31,11 @@ from modelguard.scan.context import Input, ScanContext
 from modelguard.scan.pickle import (
     PLAUSIBLE_OPCODES,
     PROTO,
+    follow_joblib,
     scan_pickle_input,
     scan_pickle_streams,
     walk_pickle,
+    walk_stream,
 )
 from modelguard.scan.pickle.walker import HIGHEST_PROTOCOL, PickleStream
 
@@ -73,16 +75,17 @@ def scan_pickle_file(inp: Input, ctx: ScanContext) -> str | bool | None:
         return False
     first_byte = inp.read_at(0, 1)[0]
     tentative = ctx.speculative()
-    first = walk_pickle(inp.stream, tentative, start=0, limit=inp.size)
+    first = walk_stream(inp, tentative, 0)
     if is_torch_magic(inp, ctx, first):
         from modelguard.scan.torch import scan_torch_legacy
 
         scan_torch_legacy(inp, ctx)
         return "torch-legacy"
-    if (first_byte == PROTO and first.opcodes >= 1) or first.opcodes >= PLAUSIBLE_OPCODES:
+    if (first_byte == PROTO and first.opcodes >= 1) or first.standard_opcodes >= PLAUSIBLE_OPCODES:
         ctx.adopt(tentative.findings)
-        if first.end is not None:
-            scan_pickle_streams(inp, ctx, offset=first.end, streams=1)
+        end = follow_joblib(inp, ctx, first)  # joblib's readings, when it holds arrays
+        if end is not None:
+            scan_pickle_streams(inp, ctx, offset=end, streams=1)
         return None
     return _weak_reading(inp, ctx, first, [f for f in tentative.findings if runs_code(f)])
 

@@ -25,7 +25,13 @@ from modelguard.rules.scan import (
     ARCHIVE_UNSUPPORTED_COMPRESSION,
 )
 from modelguard.scan.context import Input, ScanContext
-from modelguard.scan.decompress import Decompressor, bzip2_stream, inflate, raw_deflate
+from modelguard.scan.decompress import (
+    Decompressor,
+    bzip2_stream,
+    inflate,
+    raw_deflate,
+    zip_lzma_stream,
+)
 from modelguard.scan.formats import claimed_suffix, descend
 from modelguard.scan.streams import SliceReader
 from modelguard.scan.torch import MemberRole, kept_by_torchscript, zip_flavour
@@ -40,9 +46,13 @@ from modelguard.scan.zip_layout import (
 METHOD_STORED = 0
 METHOD_DEFLATED = 8
 METHOD_BZIP2 = 12
+METHOD_LZMA = 14
+# What Python's zipfile reads (numpy's npz and Keras archives load through it);
+# PyTorch's reader takes stored and deflated members only.
 _DECOMPRESSORS: dict[int, Callable[[], Decompressor]] = {
     METHOD_DEFLATED: raw_deflate,
     METHOD_BZIP2: bzip2_stream,
+    METHOD_LZMA: zip_lzma_stream,
 }
 _CRC_CHUNK = 1024 * 1024
 _GLANCE = 4096  # read step for tensor storages walked in case they hold a pickle

@@ -315,6 +315,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=2000, help="files in the small-files folder")
     parser.add_argument("--no-peers", action="store_true", help="only modelguard and sha256sum")
     parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="comma-separated peers to run (default: all of them)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelguard-bench",
@@ -336,7 +341,7 @@ def main() -> None:
     if not args.no_peers:
         args.cache.mkdir(parents=True, exist_ok=True)
         bin_dir, notes = install_peers(args.cache)
-        tools += list(PEERS)
+        tools += [p for p in PEERS if p in args.peers.split(",")]
         versions = {p: peer_version(bin_dir, p) for p in PEERS if p not in notes}
 
     with tempfile.TemporaryDirectory(prefix="modelguard-bench-") as tmp:

@@ -101,6 +101,26 @@ SAFE = [
     ("copy_reg", "_reconstructor"),
     ("copyreg", "_reconstructor"),
     ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+    # stdlib constructors and pure functions, harmless with any arguments
+    ("collections", "defaultdict"),
+    ("collections", "deque"),
+    ("collections", "Counter"),
+    ("collections.abc", "Mapping"),
+    ("_abcoll", "Mapping"),  # its py2 spelling (protocols < 3)
+    ("datetime", "datetime"),
+    ("datetime", "timezone"),
+    ("decimal", "Decimal"),
+    ("fractions", "Fraction"),
+    ("uuid", "UUID"),
+    ("__future__", "annotations"),
+    ("builtins", "len"),
+    ("__builtin__", "len"),
+    # what numpy writes for Generator / RandomState
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
 ]
 
 
@@ -121,8 +141,9 @@ def test_allowlist_covers_what_torch_weights_only_allows() -> None:
     [
         ("mypkg.nets", "Net"),
         ("torch.nn.modules.linear", "Linear"),
-        ("collections", "defaultdict"),
         ("__main__", "Model"),
+        ("numpy.random._pickle", "other"),  # a real submodule named like pickle
+        ("collections.abc", "Mapping.register"),  # dotted past a harmless module
         ("scipy.signal", "lfilter"),  # "signal" inside a path is not the signal module
         ("sklearn.linear_model", "LogisticRegression"),
         ("torch", "Tensor.foo"),  # dotted past an allowed path: not allowlisted itself

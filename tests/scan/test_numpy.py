@@ -96,7 +96,27 @@ def test_header_fields_match_numpy() -> None:
     header = read_npy_header(Input(io.BytesIO(data), len(data), "a.npy"), ctx)
     assert header is not None
     assert header.shape == (2, 3) and header.fortran_order is True
-    assert header.dtype == np.dtype("<u2") and not header.has_object
+    assert header.dtype.str == np.dtype("<u2").str and not header.has_object
+    assert header.dtype.itemsize == 2
+
+
+def test_plain_descriptors_match_numpy_without_importing_it() -> None:
+    from numpy.lib.format import descr_to_dtype
+
+    from modelguard.scan.numpy import plain_dtype
+
+    checked = 0
+    for order in "<>|=":
+        for kind in "biufcSUVOMm?":
+            for size in ("", "0", "1", "2", "3", "4", "8", "10", "16", "32"):
+                descr = f"{order}{kind}{size}"
+                mine = plain_dtype(descr)
+                if mine is None:
+                    continue  # left to numpy's own descr_to_dtype
+                real = descr_to_dtype(descr)
+                assert (mine.itemsize, mine.hasobject) == (real.itemsize, bool(real.hasobject))
+                checked += 1
+    assert checked > 50
 
 
 def test_python2_long_suffix_is_accepted() -> None:
@@ -121,6 +141,20 @@ def test_harmless_object_array_is_reported_but_not_dangerous() -> None:
     data = npy_bytes(np.array([1, "x", None, 2.5], dtype=object))
     findings = scan(data)
     assert rule_ids(findings) == {"MG301"}
+    # its embedded pickle is clean: low, not medium
+    assert [f.severity for f in findings] == [Severity.LOW]
+
+
+def test_object_array_with_a_payload_stays_medium() -> None:
+    findings = scan(npy_bytes(np.array([_RunsCommand()], dtype=object)))
+    assert next(f for f in findings if f.rule_id == "MG301").severity is Severity.MEDIUM
+
+
+def test_object_array_with_an_unknown_class_stays_medium() -> None:
+    import types
+
+    findings = scan(npy_bytes(np.array([types.SimpleNamespace(a=1)], dtype=object)))
+    assert next(f for f in findings if f.rule_id == "MG301").severity is Severity.MEDIUM
 
 
 def test_structured_dtype_with_object_field_is_an_object_array() -> None:

@@ -163,6 +163,11 @@ def test_location_problem_shapes() -> None:
     assert location_problem("weights.bin", None) is None
     assert location_problem("sub/dir/weights.bin", None) is None
     assert location_problem("a..b.bin", None) is None
+    # judged after normalisation: a ".." that comes back down stays beside the model
+    assert location_problem("subdir/../w.bin", None) is None
+    assert location_problem("subdir\\..\\w.bin", None) is None
+    assert location_problem("a/b/../../w.bin", None) is None
+    assert location_problem("a/../../w.bin", None) == "climbs out of its folder with '..'"
     assert location_problem("/abs", None) == "is an absolute path"
     assert location_problem("x/../../y", None) == "climbs out of its folder with '..'"
     assert location_problem("C:\\w.bin", None) == "names a drive (an absolute Windows path)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import random
 import struct
 import sys
 import tarfile
@@ -157,7 +158,8 @@ def test_claimed_suffix_ignores_container_notes() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["x.safetensors", "x.npy", "x.onnx", "x.keras", "x.h5", "x.pt", "x.npz"]
+    "name",
+    ["x.safetensors", "x.npy", "x.onnx", "x.keras", "x.h5", "x.pt", "x.npz", "x.joblib", "x.pkl"],
 )
 def test_a_claim_the_bytes_do_not_meet_is_medium(name: str) -> None:
     result = scan_bytes(b"just some text\n", name=name)
@@ -169,6 +171,19 @@ def test_a_claim_the_bytes_do_not_meet_is_medium(name: str) -> None:
 def test_a_claim_inside_a_container_is_checked_too() -> None:
     result = scan_bytes(make_zip([("weights/x.npy", b"not an array")]))
     assert result.members_with("MG005") == {("weights/x.npy",)}
+
+
+@pytest.mark.parametrize("name", ["m.pkl", "m.joblib", "m.pickle"])
+def test_what_pickle_names_hold_meets_their_claim(name: str) -> None:
+    # torch.save, joblib.dump (compressed too) and pickle.dump all write such names.
+    import gzip
+    import zlib
+
+    for data in (BENIGN_PICKLE, gzip.compress(BENIGN_PICKLE), zlib.compress(BENIGN_PICKLE)):
+        assert "MG005" not in scan_bytes(data, name=name).rules, data[:4]
+    # A zip is a checkpoint named .pkl, but nothing joblib.load can read.
+    torch_named = scan_bytes(torch_zip(BENIGN_PICKLE), name=name).rules
+    assert ("MG005" in torch_named) is name.endswith(".joblib")
 
 
 def test_a_met_claim_is_silent() -> None:
@@ -189,6 +204,20 @@ def test_storage_blob_is_glanced_at_not_read() -> None:
     blob = b"K\x01" + bytes(range(256)) * 4096
     result = scan_bytes(torch_zip(BENIGN_PICKLE, extra=[("archive/data/1", blob)]))
     assert result.serious() == []
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_tensor_bytes_are_not_findings(seed: int) -> None:
+    # Tensor data is noise to the scanner: about 1 in 100 random blobs starts with
+    # EXT4 (0x84), which a standard unpickler cannot resolve. Seeded, not os.urandom.
+    rng = random.Random(seed)
+    blobs = [bytes([0x84]) + rng.randbytes(1023) for _ in range(50)]
+    blobs += [rng.randbytes(1024) for _ in range(300)]
+    assert all(starts_pickle(blob) for blob in blobs[:50])  # each one is walked
+    extra = [(f"archive/data/{i}", blob) for i, blob in enumerate(blobs, start=1)]
+    assert scan_bytes(torch_zip(BENIGN_PICKLE, extra=extra)).serious() == []
+    for blob in blobs:
+        assert scan_bytes(blob, name="w.bin").serious() == [], blob[:8].hex()
 
 
 # -- TorchScript code ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fractions
+import collections
 import io
 import os
 import struct
@@ -239,7 +239,7 @@ def test_benign_pickle_is_not_mistaken_for_legacy() -> None:
 def test_second_directory_is_what_torch_load_reads() -> None:
     # The zip scanner's two-directory case, checked against torch itself: torch.load
     # returns archive A while zipfile reads archive B. A carries an import
-    # (fractions.Fraction) that only a scan of PyTorch's view can report.
+    # (collections.UserList) that only a scan of PyTorch's view can report.
     def save(obj: object) -> bytes:
         buffer = io.BytesIO()
         torch.save(obj, buffer)
@@ -250,7 +250,7 @@ def test_second_directory_is_what_torch_load_reads() -> None:
         count, size, offset = struct.unpack_from("<HII", archive, eocd + 10)
         return archive[:offset], archive[offset : offset + size], count
 
-    a_body, a_cd, count = split(save({"v": fractions.Fraction(1, 3)}))
+    a_body, a_cd, count = split(save({"v": collections.UserList([1, 3])}))
     for width in range(1, 200):  # a plain-string B whose layout matches A's byte for byte
         b_body, b_cd, _ = split(save({"v": "x" * width}))
         if (len(b_body), len(b_cd)) == (len(a_body), len(a_cd)):
@@ -260,9 +260,9 @@ def test_second_directory_is_what_torch_load_reads() -> None:
     eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(b_cd), len(a_body), 0)
     data = a_body + a_cd + b_body + b_cd + eocd
     # Our own benign objects: loading them runs nothing.
-    assert torch.load(io.BytesIO(data), weights_only=False) == {"v": fractions.Fraction(1, 3)}
+    assert torch.load(io.BytesIO(data), weights_only=False) == {"v": collections.UserList([1, 3])}
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert b"Fraction" not in archive.read("archive/data.pkl")
+        assert b"UserList" not in archive.read("archive/data.pkl")
     result = scan_bytes(data)
     assert result.format == "pytorch-zip"
     assert "second-directory" in {f.evidence for f in result.with_rule("MG205")}

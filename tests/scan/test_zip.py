@@ -7,6 +7,7 @@ import json
 import pickle
 import struct
 import zipfile
+from pathlib import Path
 
 import h5py
 import pytest
@@ -78,7 +79,9 @@ def test_bzip2_members_are_decompressed() -> None:
 
 
 def test_unsupported_method_is_reported_not_passed() -> None:
+    # Method 98 (PPMd): neither zipfile nor PyTorch's reader reads it.
     data = make_zip([("payload.pkl", MALICIOUS_PICKLE)], zipfile.ZIP_LZMA)
+    data = patch_local(patch_central(data, "payload.pkl", method=98), "payload.pkl", method=98)
     result = scan_bytes(data)
     assert result.members_with("MG208") == {()}
     assert "MG004" not in result.rules
@@ -387,3 +390,63 @@ def test_directory_is_read_in_bounded_chunks(monkeypatch: pytest.MonkeyPatch) ->
     result = scan_bytes(make_zip(members))
     assert result.members_with("MG101") == {("dir/evil.pkl",)}
     assert "MG205" not in result.rules
+
+
+# -- members compressed as zipfile (numpy's npz, Keras) can, PyTorch's reader cannot ----------
+def _npz(arrays: dict[str, object], method: int) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, value in arrays.items():
+            member = io.BytesIO()
+            np.save(member, value, allow_pickle=True)
+            archive.writestr(f"{name}.npy", member.getvalue())
+    return buffer.getvalue()
+
+
+class _Touch:
+    """Pickles to exec() of code that creates ``path``: the positive control's payload."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({self.path!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2])
+def test_npz_members_zipfile_decompresses_are_scanned(method: int, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    marker = tmp_path / "ran"
+    data = _npz({"a": np.array([_Touch(str(marker))], dtype=object)}, method)
+    path = tmp_path / "evil.npz"
+    path.write_bytes(data)
+    # Positive control: numpy.load reads the member through zipfile and unpickles it.
+    load = "import numpy, sys; z = numpy.load(sys.argv[1], allow_pickle=True); z['a']"
+    subprocess.run([sys.executable, "-c", load, str(path)], check=True)
+    assert marker.exists()
+    result = scan_bytes(data, name="evil.npz")
+    assert result.members_with("MG101") == {("a.npy", "<object data>")}
+    benign = _npz({"w": np.arange(12, dtype=np.float32)}, method)
+    assert scan_bytes(benign, name="w.npz").serious() == []
+
+
+def test_lzma_member_header_may_arrive_in_pieces() -> None:
+    import lzma
+
+    from modelguard.scan.decompress import zip_lzma_stream
+
+    payload = b"modelguard " * 1000
+    compressor = zipfile._get_compressor(zipfile.ZIP_LZMA)  # type: ignore[attr-defined]
+    raw = compressor.compress(payload) + compressor.flush()
+    stream, out = zip_lzma_stream(), b""
+    for i in range(len(raw)):
+        out += stream.pull(raw[i : i + 1], 1 << 20)
+    assert out == payload and stream.eof
+    with pytest.raises(lzma.LZMAError):
+        zip_lzma_stream().pull(b"\x09\x14\x05\x00\xff\xff\xff\xff\xff", 100)

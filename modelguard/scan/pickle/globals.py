@@ -207,12 +207,76 @@ def _safe_numpy() -> frozenset[str]:
     return frozenset(names)
 
 
+def _safe_stdlib() -> frozenset[str]:
+    # Constructors and pure functions that do nothing dangerous whatever arguments
+    # the stream passes: they build a value from numbers and strings, or look at
+    # objects that other (separately judged) globals made. Higher-order builtins
+    # (map, filter, iter) and those that reach attributes (getattr, vars) are not
+    # here; pow is not (pow(2, 10**12) is a denial of service).
+    pure_builtins = (
+        "abs", "all", "any", "ascii", "bin", "callable", "chr", "divmod", "enumerate",
+        "format", "hash", "hex", "id", "isinstance", "issubclass", "len", "max", "min",
+        "oct", "ord", "repr", "reversed", "round", "sorted", "sum", "zip",
+    )  # fmt: skip
+    return frozenset(
+        {
+            *(f"builtins.{name}" for name in pure_builtins),
+            *(
+                f"datetime.{name}"
+                for name in ("date", "datetime", "time", "timedelta", "timezone", "tzinfo")
+            ),
+            "decimal.Decimal",
+            "fractions.Fraction",
+            "uuid.UUID",
+            "uuid.SafeUUID",
+            "collections.OrderedDict",
+            "collections.Counter",
+            "collections.defaultdict",
+            "collections.deque",
+        }
+    )
+
+
+def _safe_numpy_random() -> frozenset[str]:
+    # What numpy pickles for Generator, RandomState and their bit generators. The
+    # _pickle constructors look a bit generator up by name or instantiate the
+    # class they are given (judged on its own import); __generator_ctor and
+    # __randomstate_ctor call the constructor they are given, which the walker
+    # then counts as called (CALLS_AN_ARGUMENT).
+    return frozenset(
+        {
+            "numpy.random._pickle.__bit_generator_ctor",
+            "numpy.random._pickle.__generator_ctor",
+            "numpy.random._pickle.__randomstate_ctor",
+            "numpy.random._generator.Generator",
+            "numpy.random.mtrand.RandomState",
+            "numpy.random._mt19937.MT19937",
+            "numpy.random._pcg64.PCG64",
+            "numpy.random._pcg64.PCG64DXSM",
+            "numpy.random._philox.Philox",
+            "numpy.random._sfc64.SFC64",
+            "numpy.random.bit_generator.SeedSequence",
+            "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+        }
+    )
+
+
+# Safe constructors that call one of their arguments: (dotted, index of it).
+CALLS_AN_ARGUMENT: dict[str, int] = {
+    "numpy.random._pickle.__generator_ctor": 1,
+    "numpy.random._pickle.__randomstate_ctor": 1,
+}
+
+# Modules every plain attribute of which is harmless: __future__'s feature
+# records and the abstract base classes of collections.abc (calling one fails).
+SAFE_MODULES: frozenset[str] = frozenset({"__future__", "collections.abc"})
+
 SAFE_GLOBALS: frozenset[str] = frozenset(
     {
         *_safe_torch(),
         *_safe_numpy(),
-        "collections.OrderedDict",
-        "collections.Counter",
+        *_safe_numpy_random(),
+        *_safe_stdlib(),
         "_codecs.encode",  # how protocol 2 pickles bytes
         # joblib's array placeholder: instantiated without arguments and given a
         # plain state dict; the scanner understands the array bytes it precedes.
@@ -273,11 +337,31 @@ def _policy_allows(module: str, name: str, allow: frozenset[str]) -> bool:
     return any(".".join(parts[:i]) + ".*" in allow for i in range(1, len(parts) + 1))
 
 
+# Real submodules whose names merely look like a dangerous module's.
+GENUINE_SUBMODULES: frozenset[str] = frozenset({"numpy.random._pickle"})
+# Lazy importers that serve standard modules under their own path (six.moves.cPickle
+# is pickle): what follows this component names the module really imported.
+_ALIAS_IMPORTERS = frozenset({"moves"})
+
+
 def _module_is_dangerous(module: str) -> bool:
+    """Whether importing ``module`` gives a dangerous module.
+
+    A module path is resolved by the import system, not by attribute access: an
+    inner component is a real package, never a module some package imported. So
+    only the first component is matched, plus the last one (a submodule named
+    like a dangerous module re-exports it: past.builtins, six.moves.cPickle,
+    joblib.externals.cloudpickle), and whatever follows an alias importer.
+    """
     parts = module.split(".")
-    if parts[0] in DANGEROUS_MODULES or any(p in TRAVERSAL_MODULES for p in parts[1:]):
+    if parts[0] in DANGEROUS_MODULES:
         return True
-    return any(".".join(parts[:i]) in DANGEROUS_PACKAGES for i in range(2, len(parts) + 1))
+    if any(".".join(parts[:i]) in DANGEROUS_PACKAGES for i in range(2, len(parts) + 1)):
+        return True
+    for i, part in enumerate(parts[:-1]):
+        if part in _ALIAS_IMPORTERS and _module_is_dangerous(".".join(parts[i + 1 :])):
+            return True
+    return len(parts) > 1 and parts[-1] in TRAVERSAL_MODULES and module not in GENUINE_SUBMODULES
 
 
 def _dangerous_reason(module: str, name: str) -> str | None:
@@ -312,6 +396,9 @@ def classify(module: str, name: str, allow: frozenset[str] = frozenset()) -> Cla
     ``torch.load(weights_only=True)``.
     """
     raw = f"{module}.{name}"
+    if raw in SAFE_GLOBALS and not _is_py2_only(module, name):
+        # Vetted full paths win over name patterns (numpy.random._pickle's ctors).
+        return Classification(Verdict.SAFE, raw, "on the built-in allowlist")
     candidates = {(module, name), normalise(module, name)}
     # A loader maps py2 names only for protocols < 3; judge both spellings and
     # keep the worse verdict so the protocol cannot be used to slip one past.
@@ -329,6 +416,13 @@ def classify(module: str, name: str, allow: frozenset[str] = frozenset()) -> Cla
         # loader that does not map it fails to import it instead of reaching
         # something else.
         return Classification(Verdict.SAFE, raw, "on the built-in allowlist")
+    if (
+        "." not in name
+        and not name.startswith("__")
+        and mapped[0] in SAFE_MODULES
+        and (module in SAFE_MODULES or _is_py2_only(module, name))
+    ):
+        return Classification(Verdict.SAFE, raw, f"a plain attribute of {mapped[0]}")
     if any(_policy_allows(mod, nm, allow) for mod, nm in candidates):
         return Classification(Verdict.SAFE, raw, "allowed by policy (allow-globals)")
     if any(f"{mod}.{nm}" in SAFE_GLOBALS for mod, nm in candidates):
