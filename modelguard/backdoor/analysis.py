@@ -28,6 +28,7 @@ from modelguard.backdoor.defences import (
     RepairSettings,
     fine_prune,
     fine_tune_only,
+    rereverser,
     unlearn,
 )
 from modelguard.backdoor.detection import Detection, DetectionSettings, detect
@@ -375,7 +376,10 @@ def _flip_rate(
     model: AnalysedModel, trigger: RecoveredTrigger, data: Dataset, batch_size: int
 ) -> float:
     """Share of held-out inputs the recovered trigger moves (to its target, or off its source)."""
-    keep = data.y != trigger.label if trigger.targeted else data.y == trigger.label
+    if trigger.targeted:
+        keep = data.y != trigger.label
+    else:
+        keep = np.ones(len(data.y), bool) if trigger.universal else data.y == trigger.label
     if not np.any(keep):
         return 0.0
     hits = 0
@@ -476,7 +480,12 @@ def _run_repair(
     if name == "fine-tune":
         return fine_tune_only(model, parts.tune, parts.guard, repair, settings.batch_size)
     triggers = _unlearn_triggers(detection)
-    return unlearn(model, parts.tune, parts.guard, triggers, repair, settings.batch_size)
+    again = rereverser(
+        parts.tune, replace(settings.detection.reverse, seed=settings.seed), model.device
+    )
+    return unlearn(
+        model, parts.tune, parts.guard, triggers, repair, settings.batch_size, rereverse=again
+    )
 
 
 def _unlearn_triggers(detection: Detection | None) -> list[RecoveredTrigger]:

@@ -1,4 +1,4 @@
-"""Backdoor detection without trigger data: three statistics, one score.
+"""Backdoor detection without trigger data: four statistics, one score.
 
 1. **Reversed-trigger norm** (Neural Cleanse, :mod:`reverse`): per class, the
    L1 norm of the smallest mask that sends clean inputs there. Suspicious:
@@ -11,22 +11,29 @@
 2. **Maximum margin** (MM-BD, :mod:`margins`): per class, the largest logit
    margin any input reaches. Suspicious: large. Scored by the anomaly index of
    the log margins. Covers triggers too large for NC's mask norm to stand out.
-3. **Shortcut** (:mod:`untargeted`): one value per model, large when every
+3. **Both at once**: two weak signs on the same class add up. Large patches on
+   the fixture family's ``dev`` half gave their target one of the two smallest
+   norms in all six models and the largest margin in five, while neither index
+   crossed its threshold in three. Per class: ``(norm index / its threshold +
+   margin index / its threshold) / 1.15``, positive sides only; 1.15 keeps the
+   same headroom over the ``dev`` clean models as the score had without it
+   (largest clean value 0.96 / 1.15 = 0.84, the old largest clean score).
+4. **Shortcut** (:mod:`untargeted`): one value per model, large when every
    class has a small way out (all-to-all backdoors, which give no target a
    small mask).
 
-The score is the largest of the three, each divided by its threshold, so a
+The score is the largest of these, each divided by its threshold, so a
 model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
-crosses its own threshold. Suspected targets are every class whose norm or
-margin index crosses its threshold (two triggers to two targets name both).
+crosses its own threshold. Suspected targets are every class whose part
+crosses (two triggers to two targets name both).
 When the shortcut statistic fires and no flagged target's own trigger explains
 the small exits (they are more than 4x smaller), the backdoor is taken as
 all-to-all and every class is a suspected target.
 
 Thresholds were set on the ``dev`` half of the fixture family
 (``fixtures/backdoor/family.py``), never on the ``eval`` half the benchmark
-reports (``tests/benchmarks/bench_backdoor.py --calibrate`` prints what they
-rest on). They are calibrated on small digit CNNs only.
+reports (``tests/benchmarks/bench_backdoor.py --split dev --report`` prints
+what they rest on). They are calibrated on small digit CNNs only.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import numpy as np
 from modelguard.backdoor.anomaly import anomaly_index
 from modelguard.backdoor.margins import MarginRun, MarginSettings, max_margins
 from modelguard.backdoor.reverse import (
+    UNIVERSAL,
     Progress,
     RecoveredTrigger,
     ReverseRun,
@@ -51,6 +59,7 @@ from modelguard.backdoor.untargeted import shortcut_score, unexplained_score
 THRESHOLD = 1.0  # of the combined score
 NORM_THRESHOLD = 3.0  # anomaly index of the log mask norms
 MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
+JOINT_THRESHOLD = 1.15  # of the two parts' sum, on one class
 SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
 UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
 NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
@@ -65,6 +74,7 @@ class DetectionSettings:
     max_margin: bool = True
     norm_threshold: float = NORM_THRESHOLD
     margin_threshold: float = MARGIN_THRESHOLD
+    joint_threshold: float = JOINT_THRESHOLD
     shortcut_threshold: float = SHORTCUT_THRESHOLD
 
 
@@ -94,6 +104,7 @@ class Detection:
     all_to_all: bool
     triggers: tuple[RecoveredTrigger, ...]  # targeted, one per class
     untargeted_triggers: tuple[RecoveredTrigger, ...]
+    universal_trigger: RecoveredTrigger | None  # one mask moving every class off its label
     statistics: tuple[str, ...]  # what was tested
     samples: int
     seconds: float
@@ -120,6 +131,8 @@ class Detection:
         chosen = [t for t in self.triggers if t.label in self.targets]
         if self.all_to_all:
             chosen += list(self.untargeted_triggers)
+            if self.universal_trigger is not None:
+                chosen.append(self.universal_trigger)
         return chosen
 
 
@@ -138,9 +151,11 @@ def detect(
     present = set(np.unique(y).tolist())
     if settings.untargeted:
         tasks += [Task(label, False) for label in range(classes) if label in present]
+        tasks.append(Task(UNIVERSAL, False))
     run: ReverseRun = reverse_engineer(forward, x, y, tasks, settings.reverse, device, progress)
     targeted = [t for t in run.triggers if t.targeted]
-    untargeted = [t for t in run.triggers if not t.targeted]
+    untargeted = [t for t in run.triggers if not t.targeted and not t.universal]
+    universal = next((t for t in run.triggers if t.universal), None)
     samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
     margins: MarginRun | None = None
     if settings.max_margin:
@@ -156,7 +171,7 @@ def detect(
         samples += margins.samples
         seconds += margins.seconds
         cpu += margins.cpu_seconds
-    return combine(targeted, untargeted, margins, settings, samples, seconds, cpu)
+    return combine(targeted, untargeted, margins, settings, samples, seconds, cpu, universal)
 
 
 def combine(
@@ -167,6 +182,7 @@ def combine(
     samples: int = 0,
     seconds: float = 0.0,
     cpu_seconds: float = 0.0,
+    universal: RecoveredTrigger | None = None,
 ) -> Detection:
     """The one score from the statistics' raw values (pure: no model needed)."""
     norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
@@ -183,10 +199,13 @@ def combine(
     by_source = {t.label: t.norm for t in untargeted}
     evidence: list[ClassEvidence] = []
     for i, trigger in enumerate(targeted):
-        part = float(norm_index[i]) / settings.norm_threshold
+        norm_part = float(norm_index[i]) / settings.norm_threshold
+        part = norm_part
         m_index = None if margin_index is None else float(margin_index[i])
         if m_index is not None:
-            part = max(part, m_index / settings.margin_threshold)
+            margin_part = m_index / settings.margin_threshold
+            joint = (max(norm_part, 0.0) + max(margin_part, 0.0)) / settings.joint_threshold
+            part = max(part, margin_part, joint)
         evidence.append(
             ClassEvidence(
                 label=trigger.label,
@@ -214,6 +233,7 @@ def combine(
     statistics = ["reversed-trigger norm (Neural Cleanse)"]
     if margins is not None:
         statistics.append("maximum margin (MM-BD)")
+        statistics.append("norm and margin on one class")
     if shortcut is not None:
         statistics.append("untargeted shortcut (all-to-all)")
     return Detection(
@@ -226,6 +246,7 @@ def combine(
         all_to_all=all_to_all,
         triggers=tuple(targeted),
         untargeted_triggers=tuple(untargeted),
+        universal_trigger=universal,
         statistics=tuple(statistics),
         samples=samples,
         seconds=seconds,

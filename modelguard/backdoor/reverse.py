@@ -52,12 +52,28 @@ class ReverseSettings:
     seed: int = 0
 
 
+UNIVERSAL = -1  # the label of an untargeted task over every class
+
+
 @dataclass(frozen=True)
 class Task:
-    """``targeted``: send inputs to ``label``; else move inputs OF ``label`` anywhere else."""
+    """``targeted``: send inputs to ``label``; else move inputs OF ``label`` anywhere else
+    (``label`` :data:`UNIVERSAL`: move inputs of every class off their own label)."""
 
     label: int
     targeted: bool
+
+    @property
+    def universal(self) -> bool:
+        return not self.targeted and self.label == UNIVERSAL
+
+    def pool(self, y: IntArray) -> IntArray:
+        """The inputs this task stamps."""
+        if self.targeted:
+            return np.flatnonzero(y != self.label)
+        if self.universal:
+            return np.arange(len(y))
+        return np.flatnonzero(y == self.label)
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,10 @@ class RecoveredTrigger:
     flip_rate: float  # on the optimisation data, at the best mask
     reached: bool  # flip rate >= 99% at some point
     steps: int
+
+    @property
+    def universal(self) -> bool:
+        return not self.targeted and self.label == UNIVERSAL
 
     def stamp(self, x: FloatArray) -> FloatArray:
         return np.asarray((1 - self.mask) * x + self.mask * self.pattern, dtype=np.float32)
@@ -158,9 +178,9 @@ def reverse_engineer(
     schedule = _Schedule(k, settings.patience)
     labels = np.asarray([t.label for t in tasks])
     targeted = np.asarray([t.targeted for t in tasks])
-    pools = [
-        np.flatnonzero(y != t.label) if t.targeted else np.flatnonzero(y == t.label) for t in tasks
-    ]
+    pools = [t.pool(y) for t in tasks]
+    universal_t = torch.from_numpy(np.asarray([t.universal for t in tasks])).to(device)
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     for t, pool in zip(tasks, pools, strict=True):
         if len(pool) == 0:
             raise ValueError(
@@ -190,11 +210,15 @@ def reverse_engineer(
             len(active), settings.batch_size, *shape
         )
         idx = torch.from_numpy(active).to(device)
+        pick_t = torch.from_numpy(picks).to(device)
         mask = _unit(mask_param[idx])  # (a, 1, H, W)
         pattern = lo + (hi - lo) * _unit(pattern_param[idx])
         stamped = (1 - mask[:, None]) * batch + (mask * pattern)[:, None]
         logits = forward(stamped.reshape(-1, *shape)).view(len(active), settings.batch_size, -1)
-        task_labels = label_t[idx][:, None].expand(-1, settings.batch_size)
+        # a universal task moves every input off its own label
+        task_labels = torch.where(
+            universal_t[idx][:, None], yt[pick_t], label_t[idx][:, None].expand(-1, pick_t.shape[1])
+        )
         log_p = torch.log_softmax(logits, dim=-1)
         own = log_p.gather(-1, task_labels[..., None]).squeeze(-1)
         # targeted: -log p(label); untargeted: -log(1 - p(label))

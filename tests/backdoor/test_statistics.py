@@ -4,6 +4,8 @@ reverse engineering on a network with a planted shortcut."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,11 +13,17 @@ from torch import nn
 
 from modelguard.backdoor.anomaly import anomaly_index
 from modelguard.backdoor.data import Dataset
-from modelguard.backdoor.defences import RepairSettings, stamped_training_set
+from modelguard.backdoor.defences import RepairSettings, stamped_training_set, unlearn
 from modelguard.backdoor.detection import THRESHOLD, DetectionSettings, combine
 from modelguard.backdoor.margins import MarginRun
 from modelguard.backdoor.model import FineTuneSettings
-from modelguard.backdoor.reverse import RecoveredTrigger, ReverseSettings, Task, reverse_engineer
+from modelguard.backdoor.reverse import (
+    UNIVERSAL,
+    RecoveredTrigger,
+    ReverseSettings,
+    Task,
+    reverse_engineer,
+)
 from modelguard.backdoor.split import split_data
 
 
@@ -77,6 +85,22 @@ def test_large_margin_flags_its_class() -> None:
     assert result.classes[7].margin_index > 3
 
 
+def test_a_small_norm_and_a_large_margin_on_one_class_add_up() -> None:
+    norms = [100, 130, 95, 85, 110, 98, 140, 120, 90, 105]
+    margins = [40, 42, 38, 45, 41, 39, 44, 41, 43, 40]
+    weak = list(norms)
+    weak[3] = 70  # smallest norm, under its threshold on its own
+    strong = list(margins)
+    strong[3] = 60  # largest margin, under its threshold on its own
+    for n, m, flagged in ((weak, margins, False), (norms, strong, False), (weak, strong, True)):
+        targeted = [trig(i, v) for i, v in enumerate(n)]
+        run = MarginRun(np.array(m, np.float32), 0, 0, 0)
+        result = combine(targeted, [], run, DetectionSettings())
+        c = result.classes[3]
+        assert c.norm_index < 3 and c.margin_index is not None and c.margin_index < 3.5
+        assert result.detected is flagged and (result.target == 3) is flagged
+
+
 def test_split_is_stratified_deterministic_and_disjoint() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 35)
@@ -128,3 +152,55 @@ def test_reverse_engineering_finds_a_planted_shortcut() -> None:
     assert by_label[2].reached and by_label[2].flip_rate >= 0.99
     assert by_label[2].norm == min(t.norm for t in run.triggers)
     assert by_label[2].mask.argmax() == 0  # the planted pixel
+
+
+def test_a_universal_trigger_gets_its_own_share_of_every_class() -> None:
+    y = np.repeat(np.arange(10), 10)
+    data = Dataset(np.zeros((100, 1, 4, 4), np.float32), y, "d")
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 8, 0), universal_share=0.5)
+    sources = [trig(k, 1.0, targeted=False) for k in range(10)]
+    everything = [*sources, trig(UNIVERSAL, 1.0, False)]
+    _, y_aug = stamped_training_set(data, everything, settings, 0)
+    # ten per-source triggers share the cap (10 each, from their own class) ...
+    assert np.array_equal(y_aug[100:200], np.repeat(np.arange(10), 10))
+    # ... and the universal one adds half the set, drawn from every class
+    assert len(y_aug) == 100 + 100 + 50 and len(set(y_aug[200:])) > 5
+
+
+class _FixedModel:
+    """An AnalysedModel whose training is a no-op (what the rounds call is under test)."""
+
+    format = "stub"
+    device = "cpu"
+
+    def run(self, x: np.ndarray, layer: str | None) -> tuple[np.ndarray, None]:
+        return np.eye(3, dtype=np.float32)[np.zeros(len(x), int)], None
+
+    def snapshot(self) -> object:
+        return None
+
+    def restore(self, state: object) -> None:
+        pass
+
+    def fine_tune(self, *args: object, **kwargs: object) -> None:
+        self.trained = getattr(self, "trained", 0) + 1
+
+
+def test_unlearning_rounds_re_reverse_the_suspects_on_the_repaired_model() -> None:
+    data = Dataset(np.zeros((12, 1, 4, 4), np.float32), np.zeros(12, np.int64), "d")
+    calls: list[tuple[int, int]] = []
+
+    def again(model: object, triggers: list[RecoveredTrigger], round_: int) -> list:
+        calls.append((round_, len(triggers)))
+        return [trig(t.label, 2.0) for t in triggers[:1]]
+
+    model = _FixedModel()
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=3)
+    outcome = unlearn(model, data, data, [trig(1, 1.0)], settings, 4, rereverse=again)  # type: ignore[arg-type]
+    assert calls == [(1, 1), (2, 2)]  # every round adds what re-reversing found
+    assert outcome.rounds == 3 and outcome.triggers == 3 and model.trained == 3
+    assert "3 rounds" in outcome.note
+    one = unlearn(
+        model, data, data, [trig(1, 1.0)], replace(settings, rounds=1), 4, rereverse=again
+    )  # type: ignore[arg-type]
+    assert one.rounds == 1 and len(calls) == 2

@@ -8,9 +8,11 @@ then per model, on one CPU thread: detection (our combined score, and Neural
 Cleanse as published: raw anomaly index > 2), and every repair measured on the
 judge's 447 test images with the attack's real trigger(s):
 
-- ``unlearn``: ours (unlearn every suspected label's recovered trigger; none
-  when nothing is detected);
-- ``nc``: Neural Cleanse as published (unlearn the labels with index > 2);
+- ``unlearn``: ours (unlearn every suspected label's recovered trigger, two
+  rounds: the second re-reverses the suspects on the repaired model; none when
+  nothing is detected);
+- ``nc``: Neural Cleanse as published (unlearn the labels with index > 2, one
+  round);
 - ``fine-prune`` and ``fine-tune`` (the control), and ``none``.
 
 The defender has the 350 validation images (80% tuning, 20% the accuracy
@@ -50,12 +52,14 @@ from modelguard.backdoor.defences import (  # noqa: E402
     RepairSettings,
     fine_prune,
     fine_tune_only,
+    rereverser,
     unlearn,
 )
 from modelguard.backdoor.detection import DetectionSettings, detect  # noqa: E402
 from modelguard.backdoor.loaders import load_model  # noqa: E402
 from modelguard.backdoor.model import FineTuneSettings  # noqa: E402
 from modelguard.backdoor.prune import accuracy  # noqa: E402
+from modelguard.backdoor.reverse import ReverseSettings  # noqa: E402
 from modelguard.backdoor.split import split_data  # noqa: E402
 
 FACTORY = f"{FIXTURES / 'digits_net.py'}:make_model"
@@ -113,11 +117,13 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         if method == "unlearn":
             chosen = detection.repair_triggers()
             if chosen:
-                unlearn(model, parts.tune, parts.guard, chosen, settings, 256)
+                again = rereverser(parts.tune, ReverseSettings(), "cpu")
+                unlearn(model, parts.tune, parts.guard, chosen, settings, 256, rereverse=again)
         elif method == "nc":
             flagged = [t for t in detection.triggers if t.label in detection.nc_flagged]
-            if flagged:
-                unlearn(model, parts.tune, parts.guard, flagged, settings, 256)
+            if flagged:  # one round, as published
+                one = replace(settings, rounds=1)
+                unlearn(model, parts.tune, parts.guard, flagged, one, 256)
         elif method == "fine-prune":
             outcome = fine_prune(model, "conv3", profile, parts.tune, parts.guard, settings, 256)
             assert outcome.pruning is not None
@@ -147,6 +153,9 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         "unorms": [t.norm for t in detection.untargeted_triggers],
         "margins": [c.margin for c in detection.classes],
         "shortcut": detection.shortcut,
+        "universal_norm": None
+        if detection.universal_trigger is None
+        else detection.universal_trigger.norm,
         "detect_cpu": detect_cpu,
         "results": results,
     }
@@ -255,6 +264,19 @@ def report(records: list[dict[str, Any]]) -> None:
         if kind == "clean":
             cells = ["-"] * len(METHODS)
         print(f"| {kind} | {len(rows)} | " + " | ".join(cells + drops) + " |")
+    print("\n### Unlearning on the flagged models only (what `--method auto` repairs)\n")
+    print("| attack | flagged | ASR % (mean / max) | drop pp (mean / max) | fine-tune ASR % |")
+    print("|---|---:|---:|---:|---:|")
+    for kind in ATTACKS:
+        rows = [r for r in records if r["kind"] == kind and r["detected"]]
+        if not rows:
+            continue
+        d = [r["results"]["none"]["acc"] - r["results"]["unlearn"]["acc"] for r in rows]
+        print(
+            f"| {kind} | {len(rows)} | {pct([r['results']['unlearn']['asr'] for r in rows])} "
+            f"| {100 * statistics.fmean(d):.1f} / {100 * max(d):.1f} "
+            f"| {pct([r['results']['fine-tune']['asr'] for r in rows])} |"
+        )
     print("\n### Table 1 shape (Liu et al.): clean acc % / ASR % on the test split, means\n")
     print("| model | none | fine-tuning | pruning | fine-pruning |")
     print("|---|---:|---:|---:|---:|")
@@ -279,6 +301,9 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(family.KINDS))
     parser.add_argument("--shard", default="0/1", help="I/N: analyse every N-th model from I")
     parser.add_argument("--report", action="store_true", help="print tables from the results")
+    parser.add_argument(
+        "--existing", action="store_true", help="only the models already trained (train none)"
+    )
     args = parser.parse_args()
     folder = FIXTURES / "generated" / args.split
     results = folder / f"results-{args.split}.jsonl"
@@ -307,6 +332,8 @@ def main() -> None:
         if position % total != index or name in done:
             continue
         kind, number = name.rsplit("_", 1)
+        if args.existing and not (folder / f"{name}.json").exists():
+            continue
         if not (folder / f"{name}.json").exists():
             member, model, triggers = family.build(args.split, kind, int(number), data)
             family.save_member(folder, member, model, triggers)
