@@ -128,56 +128,67 @@ class _Wire:
             pos = after
 
 
-def _root_type(name: str, data: bytes) -> str | None:
-    """SavedModel or GraphDef, from the file name and the first field; None: neither."""
-    if not data:
-        return None
-    first_field, wire = data[0] >> 3, data[0] & 7
+def _roots(name: str, head: bytes) -> tuple[str, ...]:
+    """The messages a ``.pb`` file is read as (none: its first byte starts neither).
+
+    ``saved_model.pb`` is a SavedModel to TensorFlow's loader. Any other ``.pb``
+    may be handed to ``GraphDef.ParseFromString`` or be a SavedModel renamed,
+    and protobuf takes fields in any order, skipping those its schema lacks: so
+    it is read both ways whatever field it starts with, and a reading counts
+    only if it parses. The first byte must still be a one-byte tag of a field
+    either message has (1-4, varint or length-delimited).
+    """
     if name.rsplit("/", 1)[-1].lower() == SAVED_MODEL:
-        return _SAVED_MODEL
-    # SavedModel starts with its schema version (1, varint) or meta graphs (2);
-    # a GraphDef with its nodes (1, length-delimited) or library (2).
-    if (first_field, wire) == (1, 0):
-        return _SAVED_MODEL
-    if (first_field, wire) in ((1, 2), (2, 2)):
-        return _GRAPH
-    return None
+        return (_SAVED_MODEL,)
+    if not head or head[0] & 0x80:
+        return ()
+    field, wire = head[0] >> 3, head[0] & 7
+    return (_SAVED_MODEL, _GRAPH) if 1 <= field <= 4 and wire in (0, 2) else ()
 
 
 def is_tensorflow_pb(head: bytes, name: str) -> bool:
     """The predicate: a ``.pb`` file whose first field fits SavedModel or GraphDef."""
-    return name.lower().endswith(".pb") and _root_type(name, head[:1]) is not None
+    return name.lower().endswith(".pb") and bool(_roots(name, head[:1]))
 
 
 def scan_tensorflow(inp: Input, ctx: ScanContext) -> str | bool:
-    """Walk the graph and its functions; report unsafe ops (MG350)."""
+    """Walk the graph and its functions under every reading that parses; report MG350."""
     base = inp.name.rsplit("/", 1)[-1].lower()
     if base == KERAS_METADATA:
         return _scan_keras_metadata(inp, ctx)
-    root = _root_type(inp.name, inp.read_at(0, 1))
-    if root is None:
-        return False
-    wire = _Wire(inp)
-    hits: list[tuple[str, str]] = []
-    try:
-        hits = [(where, op) for where, op in _ops(wire, root, 0, inp.size, ()) if op in UNSAFE_OPS]
-    except _Malformed as exc:
+    head = inp.read_at(0, 1)
+    held: list[str] = []
+    hits: dict[tuple[str, str], None] = {}  # (where, op), in order, once
+    problem: _Malformed | None = None
+    for root in _roots(inp.name, head):
+        try:
+            found = [
+                (w, op) for w, op in _ops(_Wire(inp), root, 0, inp.size, ()) if op in UNSAFE_OPS
+            ]
+        except _Malformed as exc:
+            problem = exc  # this reading fails to parse: nothing of it would run
+            continue
+        except _TooMany:
+            ctx.limit_reached("TensorFlow graph fields", _MAX_FIELDS)
+            return "tensorflow"
+        held.append(root)
+        hits.update(dict.fromkeys(found))
+    if not held:
         if base != SAVED_MODEL:
-            return False  # another .pb (a fingerprint, a config): not a graph
+            return False  # another .pb (a config, a damaged file): no graph to run
         ctx.report(
             FORMAT_CLAIM_UNMET,
-            f"{inp.name}: named as a TensorFlow SavedModel but does not parse as one ({exc})",
+            f"{inp.name}: named as a TensorFlow SavedModel but does not parse as one ({problem})",
             evidence="tensorflow:SavedModel",
         )
-    except _TooMany:
-        ctx.limit_reached("TensorFlow graph fields", _MAX_FIELDS)
     for where, op in hits:
         ctx.report(
             TENSORFLOW_UNSAFE_OP,
             f"{where} runs op {op}, which {UNSAFE_OPS[op]}",
             evidence=f"{op}:{where}",
         )
-    return "tensorflow-savedmodel" if root == _SAVED_MODEL else "tensorflow-graph"
+    saved = base == SAVED_MODEL or head == b"\x08" or _GRAPH not in held
+    return "tensorflow-savedmodel" if saved else "tensorflow-graph"
 
 
 def _scan_keras_metadata(inp: Input, ctx: ScanContext) -> str | bool:
@@ -232,10 +243,8 @@ def _ops(
     count = 0
     for number, kind, lo, hi in wire.fields_of(start, end):
         child = children.get(number)
-        if child is None:
-            continue
-        if kind != 2:
-            raise _Malformed(f"{message} field {number} is not a message")
+        if child is None or kind != 2:
+            continue  # protobuf skips a field of the wrong wire type as unknown
         label = path
         if child == _FUNCTION:
             label = (*path, f"function {_function_name(wire, lo, hi) or count}")

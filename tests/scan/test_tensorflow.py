@@ -52,6 +52,18 @@ def test_every_unsafe_op_in_a_function_library(op: str) -> None:
     assert {f.rule_id for f in result.findings} == {"MG350"}
 
 
+def test_field_order_and_file_name_do_not_hide_a_graph() -> None:
+    # Protobuf takes fields in any order: a GraphDef may start with versions (4).
+    versions = tfgen.field_bytes(4, tfgen.field_varint(1, 1987))
+    graph = versions + tfgen.graph([tfgen.node("bad", "PyFunc")])
+    assert {f.rule_id for f in scan_bytes(graph, name="frozen.pb").findings} == {"MG350"}
+    # A SavedModel renamed (starting with its meta graphs) is read as one too.
+    saved = tfgen.saved_model(tfgen.graph([tfgen.node("w", "WriteFile")]))
+    renamed = saved[2:]  # without the schema version: starts with field 2
+    assert renamed[0] == 0x12
+    assert {f.rule_id for f in scan_bytes(renamed, name="model.pb").findings} == {"MG350"}
+
+
 def test_a_savedmodel_is_not_taken_for_an_onnx_model() -> None:
     data = (FIXTURES / "benign/tf_savedmodel_matmul.pb").read_bytes()
     assert data[:3] == b"\x08\x01\x12"  # what the ONNX predicate accepts
