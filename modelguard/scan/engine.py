@@ -62,7 +62,9 @@ def collect_targets(
     for entry in listing.entries:
         if entry.kind in (Kind.FILE, Kind.PARTIAL, Kind.LINK_TO_FILE):
             target = entry.target
-            if entry.kind is Kind.LINK_TO_FILE or os.path.islink(entry.path):
+            # A named path is followed if it is a link, so a FILE entry may be one.
+            is_link = os.path.islink(entry.path)
+            if is_link:
                 real = os.path.realpath(entry.path)
             else:
                 # A file that is not a link is its real folder's child: one
@@ -71,7 +73,7 @@ def collect_targets(
                 if folder not in real_folders:
                     real_folders[folder] = os.path.realpath(folder)
                 real = os.path.join(real_folders[folder], name)
-            if os.path.islink(entry.path):
+            if is_link:
                 links.setdefault(real, []).append(entry.display)
                 shown = display_path(real, root)
                 if not os.path.isabs(shown):
