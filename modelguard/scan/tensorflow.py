@@ -160,19 +160,24 @@ def scan_tensorflow(inp: Input, ctx: ScanContext) -> str | bool:
     held: list[str] = []
     hits: dict[tuple[str, str], None] = {}  # (where, op), in order, once
     problem: _Malformed | None = None
+    limited = False
     for root in _roots(inp.name, head):
+        found: list[tuple[str, str]] = []
         try:
-            found = [
-                (w, op) for w, op in _ops(_Wire(inp), root, 0, inp.size, ()) if op in UNSAFE_OPS
-            ]
+            for where, op in _ops(_Wire(inp), root, 0, inp.size, ()):
+                if op in UNSAFE_OPS:
+                    found.append((where, op))
         except _Malformed as exc:
             problem = exc  # this reading fails to parse: nothing of it would run
             continue
         except _TooMany:
+            # What was seen before the cap counts, as for every other cap.
             ctx.limit_reached("TensorFlow graph fields", _MAX_FIELDS)
-            return "tensorflow"
+            limited = True
         held.append(root)
         hits.update(dict.fromkeys(found))
+        if limited:
+            break
     if not held:
         if base != SAVED_MODEL:
             return False  # another .pb (a config, a damaged file): no graph to run

@@ -64,6 +64,17 @@ def test_field_order_and_file_name_do_not_hide_a_graph() -> None:
     assert {f.rule_id for f in scan_bytes(renamed, name="model.pb").findings} == {"MG350"}
 
 
+def test_ops_seen_before_the_field_cap_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    # importlib: the package attribute modelguard.scan is the scan() function.
+    reading = importlib.import_module("modelguard.scan.tensorflow")
+    monkeypatch.setattr(reading, "_MAX_FIELDS", 50)
+    nodes = [tfgen.node("bad", "WriteFile")] + [tfgen.node(f"n{i}", "Relu") for i in range(40)]
+    result = scan_bytes(tfgen.graph(nodes), name="frozen.pb")
+    assert {f.rule_id for f in result.findings} == {"MG350", "MG002"}
+
+
 def test_a_savedmodel_is_not_taken_for_an_onnx_model() -> None:
     data = (FIXTURES / "benign/tf_savedmodel_matmul.pb").read_bytes()
     assert data[:3] == b"\x08\x01\x12"  # what the ONNX predicate accepts
