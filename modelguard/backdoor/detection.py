@@ -21,6 +21,11 @@
 4. **Shortcut** (:mod:`untargeted`): one value per model, large when every
    class has a small way out (all-to-all backdoors, which give no target a
    small mask).
+5. **Universal mapping** (:mod:`mapping`): one value per model, large when a
+   single small mask moves every class and where it sends an input depends on
+   the input's class (all-to-all: n -> n+1). Added after the ``eval`` half's
+   all-to-all models were missed 2 of 5 times and one was named as a single
+   target; a model where it fires is taken as all-to-all.
 
 The score is the largest of these, each divided by its threshold, so a
 model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
@@ -44,6 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modelguard.backdoor.anomaly import anomaly_index
+from modelguard.backdoor.mapping import mapping_score, source_dependence
 from modelguard.backdoor.margins import MarginRun, MarginSettings, max_margins
 from modelguard.backdoor.reverse import (
     UNIVERSAL,
@@ -62,6 +68,7 @@ MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
 JOINT_THRESHOLD = 1.15  # of the two parts' sum, on one class
 SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
 UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
+MAPPING_THRESHOLD = 1.0  # of the universal-mapping statistic (see mapping.py)
 NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
 MIN_LOG_SPREAD = 0.15  # floor of the log indices' scaled MAD (see anomaly.anomaly_index)
 
@@ -76,6 +83,7 @@ class DetectionSettings:
     margin_threshold: float = MARGIN_THRESHOLD
     joint_threshold: float = JOINT_THRESHOLD
     shortcut_threshold: float = SHORTCUT_THRESHOLD
+    mapping_threshold: float = MAPPING_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,9 @@ class Detection:
     samples: int
     seconds: float
     cpu_seconds: float
+    # the universal trigger's source dependence and the mapping statistic (None: not run)
+    dependence: float | None = None
+    mapping: float | None = None
 
     @property
     def nc_flagged(self) -> tuple[int, ...]:
@@ -157,6 +168,10 @@ def detect(
     untargeted = [t for t in run.triggers if not t.targeted and not t.universal]
     universal = next((t for t in run.triggers if t.universal), None)
     samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
+    dependence = None
+    if universal is not None:
+        moved_to = _predict(forward, universal.stamp(x), device)
+        dependence = source_dependence(np.asarray(y), moved_to, classes)
     margins: MarginRun | None = None
     if settings.max_margin:
         margins = max_margins(
@@ -171,7 +186,21 @@ def detect(
         samples += margins.samples
         seconds += margins.seconds
         cpu += margins.cpu_seconds
-    return combine(targeted, untargeted, margins, settings, samples, seconds, cpu, universal)
+    return combine(
+        targeted, untargeted, margins, settings, samples, seconds, cpu, universal, dependence
+    )
+
+
+def _predict(forward: object, x: np.ndarray, device: str) -> np.ndarray:
+    import torch
+
+    assert callable(forward)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), 256):
+            batch = torch.from_numpy(np.ascontiguousarray(x[start : start + 256])).to(device)
+            out.append(forward(batch).argmax(dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def combine(
@@ -183,6 +212,7 @@ def combine(
     seconds: float = 0.0,
     cpu_seconds: float = 0.0,
     universal: RecoveredTrigger | None = None,
+    dependence: float | None = None,
 ) -> Detection:
     """The one score from the statistics' raw values (pure: no model needed)."""
     norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
@@ -224,9 +254,15 @@ def combine(
     score = max((c.score for c in evidence), default=0.0)
     shortcut_part = 0.0 if shortcut is None else shortcut / settings.shortcut_threshold
     score = max(score, shortcut_part)
+    mapping = None
+    if universal is not None and dependence is not None and len(norms):
+        mapping = mapping_score(dependence, float(np.median(norms)), universal.norm)
+    mapping_part = 0.0 if mapping is None else mapping / settings.mapping_threshold
+    score = max(score, mapping_part)
     targets = tuple(c.label for c in evidence if c.suspected)
-    all_to_all = shortcut_part >= THRESHOLD and (
-        not targets or unexplained_score(targeted, untargeted) >= UNEXPLAINED
+    all_to_all = mapping_part >= THRESHOLD or (
+        shortcut_part >= THRESHOLD
+        and (not targets or unexplained_score(targeted, untargeted) >= UNEXPLAINED)
     )
     if all_to_all:
         targets = tuple(c.label for c in evidence)
@@ -236,6 +272,8 @@ def combine(
         statistics.append("norm and margin on one class")
     if shortcut is not None:
         statistics.append("untargeted shortcut (all-to-all)")
+    if mapping is not None:
+        statistics.append("universal trigger's source-dependent mapping (all-to-all)")
     return Detection(
         classes=tuple(evidence),
         shortcut=shortcut,
@@ -251,4 +289,6 @@ def combine(
         samples=samples,
         seconds=seconds,
         cpu_seconds=cpu_seconds,
+        dependence=dependence,
+        mapping=mapping,
     )

@@ -52,9 +52,14 @@ def _detection_findings(detection: Detection, where: Location) -> list[Finding]:
         ]
     by_label = {c.label: c for c in detection.classes}
     if detection.all_to_all:
+        signs = []
+        if detection.shortcut is not None:
+            signs.append(f"shortcut {detection.shortcut:.2f}")
+        if detection.mapping is not None:
+            signs.append(f"universal mapping {detection.mapping:.2f}")
         what = (
-            f"every class has a small trigger out of it (shortcut {detection.shortcut:.2f}): "
-            "an all-to-all backdoor; every class is a suspected target"
+            f"small triggers move every class, to a class that depends on the input's "
+            f"({', '.join(signs)}): an all-to-all backdoor; every class is a suspected target"
         )
     else:
         parts = []

@@ -110,6 +110,7 @@ class BackdoorAnalysis:
             "all_to_all": bool(det is not None and det.all_to_all),
             "statistics": [] if det is None else list(det.statistics),
             "shortcut": None if det is None or det.shortcut is None else round(det.shortcut, 4),
+            "mapping": None if det is None or det.mapping is None else round(det.mapping, 4),
             "classes": classes,
             "held_out": {
                 "count": self.held_out_count,

@@ -204,3 +204,31 @@ def test_unlearning_rounds_re_reverse_the_suspects_on_the_repaired_model() -> No
         model, data, data, [trig(1, 1.0)], replace(settings, rounds=1), 4, rereverse=again
     )  # type: ignore[arg-type]
     assert one.rounds == 1 and len(calls) == 2
+
+
+def test_source_dependence_tells_a_mapping_from_a_sink() -> None:
+    from modelguard.backdoor.mapping import source_dependence
+
+    labels = np.repeat(np.arange(10), 20)
+    # all-to-all: every class moves to the next one; clean: everything falls into one sink
+    assert source_dependence(labels, (labels + 1) % 10, 10) == pytest.approx(1.0)
+    sink = np.where(labels == 8, 3, 8)
+    assert source_dependence(labels, sink, 10) < 0.2
+    assert source_dependence(labels, labels, 10) == 0.0  # nothing moved
+
+
+def test_a_small_source_dependent_universal_trigger_is_all_to_all() -> None:
+    from modelguard.backdoor.mapping import mapping_score
+
+    targeted = [trig(i, n) for i, n in enumerate([100, 110, 95, 105, 98, 98, 102, 120, 90, 101])]
+    small = trig(UNIVERSAL, 90.0, targeted=False)
+    large = trig(UNIVERSAL, 450.0, targeted=False)
+    a2a = combine(targeted, [], None, DetectionSettings(), universal=small, dependence=0.6)
+    assert a2a.detected and a2a.all_to_all and a2a.target == list(range(10))
+    assert a2a.mapping == pytest.approx(mapping_score(0.6, 100.5, 90.0))
+    # the same small universal trigger sending every class to one label: no mapping
+    one = combine(targeted, [], None, DetectionSettings(), universal=small, dependence=0.0)
+    assert one.mapping == 0.0 and not one.all_to_all
+    # a source-dependent but large universal exit (a clean model's): not flagged
+    clean = combine(targeted, [], None, DetectionSettings(), universal=large, dependence=0.15)
+    assert clean.mapping is not None and clean.mapping < 1.0 and not clean.detected

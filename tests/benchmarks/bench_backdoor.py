@@ -156,6 +156,8 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         "universal_norm": None
         if detection.universal_trigger is None
         else detection.universal_trigger.norm,
+        "dependence": detection.dependence,
+        "mapping": detection.mapping,
         "detect_cpu": detect_cpu,
         "results": results,
     }
@@ -176,7 +178,17 @@ def rescore(record: dict[str, Any]) -> dict[str, Any]:
     targeted = [fake(i, n, True) for i, n in enumerate(record["norms"])]
     untargeted = [fake(i, n, False) for i, n in enumerate(record["unorms"])]
     margins = MarginRun(np.asarray(record["margins"], np.float32), 0, 0.0, 0.0)
-    det = combine(targeted, untargeted, margins, DetectionSettings())
+    universal = None
+    if record.get("universal_norm") is not None:
+        universal = fake(-1, record["universal_norm"], False)
+    det = combine(
+        targeted,
+        untargeted,
+        margins,
+        DetectionSettings(),
+        universal=universal,
+        dependence=record.get("dependence"),
+    )
     out = dict(record)
     out.update(score=det.score, detected=det.detected, targets=list(det.targets))
     out["all_to_all"] = det.all_to_all
@@ -296,7 +308,7 @@ def report(records: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=["dev", "eval"], default="eval")
+    parser.add_argument("--split", choices=["dev", "eval", "holdout"], default="eval")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--kinds", default=",".join(family.KINDS))
     parser.add_argument("--shard", default="0/1", help="I/N: analyse every N-th model from I")
