@@ -30,7 +30,8 @@
 The score is the largest of these, each divided by its threshold, so a
 model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
 crosses its own threshold. Suspected targets are every class whose part
-crosses (two triggers to two targets name both).
+crosses (two triggers to two targets name both), and a runner-up nearly as
+strong as the best (``_with_close_runners_up``).
 When the shortcut statistic fires and no flagged target's own trigger explains
 the small exits (they are more than 4x smaller), the backdoor is taken as
 all-to-all and every class is a suspected target.
@@ -44,7 +45,7 @@ what they rest on). They are calibrated on small digit CNNs only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -68,6 +69,8 @@ MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
 JOINT_THRESHOLD = 1.15  # of the two parts' sum, on one class
 SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
 UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
+RUNNER_UP = 0.7  # a close runner-up's part, of the threshold (see _with_close_runners_up)
+RUNNER_UP_SHARE = 0.75  # ... and of the best class's part
 MAPPING_THRESHOLD = 1.0  # of the universal-mapping statistic (see mapping.py)
 NC_PUBLISHED_THRESHOLD = 2.0  # Neural Cleanse's own, on raw norms
 MIN_LOG_SPREAD = 0.15  # floor of the log indices' scaled MAD (see anomaly.anomaly_index)
@@ -191,6 +194,27 @@ def detect(
     )
 
 
+def _with_close_runners_up(
+    evidence: list[ClassEvidence], targets: tuple[int, ...]
+) -> tuple[int, ...]:
+    """Flagged classes plus any class whose part is nearly as strong as the strongest.
+
+    When the best class only just crosses the threshold, the evidence does not
+    single it out: on the ``eval`` half an adaptive model's true target scored
+    0.88 beside a wrong class's 1.09, and only the wrong one was repaired. A
+    runner-up at >= RUNNER_UP of the threshold and >= RUNNER_UP_SHARE of the
+    best part is named too (unlearning a clean class's trigger costs little;
+    leaving the real one costs everything).
+    """
+    best = max(c.score for c in evidence)
+    close = [
+        c.label
+        for c in evidence
+        if c.label not in targets and c.score >= RUNNER_UP and c.score >= RUNNER_UP_SHARE * best
+    ]
+    return tuple(sorted({*targets, *close}))
+
+
 def _predict(forward: object, x: np.ndarray, device: str) -> np.ndarray:
     import torch
 
@@ -266,6 +290,9 @@ def combine(
     )
     if all_to_all:
         targets = tuple(c.label for c in evidence)
+    elif targets:
+        targets = _with_close_runners_up(evidence, targets)
+    evidence = [replace(c, suspected=c.label in targets) for c in evidence]
     statistics = ["reversed-trigger norm (Neural Cleanse)"]
     if margins is not None:
         statistics.append("maximum margin (MM-BD)")

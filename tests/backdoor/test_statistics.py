@@ -232,3 +232,15 @@ def test_a_small_source_dependent_universal_trigger_is_all_to_all() -> None:
     # a source-dependent but large universal exit (a clean model's): not flagged
     clean = combine(targeted, [], None, DetectionSettings(), universal=large, dependence=0.15)
     assert clean.mapping is not None and clean.mapping < 1.0 and not clean.detected
+
+
+def test_a_runner_up_nearly_as_strong_as_a_marginal_suspect_is_named_too() -> None:
+    # two classes with similarly small masks, neither far past the threshold: both named
+    close = norms_run([100, 110, 95, 105, 60, 98, 102, 66, 90, 101])
+    parts = {c.label: c.score for c in close.classes}
+    assert parts[4] >= THRESHOLD > parts[7] >= 0.75 * parts[4]  # 7 does not cross on its own
+    assert close.detected and set(close.targets) == {4, 7}
+    assert {c.label for c in close.classes if c.suspected} == {4, 7}
+    # a clear suspect does not pull in an ordinary runner-up
+    clear = norms_run([100, 110, 95, 105, 8, 98, 102, 70, 90, 101])
+    assert clear.targets == (4,)
