@@ -23,8 +23,8 @@
   0-8% of the real trigger's attack success, two rounds 0-2.3%; a third round
   took one ``eval`` large-patch model from 9.9% to 1.7%). The guard's
   budget is measured from the model before the first round; a further round is
-  kept only when the guard split loses nothing to it, else it is undone and the
-  rounds stop.
+  kept only when it stays within the budget and the guard loses at most
+  ``round_tolerance`` to it, else it is undone and the rounds stop.
 - **fine-prune** (Liu, Dolan-Gavitt & Garg, RAID 2018): prune the analysed
   layer's channels in increasing order of clean activation within the accuracy
   budget (measured on the guard split), then fine-tune on the tuning split.
@@ -64,6 +64,7 @@ class RepairSettings:
     back_offs: int = 2  # retries, each at half the learning rate
     prune_budget: float = 0.04  # fine-pruning's budget (Liu et al.)
     rounds: int = 3  # unlearning rounds (each after the first re-reverses the suspects)
+    round_tolerance: float = 0.006  # a further round may lose this much on the guard (2 of 350)
     # a universal trigger (all-to-all) moves every class: it gets its own, larger share,
     # outside the cap (on the dev half: 0.05 left 26-39% ASR, 0.5 4-23%)
     universal_share: float = 0.5
@@ -236,10 +237,15 @@ def unlearn(
         attempt = _unlearn_round(
             model, tune, guard, chosen + fresh, settings, batch_size, before, teacher_clean
         )
-        if attempt.guard_after < outcome.guard_after:
-            # a further round may cost nothing the guard can see (70 images resolve
-            # ~1.4 points, so "within the budget" let 4.7-point losses through on
-            # the fixture family): else the last round's model is kept
+        if (
+            not attempt.within_budget
+            or attempt.guard_after < outcome.guard_after - settings.round_tolerance
+        ):
+            # a further round may cost next to nothing the guard can see (70 bare
+            # images resolved ~1.4 points, so "within the budget" let 4.7-point losses
+            # through on the fixture family): else the last round's model is kept.
+            # The widened guard reads 350 inputs, where "loses nothing at all" undid
+            # rounds for one or two flipped readings
             model.restore(kept)
             break
         chosen += fresh

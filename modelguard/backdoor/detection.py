@@ -32,19 +32,18 @@ model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
 crosses its own threshold. Suspected targets are every class whose part
 crosses (two triggers to two targets name both), and a runner-up nearly as
 strong as the best (``_with_close_runners_up``).
-When the shortcut statistic fires and no flagged target's own trigger explains
-the small exits (they are more than 4x smaller), the backdoor is taken as
-all-to-all and every class is a suspected target.
+A model is taken as all-to-all, every class a suspected target, when the
+mapping fires, or when the shortcut fires and no class stands out.
 
 Thresholds were set on the ``dev`` half of the fixture family
-(``fixtures/backdoor/family.py``), never on the ``eval`` half the benchmark
-reports (``tests/benchmarks/bench_backdoor.py --split dev --report`` prints
-what they rest on). They are calibrated on small digit CNNs only.
+(``fixtures/backdoor/family.py``); the ``eval`` half, once its numbers had
+been seen, served as a second calibration half, and the ``holdout`` halves
+judge (``tests/benchmarks/bench_backdoor.py --split dev --report`` prints what
+they rest on). They are calibrated on small digit CNNs only.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -61,14 +60,13 @@ from modelguard.backdoor.reverse import (
     Task,
     reverse_engineer,
 )
-from modelguard.backdoor.untargeted import shortcut_score, unexplained_score
+from modelguard.backdoor.untargeted import shortcut_score
 
 THRESHOLD = 1.0  # of the combined score
 NORM_THRESHOLD = 3.0  # anomaly index of the log mask norms
 MARGIN_THRESHOLD = 3.5  # anomaly index of the log maximum margins
 JOINT_THRESHOLD = 1.15  # of the two parts' sum, on one class
 SHORTCUT_THRESHOLD = 2.0  # log(median targeted / smallest untargeted mask norms)
-UNEXPLAINED = math.log(4.0)  # exits 4x smaller than any target's trigger: all-to-all
 RUNNER_UP = 0.7  # a close runner-up's part, of the threshold (see _with_close_runners_up)
 RUNNER_UP_SHARE = 0.75  # ... and of the best class's part
 MAPPING_THRESHOLD = 1.0  # of the universal-mapping statistic (see mapping.py)
@@ -284,10 +282,10 @@ def combine(
     mapping_part = 0.0 if mapping is None else mapping / settings.mapping_threshold
     score = max(score, mapping_part)
     targets = tuple(c.label for c in evidence if c.suspected)
-    all_to_all = mapping_part >= THRESHOLD or (
-        shortcut_part >= THRESHOLD
-        and (not targets or unexplained_score(targeted, untargeted) >= UNEXPLAINED)
-    )
+    # the shortcut alone names all-to-all only when no class stands out: small exits
+    # everywhere also come with two ordinary targets (the holdout half's two-trigger
+    # models were taken as all-to-all by the "unexplained" test); the mapping decides
+    all_to_all = mapping_part >= THRESHOLD or (shortcut_part >= THRESHOLD and not targets)
     if all_to_all:
         targets = tuple(c.label for c in evidence)
     elif targets:

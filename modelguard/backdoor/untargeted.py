@@ -19,9 +19,8 @@ so clean models score above zero too; a backdoor that works from many sources
 the trigger and the score rise. Unlike the anomaly indices this compares a model
 with a reference level, which is calibrated (``detection.SHORTCUT_THRESHOLD``).
 
-An all-to-one backdoor raises the score too, but its exits are no smaller than
-its target's own reversed trigger; ``unexplained`` (log of the smallest targeted
-norm over the same exits) tells the two apart.
+An all-to-one backdoor raises the score too; it is taken as all-to-all only
+when no class stands out (``detection.combine``).
 """
 
 from __future__ import annotations
@@ -44,15 +43,4 @@ def shortcut_score(targeted: list[RecoveredTrigger], untargeted: list[RecoveredT
     if not targeted or not untargeted:
         return 0.0
     t = float(np.median([max(tr.norm, 1e-6) for tr in targeted]))
-    return math.log(t / _exits(untargeted))
-
-
-def unexplained_score(
-    targeted: list[RecoveredTrigger], untargeted: list[RecoveredTrigger]
-) -> float:
-    """log(smallest targeted L1 / the same small exits): > 0 when no single target's
-    trigger accounts for them."""
-    if not targeted or not untargeted:
-        return 0.0
-    t = min(max(tr.norm, 1e-6) for tr in targeted)
     return math.log(t / _exits(untargeted))
