@@ -17,11 +17,14 @@ from modelguard.rules import backdoor as R
 TRIGGER_EFFECTIVE_ASR = 0.5  # above this, the given trigger works as a backdoor
 RESIDUAL_ASR = 0.2  # a repair that leaves more than this has not disabled the backdoor
 
-# What the statistics cannot see, said in every "no evidence" finding.
+# What the statistics cannot see, said in every "no evidence" finding (and what they
+# see less reliably: on the fixture family's holdout halves large patches were the
+# kind most often missed).
 NOT_TESTED = (
     "source-specific triggers (that work from some classes only), triggers that are "
     "not a stamped patch or blend (warps, filters, physical objects), backdoors aimed "
-    "at these statistics, and classes absent from the data"
+    "at these statistics, and classes absent from the data; patches covering a quarter "
+    "of the input or more are tested but detected less reliably"
 )
 
 

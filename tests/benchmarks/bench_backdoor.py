@@ -308,7 +308,7 @@ def report(records: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=["dev", "eval", "holdout", "holdout2"], default="eval")
+    parser.add_argument("--split", choices=family.SPLITS, default="eval")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--kinds", default=",".join(family.KINDS))
     parser.add_argument("--shard", default="0/1", help="I/N: analyse every N-th model from I")
