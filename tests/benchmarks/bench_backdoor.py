@@ -24,7 +24,12 @@ shape of Liu et al. (clean accuracy / ASR after none, fine-tuning, pruning,
 fine-pruning).
 
 ``--split dev`` runs the calibration half (what the thresholds were set on);
-``eval`` is never used to choose anything. Not a test: it prints tables.
+``eval`` became a second calibration half once its numbers had been seen;
+``holdout``, ``holdout2`` and ``holdout3`` were each trained after the method
+they judge was fixed, and run once (the README says which commit each judged).
+``--report`` re-scores stored statistics with the current thresholds, so run
+it from the commit a family judged to see that run's numbers. Not a test: it
+prints tables.
 """
 
 from __future__ import annotations
