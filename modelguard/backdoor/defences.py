@@ -91,7 +91,7 @@ class RepairOutcome:
         if self.rounds > 1:
             text += f", {self.rounds} rounds"
         if self.attempts > 1:
-            text += f", backed off {self.attempts - 1}x to lr {self.learning_rate:g}"
+            text += f", backed off {self.attempts - 1}x, kept lr {self.learning_rate:g}"
         if not self.within_budget:
             text += ", over the accuracy budget"
         if self.pruning is not None:
@@ -174,27 +174,35 @@ def _guarded(
     pruned: np.ndarray | None = None,
     triggers: int = 0,
     baseline: float | None = None,
-    teacher: np.ndarray | None = None,
+    teachers: tuple[np.ndarray | None, ...] = (None,),
 ) -> RepairOutcome:
-    """Fine-tune on (x, y); back off while the guard split says the cost is too high."""
+    """Fine-tune on (x, y); back off while the guard split says the cost is too high.
+
+    The ladder is every teacher in turn (distillation targets, per row; see
+    ``AnalysedModel.fine_tune``), each at the full learning rate and then halved
+    ``back_offs`` times; the first attempt within the budget is kept, else the
+    one the guard liked best.
+    """
     original = model.snapshot()
     before = accuracy(model, guard, batch_size) if baseline is None else baseline
-    tuning = settings.tuning
     best: tuple[float, object, float] | None = None
     attempts = 0
-    for attempt in range(settings.back_offs + 1):
-        attempts = attempt + 1
-        if attempt:
-            model.restore(original)
-            tuning = replace(tuning, learning_rate=tuning.learning_rate / 2)
-        model.fine_tune(x, y, layer, pruned, tuning, teacher)
-        after = accuracy(model, guard, batch_size)
-        if best is None or after > best[0]:
-            best = (after, model.snapshot(), tuning.learning_rate)
-        if before - after <= settings.max_acc_drop + 1e-12:
-            return RepairOutcome(
-                method, attempts, before, after, True, tuning.learning_rate, triggers
-            )
+    for teacher in teachers:
+        tuning = settings.tuning
+        for back_off in range(settings.back_offs + 1):
+            if attempts:
+                model.restore(original)
+            if back_off:
+                tuning = replace(tuning, learning_rate=tuning.learning_rate / 2)
+            attempts += 1
+            model.fine_tune(x, y, layer, pruned, tuning, teacher)
+            after = accuracy(model, guard, batch_size)
+            if best is None or after > best[0]:
+                best = (after, model.snapshot(), tuning.learning_rate)
+            if before - after <= settings.max_acc_drop + 1e-12:
+                return RepairOutcome(
+                    method, attempts, before, after, True, tuning.learning_rate, triggers
+                )
     assert best is not None
     model.restore(best[1])
     return RepairOutcome(
@@ -267,34 +275,22 @@ def _unlearn_round(
     x, y, sources = stamped_rows(tune, triggers, settings, settings.tuning.seed)
     plain = np.full((len(y), teacher_clean.shape[1]), np.nan, dtype=np.float32)
     plain[: len(tune)] = teacher_clean
-    # a stamped row should answer what the model answered on its clean source
-    teachers = [teacher_clean[sources], plain] if settings.distil_stamped else [plain]
-    start = model.snapshot()
-    best: tuple[RepairOutcome, object] | None = None
-    for teacher in teachers:
-        if best is not None:
-            model.restore(start)
-        outcome = _guarded(
-            model,
-            "unlearn",
-            x,
-            y,
-            guard,
-            settings,
-            batch_size,
-            triggers=len(triggers),
-            teacher=teacher,
-            baseline=before,
-        )
-        if outcome.within_budget:
-            return outcome
-        # distilling the stamped rows removes more of the real trigger but can cost
-        # more: over the budget, the plain target gets its own back-off ladder
-        if best is None or outcome.guard_after > best[0].guard_after:
-            best = (outcome, model.snapshot())
-    assert best is not None
-    model.restore(best[1])
-    return best[0]
+    # a stamped row should answer what the model answered on its clean source; that
+    # removes more of the real trigger but can cost more, so over the budget the
+    # plain target (true label only) gets its own back-off ladder
+    teachers = (teacher_clean[sources], plain) if settings.distil_stamped else (plain,)
+    return _guarded(
+        model,
+        "unlearn",
+        x,
+        y,
+        guard,
+        settings,
+        batch_size,
+        triggers=len(triggers),
+        teachers=teachers,
+        baseline=before,
+    )
 
 
 def rereverser(tune: Dataset, settings: ReverseSettings, device: str) -> Rereverse:
