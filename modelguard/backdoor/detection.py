@@ -140,15 +140,25 @@ class Detection:
         return list(self.targets)
 
     def repair_triggers(self) -> list[RecoveredTrigger]:
-        """What unlearning should stamp: the reversed triggers of every suspect, and for
-        an all-to-all suspect every targeted and untargeted one."""
+        """What unlearning should stamp: the reversed triggers of every suspect; for an
+        all-to-all suspect the untargeted and universal triggers, plus the targeted
+        ones of classes whose own evidence crosses the threshold.
+
+        An all-to-all trigger reaches each target from one source only, so the
+        per-target reversed masks are not it; stamping all ten of them cost clean
+        accuracy and diluted the share of the ones that are. On the fixture
+        family's ``dev`` all-to-all models (5 flagged) the untargeted and universal
+        triggers alone left 5.9% mean ASR where every trigger left 14.9%.
+        """
         if not self.detected:
             return []
-        chosen = [t for t in self.triggers if t.label in self.targets]
-        if self.all_to_all:
-            chosen += list(self.untargeted_triggers)
-            if self.universal_trigger is not None:
-                chosen.append(self.universal_trigger)
+        if not self.all_to_all:
+            return [t for t in self.triggers if t.label in self.targets]
+        standing_out = {c.label for c in self.classes if c.score >= THRESHOLD}
+        chosen = [t for t in self.triggers if t.label in standing_out]
+        chosen += list(self.untargeted_triggers)
+        if self.universal_trigger is not None:
+            chosen.append(self.universal_trigger)
         return chosen
 
 
