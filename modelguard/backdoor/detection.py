@@ -141,22 +141,21 @@ class Detection:
 
     def repair_triggers(self) -> list[RecoveredTrigger]:
         """What unlearning should stamp: the reversed triggers of every suspect; for an
-        all-to-all suspect the untargeted and universal triggers, plus the targeted
-        ones of classes whose own evidence crosses the threshold.
+        all-to-all suspect the untargeted and universal triggers only.
 
         An all-to-all trigger reaches each target from one source only, so the
-        per-target reversed masks are not it; stamping all ten of them cost clean
-        accuracy and diluted the share of the ones that are. On the fixture
-        family's ``dev`` all-to-all models (5 flagged) the untargeted and universal
-        triggers alone left 5.9% mean ASR where every trigger left 14.9%.
+        per-target reversed masks are not it; stamping them costs clean accuracy,
+        which makes the guard back off from the ones that are. On the fixture
+        family's ``dev`` all-to-all models (5 flagged) every trigger left 14.9%
+        mean ASR, the untargeted and universal ones alone 5.9%; adding the targeted
+        triggers of the classes that stood out on their own (4 and 5, natural
+        sinks of those models) took two of them from 4.5% and 2.1% to 22.7% and 13.0%.
         """
         if not self.detected:
             return []
         if not self.all_to_all:
             return [t for t in self.triggers if t.label in self.targets]
-        standing_out = {c.label for c in self.classes if c.score >= THRESHOLD}
-        chosen = [t for t in self.triggers if t.label in standing_out]
-        chosen += list(self.untargeted_triggers)
+        chosen = list(self.untargeted_triggers)
         if self.universal_trigger is not None:
             chosen.append(self.universal_trigger)
         return chosen

@@ -74,7 +74,7 @@ def test_small_exits_everywhere_without_a_small_target_is_all_to_all() -> None:
     assert result.detected and result.all_to_all
     assert result.target == list(range(10))
     stamped = result.repair_triggers()
-    # every source's untargeted trigger; no class stands out, so no targeted one
+    # every source's untargeted trigger (no universal one in this run), no targeted one
     assert len(stamped) == 10 and not any(t.targeted for t in stamped)
 
 
