@@ -20,13 +20,11 @@ target, and scores 0):
     size       = log(median targeted L1 / universal L1) + SIZE_OFFSET
     mapping    = sqrt(max(dependence, 0) * max(size, 0))
 
-measured on the tuning inputs the universal trigger moves. The universal search
-stops at 80% of inputs moved (``reverse.UNIVERSAL_SUCCESS``; NC's 99% grew blobs
-on all-to-all models too). Scales from the fixture family's ``dev`` and
-``holdout3`` halves (both seen): clean models reach dependence 0.04-1.6 (scaled)
-and log ratio -0.55..+0.41, all-to-all models dependence 1.2-4.7 and log ratio
-+0.48..+2.15; with the offset 0.6 the clean models score at most 0.80, the
-single-target backdoors seen 0.71, the all-to-all ones at least 1.17.
+measured on the tuning inputs the universal trigger moves. Scales from the
+fixture family's ``dev`` clean models and the ``eval`` half's (used as a second
+calibration half once seen; the ``holdout`` half judges): clean models reach
+dependence 0.00-0.19 x 5 and size -0.06..+0.17 (clean: -1.2..-1.6 before the
+offset, one at -0.46), all-to-all models dependence 1.0-4.2 and size 1.05-2.6.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ import numpy as np
 from modelguard.backdoor.model import IntArray
 
 DEPENDENCE_SCALE = 0.2  # normalised mutual information that counts as "clearly there"
-SIZE_OFFSET = 0.6  # clean models' universal masks (at 80% moved) are ~e^0.6 = 1.8x the median
+SIZE_OFFSET = 1.5  # clean models' universal masks are ~e^1.5 = 4.5x the median target's
 
 
 def source_dependence(labels: IntArray, predictions: IntArray, classes: int) -> float:

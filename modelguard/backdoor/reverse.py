@@ -37,12 +37,6 @@ Forward = Callable[[Tensor], Tensor]
 Progress = Callable[[int, int], None]
 
 SUCCESS = 0.99  # NC's attack_succ_threshold
-# the universal task's: an all-to-all trigger moves most inputs, not 99% of every class
-# (the fixture family's move 89-92% of the judge's images). At 99% the search grew a blob
-# twice the median per-target mask on all six of holdout3's all-to-all models (so the
-# mapping missed one, and unlearning stamped the blob); at 80% it found a mask of 13-26
-# (the real patch: 16-25) on 9 of those 12 models of dev and holdout3
-UNIVERSAL_SUCCESS = 0.8
 INIT_COST = 1e-3
 COST_UP = 1.5
 COST_DOWN = 1.5**1.5
@@ -113,9 +107,8 @@ class ReverseRun:
 class _Schedule:
     """NC's per-class lambda schedule and early stop, vectorised over tasks."""
 
-    def __init__(self, tasks: int, patience: int, success: np.ndarray | None = None) -> None:
+    def __init__(self, tasks: int, patience: int) -> None:
         self.patience = patience
-        self.success = np.full(tasks, SUCCESS) if success is None else success
         self.cost = np.full(tasks, INIT_COST)
         self.up_count = np.zeros(tasks, int)
         self.down_count = np.zeros(tasks, int)
@@ -128,7 +121,7 @@ class _Schedule:
 
     def epoch(self, flip: np.ndarray, norm: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Update after an epoch; returns which tasks improved their best mask."""
-        improved = active & (flip >= self.success) & (norm < self.best)
+        improved = active & (flip >= SUCCESS) & (norm < self.best)
         self.best[improved] = norm[improved]
         finite = active & np.isfinite(self.best)
         self.stale[finite & (self.best >= self.stop_best)] += 1
@@ -136,7 +129,7 @@ class _Schedule:
         self.stop_best = np.minimum(self.stop_best, self.best)
         stop = active & self.went_up & self.went_down & (self.stale >= 5 * self.patience)
         self.done |= stop
-        hit = active & (flip >= self.success)
+        hit = active & (flip >= SUCCESS)
         self.up_count[hit] += 1
         self.down_count[hit] = 0
         self.up_count[active & ~hit] = 0
@@ -182,8 +175,7 @@ def reverse_engineer(
     optimizer = torch.optim.Adam(
         [mask_param, pattern_param], lr=settings.learning_rate, betas=(0.5, 0.9)
     )
-    success = np.asarray([UNIVERSAL_SUCCESS if t.universal else SUCCESS for t in tasks])
-    schedule = _Schedule(k, settings.patience, success)
+    schedule = _Schedule(k, settings.patience)
     labels = np.asarray([t.label for t in tasks])
     targeted = np.asarray([t.targeted for t in tasks])
     pools = [t.pool(y) for t in tasks]
