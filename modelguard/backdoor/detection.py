@@ -25,7 +25,11 @@
    single small mask moves every class and where it sends an input depends on
    the input's class (all-to-all: n -> n+1). Added after the ``eval`` half's
    all-to-all models were missed 2 of 5 times and one was named as a single
-   target; a model where it fires is taken as all-to-all.
+   target; a model where it fires is taken as all-to-all. A second universal
+   search that stops at 80% moved (the *probe*) is scored too, with its own
+   offset, and the larger of the two counts: added after ``holdout4``'s
+   all-to-all model scored 0.88 at 99% (its search grew a blob) and 3.25 on the
+   probe.
 
 The score is the largest of these, each divided by its threshold, so a
 model is flagged when ``score >= 1`` (:data:`THRESHOLD`): when any statistic
@@ -49,7 +53,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from modelguard.backdoor.anomaly import anomaly_index
-from modelguard.backdoor.mapping import mapping_score, source_dependence
+from modelguard.backdoor.mapping import (
+    PROBE_SIZE_OFFSET,
+    PROBE_SUCCESS,
+    mapping_score,
+    source_dependence,
+)
 from modelguard.backdoor.margins import MarginRun, MarginSettings, max_margins
 from modelguard.backdoor.reverse import (
     UNIVERSAL,
@@ -124,7 +133,10 @@ class Detection:
     cpu_seconds: float
     # the universal trigger's source dependence and the mapping statistic (None: not run)
     dependence: float | None = None
-    mapping: float | None = None
+    mapping: float | None = None  # the larger of the 99% search's and the probe's
+    probe_trigger: RecoveredTrigger | None = None  # the universal search at 80% moved
+    probe_dependence: float | None = None
+    probe_mapping: float | None = None  # the mapping statistic on the probe alone
 
     @property
     def nc_flagged(self) -> tuple[int, ...]:
@@ -141,7 +153,7 @@ class Detection:
 
     def repair_triggers(self) -> list[RecoveredTrigger]:
         """What unlearning should stamp: the reversed triggers of every suspect; for an
-        all-to-all suspect the untargeted and universal triggers only.
+        all-to-all suspect its untargeted and universal triggers (and the probe, below).
 
         An all-to-all trigger reaches each target from one source only, so the
         per-target reversed masks are not it; stamping them costs clean accuracy,
@@ -150,6 +162,15 @@ class Detection:
         mean ASR, the untargeted and universal ones alone 5.9%; adding the targeted
         triggers of the classes that stood out on their own (4 and 5, natural
         sinks of those models) took two of them from 4.5% and 2.1% to 22.7% and 13.0%.
+
+        The probe (the universal search at 80%) is stamped too when the mapping fires on
+        it: it is then the patch, where the 99% search may have grown a blob. On the
+        all-to-all models of ``holdout3`` and ``holdout4`` (seen) it left 4.5% mean ASR
+        (max 8.2) and 19.5% (max 72.9, the one model where the probe did not fire),
+        against 7.8% and 22.1% unlearning without it; the clean-accuracy cost stayed
+        noise-bound either way (mean 2.6 and 4.1 pp, against 2.1 and 3.8). Where only
+        the 99% search fired, a probe that was no patch took 73% -> 92%, so it is left
+        out there.
         """
         if not self.detected:
             return []
@@ -158,6 +179,12 @@ class Detection:
         chosen = list(self.untargeted_triggers)
         if self.universal_trigger is not None:
             chosen.append(self.universal_trigger)
+        if (
+            self.probe_trigger is not None
+            and self.probe_mapping is not None
+            and self.probe_mapping >= MAPPING_THRESHOLD
+        ):
+            chosen.append(self.probe_trigger)
         return chosen
 
 
@@ -183,9 +210,27 @@ def detect(
     universal = next((t for t in run.triggers if t.universal), None)
     samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
     dependence = None
+    probe = None
+    probe_dependence = None
     if universal is not None:
         moved_to = _predict(forward, universal.stamp(x), device)
         dependence = source_dependence(np.asarray(y), moved_to, classes)
+        # a separate run, so that the detection batch stays as it was calibrated
+        probe_run = reverse_engineer(
+            forward,
+            x,
+            y,
+            [Task(UNIVERSAL, False)],
+            replace(settings.reverse, success=PROBE_SUCCESS),
+            device,
+        )
+        probe = probe_run.triggers[0]
+        probe_dependence = source_dependence(
+            np.asarray(y), _predict(forward, probe.stamp(x), device), classes
+        )
+        samples += probe_run.samples
+        seconds += probe_run.seconds
+        cpu += probe_run.cpu_seconds
     margins: MarginRun | None = None
     if settings.max_margin:
         margins = max_margins(
@@ -201,7 +246,17 @@ def detect(
         seconds += margins.seconds
         cpu += margins.cpu_seconds
     return combine(
-        targeted, untargeted, margins, settings, samples, seconds, cpu, universal, dependence
+        targeted,
+        untargeted,
+        margins,
+        settings,
+        samples,
+        seconds,
+        cpu,
+        universal,
+        dependence,
+        probe,
+        probe_dependence,
     )
 
 
@@ -248,6 +303,8 @@ def combine(
     cpu_seconds: float = 0.0,
     universal: RecoveredTrigger | None = None,
     dependence: float | None = None,
+    probe: RecoveredTrigger | None = None,
+    probe_dependence: float | None = None,
 ) -> Detection:
     """The one score from the statistics' raw values (pure: no model needed)."""
     norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
@@ -292,6 +349,12 @@ def combine(
     mapping = None
     if universal is not None and dependence is not None and len(norms):
         mapping = mapping_score(dependence, float(np.median(norms)), universal.norm)
+    probed = None
+    if probe is not None and probe_dependence is not None and len(norms):
+        probed = mapping_score(
+            probe_dependence, float(np.median(norms)), probe.norm, PROBE_SIZE_OFFSET
+        )
+        mapping = probed if mapping is None else max(mapping, probed)
     mapping_part = 0.0 if mapping is None else mapping / settings.mapping_threshold
     score = max(score, mapping_part)
     targets = tuple(c.label for c in evidence if c.suspected)
@@ -329,4 +392,7 @@ def combine(
         cpu_seconds=cpu_seconds,
         dependence=dependence,
         mapping=mapping,
+        probe_trigger=probe,
+        probe_dependence=probe_dependence,
+        probe_mapping=probed,
     )

@@ -50,6 +50,7 @@ class ReverseSettings:
     max_steps: int = 200  # the whole run's budget
     learning_rate: float = 0.1
     seed: int = 0
+    success: float = SUCCESS  # the flip rate a mask must reach to count
 
 
 UNIVERSAL = -1  # the label of an untargeted task over every class
@@ -84,7 +85,7 @@ class RecoveredTrigger:
     pattern: FloatArray  # (C, H, W)
     norm: float  # L1 norm of the mask
     flip_rate: float  # on the optimisation data, at the best mask
-    reached: bool  # flip rate >= 99% at some point
+    reached: bool  # flip rate >= the run's success (NC: 99%) at some point
     steps: int
 
     @property
@@ -107,8 +108,9 @@ class ReverseRun:
 class _Schedule:
     """NC's per-class lambda schedule and early stop, vectorised over tasks."""
 
-    def __init__(self, tasks: int, patience: int) -> None:
+    def __init__(self, tasks: int, patience: int, success: float = SUCCESS) -> None:
         self.patience = patience
+        self.success = success
         self.cost = np.full(tasks, INIT_COST)
         self.up_count = np.zeros(tasks, int)
         self.down_count = np.zeros(tasks, int)
@@ -121,7 +123,7 @@ class _Schedule:
 
     def epoch(self, flip: np.ndarray, norm: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Update after an epoch; returns which tasks improved their best mask."""
-        improved = active & (flip >= SUCCESS) & (norm < self.best)
+        improved = active & (flip >= self.success) & (norm < self.best)
         self.best[improved] = norm[improved]
         finite = active & np.isfinite(self.best)
         self.stale[finite & (self.best >= self.stop_best)] += 1
@@ -129,7 +131,7 @@ class _Schedule:
         self.stop_best = np.minimum(self.stop_best, self.best)
         stop = active & self.went_up & self.went_down & (self.stale >= 5 * self.patience)
         self.done |= stop
-        hit = active & (flip >= SUCCESS)
+        hit = active & (flip >= self.success)
         self.up_count[hit] += 1
         self.down_count[hit] = 0
         self.up_count[active & ~hit] = 0
@@ -175,7 +177,7 @@ def reverse_engineer(
     optimizer = torch.optim.Adam(
         [mask_param, pattern_param], lr=settings.learning_rate, betas=(0.5, 0.9)
     )
-    schedule = _Schedule(k, settings.patience)
+    schedule = _Schedule(k, settings.patience, settings.success)
     labels = np.asarray([t.label for t in tasks])
     targeted = np.asarray([t.targeted for t in tasks])
     pools = [t.pool(y) for t in tasks]

@@ -235,6 +235,54 @@ def test_a_small_source_dependent_universal_trigger_is_all_to_all() -> None:
     assert clean.mapping is not None and clean.mapping < 1.0 and not clean.detected
 
 
+def test_the_80_percent_probe_names_all_to_all_when_the_99_percent_search_grew_a_blob() -> None:
+    from modelguard.backdoor.mapping import PROBE_SIZE_OFFSET, mapping_score
+
+    targeted = [trig(i, n) for i, n in enumerate([100, 110, 95, 105, 98, 98, 102, 120, 90, 101])]
+    blob = trig(UNIVERSAL, 300.0, targeted=False)  # NC's 99%: more than the trigger moves
+    patch = trig(UNIVERSAL, 25.0, targeted=False)  # at 80% moved: the patch
+    alone = combine(targeted, [], None, DetectionSettings(), universal=blob, dependence=0.2)
+    assert not alone.detected
+    both = combine(
+        targeted,
+        [],
+        None,
+        DetectionSettings(),
+        universal=blob,
+        dependence=0.2,
+        probe=patch,
+        probe_dependence=0.8,
+    )
+    assert both.detected and both.all_to_all
+    assert both.mapping == pytest.approx(mapping_score(0.8, 100.5, 25.0, PROBE_SIZE_OFFSET))
+    # unlearning stamps the 99% trigger and, since the mapping fired on it, the probe
+    assert [t.norm for t in both.repair_triggers()] == [300.0, 25.0]
+    # a probe the size of a clean model's (1.8x the median) that sends sources to sinks
+    sink = combine(
+        targeted,
+        [],
+        None,
+        DetectionSettings(),
+        universal=blob,
+        dependence=0.2,
+        probe=trig(UNIVERSAL, 180.0, targeted=False),
+        probe_dependence=0.2,
+    )
+    assert not sink.detected and sink.mapping is not None and sink.mapping < 1.0
+    # the 99% search fires on its own and the probe does not: the probe is not stamped
+    fired = combine(
+        targeted,
+        [],
+        None,
+        DetectionSettings(),
+        universal=trig(UNIVERSAL, 60.0, targeted=False),
+        dependence=0.6,
+        probe=trig(UNIVERSAL, 180.0, targeted=False),
+        probe_dependence=0.2,
+    )
+    assert fired.all_to_all and [t.norm for t in fired.repair_triggers()] == [60.0]
+
+
 def test_a_runner_up_nearly_as_strong_as_a_marginal_suspect_is_named_too() -> None:
     # two classes with similarly small masks, neither far past the threshold: both named
     close = norms_run([100, 110, 95, 105, 52, 98, 102, 58, 90, 101])

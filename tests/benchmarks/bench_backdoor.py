@@ -162,6 +162,8 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         if detection.universal_trigger is None
         else detection.universal_trigger.norm,
         "dependence": detection.dependence,
+        "probe_norm": None if detection.probe_trigger is None else detection.probe_trigger.norm,
+        "probe_dependence": detection.probe_dependence,
         "mapping": detection.mapping,
         "detect_cpu": detect_cpu,
         "results": results,
@@ -186,6 +188,9 @@ def rescore(record: dict[str, Any]) -> dict[str, Any]:
     universal = None
     if record.get("universal_norm") is not None:
         universal = fake(-1, record["universal_norm"], False)
+    probe = None
+    if record.get("probe_norm") is not None:
+        probe = fake(-1, record["probe_norm"], False)
     det = combine(
         targeted,
         untargeted,
@@ -193,6 +198,8 @@ def rescore(record: dict[str, Any]) -> dict[str, Any]:
         DetectionSettings(),
         universal=universal,
         dependence=record.get("dependence"),
+        probe=probe,
+        probe_dependence=record.get("probe_dependence"),
     )
     out = dict(record)
     out.update(score=det.score, detected=det.detected, targets=list(det.targets))
