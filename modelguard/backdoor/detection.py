@@ -136,7 +136,7 @@ class Detection:
     mapping: float | None = None  # the larger of the 99% search's and the probe's
     probe_trigger: RecoveredTrigger | None = None  # the universal search at 80% moved
     probe_dependence: float | None = None
-    probe_mapping: float | None = None  # the mapping statistic on the probe alone
+    probe_fired: bool = False  # the mapping crossed its threshold on the probe alone
 
     @property
     def nc_flagged(self) -> tuple[int, ...]:
@@ -179,11 +179,7 @@ class Detection:
         chosen = list(self.untargeted_triggers)
         if self.universal_trigger is not None:
             chosen.append(self.universal_trigger)
-        if (
-            self.probe_trigger is not None
-            and self.probe_mapping is not None
-            and self.probe_mapping >= MAPPING_THRESHOLD
-        ):
+        if self.probe_trigger is not None and self.probe_fired:
             chosen.append(self.probe_trigger)
         return chosen
 
@@ -209,12 +205,16 @@ def detect(
     untargeted = [t for t in run.triggers if not t.targeted and not t.universal]
     universal = next((t for t in run.triggers if t.universal), None)
     samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
+
+    def dependence_of(trigger: RecoveredTrigger) -> float:
+        moved_to = _predict(forward, trigger.stamp(x), device)
+        return source_dependence(np.asarray(y), moved_to, classes)
+
     dependence = None
     probe = None
     probe_dependence = None
     if universal is not None:
-        moved_to = _predict(forward, universal.stamp(x), device)
-        dependence = source_dependence(np.asarray(y), moved_to, classes)
+        dependence = dependence_of(universal)
         # a separate run, so that the detection batch stays as it was calibrated
         probe_run = reverse_engineer(
             forward,
@@ -225,9 +225,7 @@ def detect(
             device,
         )
         probe = probe_run.triggers[0]
-        probe_dependence = source_dependence(
-            np.asarray(y), _predict(forward, probe.stamp(x), device), classes
-        )
+        probe_dependence = dependence_of(probe)
         samples += probe_run.samples
         seconds += probe_run.seconds
         cpu += probe_run.cpu_seconds
@@ -394,5 +392,5 @@ def combine(
         mapping=mapping,
         probe_trigger=probe,
         probe_dependence=probe_dependence,
-        probe_mapping=probed,
+        probe_fired=probed is not None and probed / settings.mapping_threshold >= THRESHOLD,
     )
