@@ -31,7 +31,7 @@ from modelguard.backdoor.defences import (
     rereverser,
     unlearn,
 )
-from modelguard.backdoor.detection import Detection, DetectionSettings, detect
+from modelguard.backdoor.detection import Detection, DetectionSettings, detect, rechecker
 from modelguard.backdoor.findings_of import build_findings
 from modelguard.backdoor.loaders import load_model
 from modelguard.backdoor.model import (
@@ -351,15 +351,20 @@ def _detect(
     progress: Progress | None,
 ) -> Detection:
     forward = model.differentiable()
-    detection_settings = replace(
-        settings.detection,
-        reverse=replace(settings.detection.reverse, seed=settings.seed),
-        margins=replace(settings.detection.margins, seed=settings.seed),
-    )
+    detection_settings = _seeded(settings)
     try:
         return detect(forward, tune.x, tune.y, classes, detection_settings, model.device, progress)
     except ValueError as exc:
         raise BackdoorAnalysisError(f"{tune.source}: {exc}") from exc
+
+
+def _seeded(settings: AnalysisSettings) -> DetectionSettings:
+    """The detection settings with the analysis's seed (detection and its re-run)."""
+    return replace(
+        settings.detection,
+        reverse=replace(settings.detection.reverse, seed=settings.seed),
+        margins=replace(settings.detection.margins, seed=settings.seed),
+    )
 
 
 def _example(held_out: Dataset, detection: Detection | None) -> FloatArray:
@@ -480,11 +485,22 @@ def _run_repair(
     if name == "fine-tune":
         return fine_tune_only(model, parts.tune, parts.guard, repair, settings.batch_size)
     triggers = _unlearn_triggers(detection)
+    assert detection is not None  # _unlearn_triggers refused otherwise
     again = rereverser(
         parts.tune, replace(settings.detection.reverse, seed=settings.seed), model.device
     )
+    recheck = rechecker(
+        parts.tune.x, parts.tune.y, len(detection.classes), _seeded(settings), model.device
+    )
     return unlearn(
-        model, parts.tune, parts.guard, triggers, repair, settings.batch_size, rereverse=again
+        model,
+        parts.tune,
+        parts.guard,
+        triggers,
+        repair,
+        settings.batch_size,
+        rereverse=again,
+        recheck=recheck,
     )
 
 

@@ -48,6 +48,7 @@ they rest on). They are calibrated on small digit CNNs only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -60,6 +61,7 @@ from modelguard.backdoor.mapping import (
     source_dependence,
 )
 from modelguard.backdoor.margins import MarginRun, MarginSettings, max_margins
+from modelguard.backdoor.model import AnalysedModel
 from modelguard.backdoor.reverse import (
     UNIVERSAL,
     Progress,
@@ -256,6 +258,23 @@ def detect(
         probe,
         probe_dependence,
     )
+
+
+def rechecker(
+    x: np.ndarray, y: np.ndarray, classes: int, settings: DetectionSettings, device: str
+) -> Callable[[AnalysedModel], list[RecoveredTrigger]]:
+    """Detection re-run on a repaired model, per target only (no all-to-all statistics):
+    the reversed triggers of the classes that still stand out, for unlearning's last
+    round (``defences.unlearn``)."""
+    targeted_only = replace(settings, untargeted=False)
+
+    def again(model: AnalysedModel) -> list[RecoveredTrigger]:
+        found = detect(model.differentiable(), x, y, classes, targeted_only, device)
+        if not found.detected:
+            return []
+        return [t for t in found.triggers if t.label in found.targets]
+
+    return again
 
 
 def _with_close_runners_up(

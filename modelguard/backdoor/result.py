@@ -94,6 +94,7 @@ class BackdoorAnalysis:
             repair = {
                 "method": chosen.defence,
                 "output": self.repaired,
+                "still_flagged": [] if chosen.outcome is None else list(chosen.outcome.rechecked),
                 "held_out": {
                     "clean_acc": chosen.accuracy,
                     "asr": chosen.attack_success,

@@ -207,6 +207,57 @@ def test_unlearning_rounds_re_reverse_the_suspects_on_the_repaired_model() -> No
     assert one.rounds == 1 and len(calls) == 2
 
 
+class _BreakingModel(_FixedModel):
+    """Right on every input (label 0) until its ``breaks_at``-th training; undoable."""
+
+    def __init__(self, breaks_at: int) -> None:
+        self.trained = 0
+        self.breaks_at = breaks_at
+
+    def run(self, x: np.ndarray, layer: str | None) -> tuple[np.ndarray, None]:
+        label = 0 if self.trained < self.breaks_at else 1
+        return np.eye(3, dtype=np.float32)[np.full(len(x), label)], None
+
+    def snapshot(self) -> object:
+        return self.trained
+
+    def restore(self, state: object) -> None:
+        assert isinstance(state, int)
+        self.trained = state
+
+
+def test_a_class_still_flagged_after_the_rounds_gets_one_more_round() -> None:
+    data = Dataset(np.zeros((12, 1, 4, 4), np.float32), np.zeros(12, np.int64), "d")
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=1)
+    seen: list[int] = []
+
+    def still_flags_two(model: object) -> list[RecoveredTrigger]:
+        seen.append(getattr(model, "trained", 0))
+        return [trig(2, 1.0)]
+
+    model = _BreakingModel(breaks_at=10)
+    outcome = unlearn(model, data, data, [trig(1, 1.0)], settings, 4, recheck=still_flags_two)  # type: ignore[arg-type]
+    assert seen == [1]  # re-detected once, on the model the rounds left
+    assert outcome.rechecked == (2,) and outcome.rounds == 2 and outcome.triggers == 2
+    assert model.trained == 2 and "still flagged class(es) 2" in outcome.note
+    nothing = unlearn(
+        _BreakingModel(10), data, data, [trig(1, 1.0)], settings, 4, recheck=lambda m: []
+    )  # type: ignore[arg-type]
+    assert nothing.rechecked == () and nothing.rounds == 1
+
+
+def test_a_recheck_round_that_costs_clean_accuracy_is_undone() -> None:
+    data = Dataset(np.zeros((12, 1, 4, 4), np.float32), np.zeros(12, np.int64), "d")
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=1, back_offs=0)
+    model = _BreakingModel(breaks_at=2)  # the second training (the recheck round) breaks it
+    outcome = unlearn(
+        model, data, data, [trig(1, 1.0)], settings, 4, recheck=lambda m: [trig(2, 1.0)]
+    )  # type: ignore[arg-type]
+    assert model.trained == 1  # restored to what the first round left
+    assert outcome.rounds == 1 and outcome.triggers == 1 and outcome.guard_after == 1.0
+    assert outcome.rechecked == (2,)  # still reported: the user learns it stood out
+
+
 def test_source_dependence_tells_a_mapping_from_a_sink() -> None:
     from modelguard.backdoor.mapping import source_dependence
 

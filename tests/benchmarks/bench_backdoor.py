@@ -60,7 +60,7 @@ from modelguard.backdoor.defences import (  # noqa: E402
     rereverser,
     unlearn,
 )
-from modelguard.backdoor.detection import DetectionSettings, detect  # noqa: E402
+from modelguard.backdoor.detection import DetectionSettings, detect, rechecker  # noqa: E402
 from modelguard.backdoor.loaders import load_model  # noqa: E402
 from modelguard.backdoor.model import FineTuneSettings  # noqa: E402
 from modelguard.backdoor.prune import accuracy  # noqa: E402
@@ -115,6 +115,8 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         }
 
     results: dict[str, dict[str, float]] = {"none": measure()}
+    rechecked: list[int] = []  # classes still flagged after unlearning's rounds
+    rounds = 0
     profile = collect_profile(model, "conv3", parts.tune, 256)
     for method in METHODS[1:]:
         torch.manual_seed(0)
@@ -123,7 +125,19 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
             chosen = detection.repair_triggers()
             if chosen:
                 again = rereverser(parts.tune, ReverseSettings(), "cpu")
-                unlearn(model, parts.tune, parts.guard, chosen, settings, 256, rereverse=again)
+                recheck = rechecker(parts.tune.x, parts.tune.y, 10, DetectionSettings(), "cpu")
+                outcome = unlearn(
+                    model,
+                    parts.tune,
+                    parts.guard,
+                    chosen,
+                    settings,
+                    256,
+                    rereverse=again,
+                    recheck=recheck,
+                )
+                rechecked = list(outcome.rechecked)
+                rounds = outcome.rounds
         elif method == "nc":
             flagged = [t for t in detection.triggers if t.label in detection.nc_flagged]
             if flagged:  # one round, as published
@@ -167,6 +181,8 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         "mapping": detection.mapping,
         "detect_cpu": detect_cpu,
         "results": results,
+        "rechecked": rechecked,
+        "rounds": rounds,
     }
 
 
