@@ -25,6 +25,12 @@
   budget is measured from the model before the first round; a further round is
   kept only when it stays within the budget and the guard loses at most
   ``round_tolerance`` to it, else it is undone and the rounds stop.
+  A last **recheck** round re-runs detection per target on the repaired model
+  (``detection.rechecker``); a class that still stands out gets its fresh
+  trigger unlearned on the same terms. Added after ``holdout5``'s adaptive model
+  taken for all-to-all kept 69%: the all-to-all set left out its target's own
+  trigger, which still stood out after the rounds (recheck: 15.1%); on ten other
+  seen models it flagged nothing or its round was undone.
 - **fine-prune** (Liu, Dolan-Gavitt & Garg, RAID 2018): prune the analysed
   layer's channels in increasing order of clean activation within the accuracy
   budget (measured on the guard split), then fine-tune on the tuning split.
