@@ -29,7 +29,7 @@
   (``detection.rechecker``); a class that still stands out gets its fresh
   trigger unlearned on the same terms. Added after ``holdout5``'s adaptive model
   taken for all-to-all kept 69%: the all-to-all set left out its target's own
-  trigger, which still stood out after the rounds (recheck: 15.1%); on ten other
+  trigger, which still stood out after the rounds (recheck: 15.1%); on 17 other
   seen models it flagged nothing or its round was undone.
 - **fine-prune** (Liu, Dolan-Gavitt & Garg, RAID 2018): prune the analysed
   layer's channels in increasing order of clean activation within the accuracy
