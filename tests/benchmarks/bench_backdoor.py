@@ -339,12 +339,23 @@ def main() -> None:
     parser.add_argument("--split", choices=family.SPLITS, default="eval")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--kinds", default=",".join(family.KINDS))
-    parser.add_argument("--shard", default="0/1", help="I/N: analyse every N-th model from I")
+    parser.add_argument(
+        "--shard", default="0/1", help="I/N: analyse every N-th model from I (0 <= I < N)"
+    )
     parser.add_argument("--report", action="store_true", help="print tables from the results")
     parser.add_argument(
         "--existing", action="store_true", help="only the models already trained (train none)"
     )
     args = parser.parse_args()
+    try:
+        index, total = (int(v) for v in args.shard.split("/"))
+    except ValueError:
+        parser.error(f"--shard {args.shard!r}: expected I/N, two integers")
+    if total < 1:
+        parser.error(f"--shard {args.shard}: N must be at least 1")
+    if not 0 <= index < total:
+        # shards count from 0: "2/2" would silently analyse nothing
+        parser.error(f"--shard {args.shard}: I must be 0 to {total - 1}")
     folder = FIXTURES / "generated" / args.split
     results = folder / f"results-{args.split}.jsonl"
     if args.report:
@@ -361,7 +372,6 @@ def main() -> None:
     data = family.split_digits()
     family.write_data(folder, data)
     kinds = tuple(args.kinds.split(","))
-    index, total = (int(v) for v in args.shard.split("/"))
     names = [f"{k}_{i}" for i in range(args.count) for k in kinds]
     done = set()
     if results.exists():
