@@ -94,6 +94,13 @@ class RepairOutcome:
     pruning: PruningResult | None = None
     rounds: int = 1
     rechecked: tuple[int, ...] = ()  # classes that still stood out after the rounds
+    recheck_kept: bool = False  # ... and their round was kept (else they still stand out)
+
+    @property
+    def still_flagged(self) -> tuple[int, ...]:
+        """Classes detection still flagged on the repaired model, left as they were
+        because unlearning them cost more than the guard allowed."""
+        return () if self.recheck_kept else self.rechecked
 
     @property
     def note(self) -> str:
@@ -102,7 +109,11 @@ class RepairOutcome:
             text += f", {self.rounds} rounds"
         if self.rechecked:
             still = ", ".join(str(label) for label in self.rechecked)
-            text += f", re-detection after the rounds still flagged class(es) {still}"
+            text += f", re-detection after the rounds flagged class(es) {still}: " + (
+                "unlearned in one more round"
+                if self.recheck_kept
+                else "that round was undone (over the accuracy budget), they still stand out"
+            )
         if self.attempts > 1:
             text += f", backed off {self.attempts - 1}x, kept lr {self.learning_rate:g}"
         if not self.within_budget:
@@ -273,6 +284,7 @@ def unlearn(
         outcome = attempt
         done += 1
     rechecked: tuple[int, ...] = ()
+    recheck_kept = False
     if recheck is not None:
         left = recheck(model)
         rechecked = tuple(sorted({t.label for t in left}))
@@ -285,9 +297,16 @@ def unlearn(
                 chosen += left
                 outcome = attempt
                 done += 1
+                recheck_kept = True
             else:
                 model.restore(kept)
-    return replace(outcome, rounds=done, triggers=len(chosen), rechecked=rechecked)
+    return replace(
+        outcome,
+        rounds=done,
+        triggers=len(chosen),
+        rechecked=rechecked,
+        recheck_kept=recheck_kept,
+    )
 
 
 def _keeps(attempt: RepairOutcome, last: RepairOutcome, settings: RepairSettings) -> bool:

@@ -168,6 +168,18 @@ def build_findings(
                     evidence=f"method={repaired_row.defence}",
                 )
             )
+        still = () if repaired_row.outcome is None else repaired_row.outcome.still_flagged
+        if still:
+            labels = ", ".join(str(label) for label in still)
+            findings.append(
+                R.BACKDOOR_SURVIVES.finding(
+                    f"after {repaired_row.defence}, detection re-run on the repaired model "
+                    f"still flags class(es) {labels}; unlearning them once more cost more "
+                    "clean accuracy than the budget allows, so the model keeps them",
+                    where,
+                    evidence=f"method={repaired_row.defence}; still_flagged={labels}",
+                )
+            )
     if repaired is not None and method is not None:
         done = method if can_train or method != "fine-prune" else "pruned (no fine-tuning)"
         findings.append(

@@ -94,7 +94,10 @@ class BackdoorAnalysis:
             repair = {
                 "method": chosen.defence,
                 "output": self.repaired,
-                "still_flagged": [] if chosen.outcome is None else list(chosen.outcome.rechecked),
+                "rechecked": [] if chosen.outcome is None else list(chosen.outcome.rechecked),
+                "still_flagged": []
+                if chosen.outcome is None
+                else list(chosen.outcome.still_flagged),
                 "held_out": {
                     "clean_acc": chosen.accuracy,
                     "asr": chosen.attack_success,

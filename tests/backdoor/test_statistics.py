@@ -239,7 +239,8 @@ def test_a_class_still_flagged_after_the_rounds_gets_one_more_round() -> None:
     outcome = unlearn(model, data, data, [trig(1, 1.0)], settings, 4, recheck=still_flags_two)  # type: ignore[arg-type]
     assert seen == [1]  # re-detected once, on the model the rounds left
     assert outcome.rechecked == (2,) and outcome.rounds == 2 and outcome.triggers == 2
-    assert model.trained == 2 and "still flagged class(es) 2" in outcome.note
+    assert model.trained == 2 and "flagged class(es) 2: unlearned" in outcome.note
+    assert outcome.recheck_kept and outcome.still_flagged == ()
     nothing = unlearn(
         _BreakingModel(10), data, data, [trig(1, 1.0)], settings, 4, recheck=lambda m: []
     )  # type: ignore[arg-type]
@@ -255,7 +256,9 @@ def test_a_recheck_round_that_costs_clean_accuracy_is_undone() -> None:
     )  # type: ignore[arg-type]
     assert model.trained == 1  # restored to what the first round left
     assert outcome.rounds == 1 and outcome.triggers == 1 and outcome.guard_after == 1.0
-    assert outcome.rechecked == (2,)  # still reported: the user learns it stood out
+    # still reported: the written model keeps class 2's shortcut, and the user learns so
+    assert outcome.rechecked == (2,) and outcome.still_flagged == (2,)
+    assert not outcome.recheck_kept and "they still stand out" in outcome.note
 
 
 def test_source_dependence_tells_a_mapping_from_a_sink() -> None:
@@ -344,3 +347,34 @@ def test_a_runner_up_nearly_as_strong_as_a_marginal_suspect_is_named_too() -> No
     # a clear suspect does not pull in an ordinary runner-up
     clear = norms_run([100, 110, 95, 105, 8, 98, 102, 70, 90, 101])
     assert clear.targets == (4,)
+
+
+def test_classes_still_flagged_after_the_repair_raise_mg503() -> None:
+    from pathlib import Path
+
+    from modelguard.backdoor.activations import ChannelProfile
+    from modelguard.backdoor.defences import RepairOutcome
+    from modelguard.backdoor.findings_of import build_findings
+    from modelguard.backdoor.model import LayerInfo
+    from modelguard.backdoor.result import DefenceRow
+
+    profile = ChannelProfile("fc", np.ones(4, np.float32), np.ones(4, np.float32), 4, 1.0, 1.0)
+
+    def findings(outcome: RepairOutcome) -> list[str]:
+        rows = [
+            DefenceRow("none", 0.9, None, 0.9),
+            DefenceRow("unlearn", 0.89, None, 0.01, outcome.note, outcome),
+        ]
+        found = build_findings(
+            path=Path("m.pt"), layer=LayerInfo("fc", "linear", 4), profile=profile,
+            dormancy=0.0, detection=None, rows=rows, method="unlearn", requested="auto",
+            repair_asked=True, repaired="out.pt", repaired_format="state_dict", trigger=None,
+            held_out_count=10, can_train=True,
+        )  # fmt: skip
+        return [f.message for f in found if f.rule_id == "MG503"]
+
+    undone = RepairOutcome("unlearn", 1, 0.9, 0.9, True, 0.003, 1, rechecked=(2, 5))
+    (message,) = findings(undone)
+    assert "still flags class(es) 2, 5" in message
+    kept = replace(undone, recheck_kept=True)  # unlearned in the extra round: no finding
+    assert findings(kept) == []
