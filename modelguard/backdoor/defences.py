@@ -99,7 +99,7 @@ class RepairOutcome:
     @property
     def still_flagged(self) -> tuple[int, ...]:
         """Classes detection still flagged on the repaired model, left as they were
-        because unlearning them cost more than the guard allowed."""
+        because the accuracy guard refused the round that would unlearn them."""
         return () if self.recheck_kept else self.rechecked
 
     @property
@@ -112,7 +112,7 @@ class RepairOutcome:
             text += f", re-detection after the rounds flagged class(es) {still}: " + (
                 "unlearned in one more round"
                 if self.recheck_kept
-                else "that round was undone (over the accuracy budget), they still stand out"
+                else "that round was undone (the accuracy guard refused it), they still stand out"
             )
         if self.attempts > 1:
             text += f", backed off {self.attempts - 1}x, kept lr {self.learning_rate:g}"

@@ -174,8 +174,9 @@ def build_findings(
             findings.append(
                 R.BACKDOOR_SURVIVES.finding(
                     f"after {repaired_row.defence}, detection re-run on the repaired model "
-                    f"still flags class(es) {labels}; unlearning them once more cost more "
-                    "clean accuracy than the budget allows, so the model keeps them",
+                    f"still flags class(es) {labels}; the accuracy guard refused the round "
+                    "that would unlearn them (it cost too much clean accuracy), so the "
+                    "model keeps them",
                     where,
                     evidence=f"method={repaired_row.defence}; still_flagged={labels}",
                 )

@@ -40,7 +40,7 @@ BACKDOOR_SURVIVES = Rule(
     "The repair did not bring the attack success rate (of the given trigger, or of "
     "the recovered trigger) on held-out inputs below the residual threshold within "
     "the clean-accuracy budget; or detection, re-run on the repaired model, still "
-    "flags a class that unlearning could not remove within that budget.",
+    "flags a class that unlearning could not remove within it.",
     "Try --method unlearn (if another method was used), more --epochs, or retrain "
     "the model from trusted data.",
     ("security", "backdoor"),
