@@ -24,7 +24,10 @@
   took one ``eval`` large-patch model from 9.9% to 1.7%). The guard's
   budget is measured from the model before the first round; a further round is
   kept only when it stays within the budget and the guard loses at most
-  ``round_tolerance`` to it, else it is undone and the rounds stop.
+  ``round_tolerance`` to it: its ladder backs off until it does, and when no
+  rate does, it is undone and the rounds stop. Every fine-tuning (repairs and
+  control alike) moves each image row by a random pixel each time it is drawn
+  (``FineTuneSettings.shift_augment``).
   A last **recheck** round re-runs detection per target on the repaired model
   (``detection.rechecker``); a class that still stands out gets its fresh
   trigger unlearned on the same terms. Added after ``holdout5``'s adaptive model
@@ -199,13 +202,15 @@ def _guarded(
     triggers: int = 0,
     baseline: float | None = None,
     teachers: tuple[np.ndarray | None, ...] = (None,),
+    floor: float | None = None,
 ) -> RepairOutcome:
     """Fine-tune on (x, y); back off while the guard split says the cost is too high.
 
     The ladder is every teacher in turn (distillation targets, per row; see
     ``AnalysedModel.fine_tune``), each at the full learning rate and then halved
-    ``back_offs`` times; the first attempt within the budget is kept, else the
-    one the guard liked best.
+    ``back_offs`` times; the first attempt within the budget (and, for a further
+    round, at or above ``floor`` on the guard) is kept, else the one the guard
+    liked best.
     """
     original = model.snapshot()
     before = accuracy(model, guard, batch_size) if baseline is None else baseline
@@ -223,7 +228,9 @@ def _guarded(
             after = accuracy(model, guard, batch_size)
             if best is None or after > best[0]:
                 best = (after, model.snapshot(), tuning.learning_rate)
-            if before - after <= settings.max_acc_drop + 1e-12:
+            if before - after <= settings.max_acc_drop + 1e-12 and (
+                floor is None or after >= floor - 1e-12
+            ):
                 return RepairOutcome(
                     method, attempts, before, after, True, tuning.learning_rate, triggers
                 )
@@ -270,7 +277,15 @@ def unlearn(
             break
         kept = model.snapshot()
         attempt = _unlearn_round(
-            model, tune, guard, chosen + fresh, settings, batch_size, before, teacher_clean
+            model,
+            tune,
+            guard,
+            chosen + fresh,
+            settings,
+            batch_size,
+            before,
+            teacher_clean,
+            _floor(outcome, settings),
         )
         if not _keeps(attempt, outcome, settings):
             # a further round may cost next to nothing the guard can see (70 bare
@@ -291,7 +306,15 @@ def unlearn(
         if left:
             kept = model.snapshot()
             attempt = _unlearn_round(
-                model, tune, guard, chosen + left, settings, batch_size, before, teacher_clean
+                model,
+                tune,
+                guard,
+                chosen + left,
+                settings,
+                batch_size,
+                before,
+                teacher_clean,
+                _floor(outcome, settings),
             )
             if _keeps(attempt, outcome, settings):
                 chosen += left
@@ -317,6 +340,13 @@ def _keeps(attempt: RepairOutcome, last: RepairOutcome, settings: RepairSettings
     )
 
 
+def _floor(last: RepairOutcome, settings: RepairSettings) -> float:
+    """What a further round must keep on the guard: the ladder backs off until it
+    does, rather than undoing the round when its first rate loses more (holdout6,
+    seen: 13 -> 12 models above 5% ASR alone, 11 -> 9 with shift augmentation)."""
+    return last.guard_after - settings.round_tolerance
+
+
 def _unlearn_round(
     model: AnalysedModel,
     tune: Dataset,
@@ -326,6 +356,7 @@ def _unlearn_round(
     batch_size: int,
     before: float,
     teacher_clean: np.ndarray,
+    floor: float | None = None,
 ) -> RepairOutcome:
     x, y, sources = stamped_rows(tune, triggers, settings, settings.tuning.seed)
     plain = np.full((len(y), teacher_clean.shape[1]), np.nan, dtype=np.float32)
@@ -345,6 +376,7 @@ def _unlearn_round(
         triggers=len(triggers),
         teachers=teachers,
         baseline=before,
+        floor=floor,
     )
 
 

@@ -170,7 +170,8 @@ class TorchModel:
         settings: FineTuneSettings,
         teacher: FloatArray | None = None,
     ) -> None:
-        """Plain SGD with momentum; pruned channels re-zeroed every step.
+        """Plain SGD with momentum; pruned channels re-zeroed every step; with
+        ``settings.shift_augment``, image batches moved by :func:`shifted`.
 
         ``teacher`` (logits per row; NaN rows have none) adds a distillation term,
         KL(teacher || model), that anchors those rows' predictions to the teacher's.
@@ -197,7 +198,10 @@ class TorchModel:
                         group["lr"] = _learning_rate(settings, step, total_steps)
                     step += 1
                     optimizer.zero_grad()
-                    logits = self.module(xt[idx].to(self.device))
+                    batch = xt[idx]
+                    if settings.shift_augment:
+                        batch = shifted(batch, generator)
+                    logits = self.module(batch.to(self.device))
                     loss = nn.functional.cross_entropy(logits, yt[idx].to(self.device))
                     if tt is not None:
                         loss = loss + _distillation(logits, tt[idx].to(self.device))
@@ -230,6 +234,20 @@ class TorchModel:
             return "state_dict"
         finally:
             self.module.to(self.device)
+
+
+def shifted(batch: Tensor, generator: torch.Generator) -> Tensor:
+    """Each image of an NCHW batch moved by -1, 0 or +1 pixel on each axis (edges
+    repeated, as in the guard's shifts); anything that is not such an image batch
+    is returned as it is."""
+    if batch.ndim != 4 or min(batch.shape[-2:]) < 4:
+        return batch
+    padded = nn.functional.pad(batch, (1, 1, 1, 1), mode="replicate")
+    height, width = batch.shape[-2:]
+    moves = torch.randint(0, 3, (len(batch), 2), generator=generator).tolist()
+    return torch.stack(
+        [padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(moves)]
+    )
 
 
 def _distillation(logits: Tensor, teacher: Tensor) -> Tensor:
