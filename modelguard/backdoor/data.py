@@ -32,6 +32,12 @@ class Dataset:
         return [(self.x[i : i + size], self.y[i : i + size]) for i in range(0, len(self), size)]
 
 
+def shiftable_images(shape: tuple[int, ...]) -> bool:
+    """Whether a batch of this shape is (N, C, H, W) images big enough to move by a
+    pixel: the guard's shifted copies and the fine-tuning's shifts both ask."""
+    return len(shape) == 4 and min(shape[-2:]) >= 4
+
+
 def load_data(spec: str | os.PathLike[str]) -> Dataset:
     """Read ``spec``: a .npz file, a folder of class folders, or ``module:function``."""
     text = str(spec)

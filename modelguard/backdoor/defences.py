@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from modelguard.backdoor.activations import ChannelProfile
-from modelguard.backdoor.data import Dataset
+from modelguard.backdoor.data import Dataset, shiftable_images
 from modelguard.backdoor.model import AnalysedModel, FineTuneSettings
 from modelguard.backdoor.prune import PruningResult, accuracy, pruning_curve
 from modelguard.backdoor.reverse import RecoveredTrigger, ReverseSettings, Task, reverse_engineer
@@ -139,7 +139,7 @@ def widened_guard(guard: Dataset) -> Dataset:
     independent, but a repair that breaks a class breaks its shifted copies
     too). Inputs that are not (C, H, W) images are returned as they are.
     """
-    if guard.x.ndim != 4 or min(guard.x.shape[-2:]) < 4:
+    if not shiftable_images(guard.x.shape):
         return guard
     padded = np.pad(guard.x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
     height, width = guard.x.shape[-2:]
@@ -335,9 +335,7 @@ def unlearn(
 def _keeps(attempt: RepairOutcome, last: RepairOutcome, settings: RepairSettings) -> bool:
     """A further round is kept when it stays within the budget and loses the guard at
     most ``round_tolerance`` against the last kept round."""
-    return (
-        attempt.within_budget and attempt.guard_after >= last.guard_after - settings.round_tolerance
-    )
+    return attempt.within_budget and attempt.guard_after >= _floor(last, settings)
 
 
 def _floor(last: RepairOutcome, settings: RepairSettings) -> float:

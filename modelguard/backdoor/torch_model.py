@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from modelguard.backdoor.data import shiftable_images
 from modelguard.backdoor.model import (
     BoolArray,
     FineTuneSettings,
@@ -240,7 +241,7 @@ def shifted(batch: Tensor, generator: torch.Generator) -> Tensor:
     """Each image of an NCHW batch moved by -1, 0 or +1 pixel on each axis (edges
     repeated, as in the guard's shifts); anything that is not such an image batch
     is returned as it is."""
-    if batch.ndim != 4 or min(batch.shape[-2:]) < 4:
+    if not shiftable_images(tuple(batch.shape)):
         return batch
     padded = nn.functional.pad(batch, (1, 1, 1, 1), mode="replicate")
     height, width = batch.shape[-2:]
