@@ -14,7 +14,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class TorchModel:
     ) -> None:
         self.format = fmt
         self.device = device
-        self.module = module.to(device)
+        self.module = _placed(module, device)
         _set_mode(self.module, training=False)
         self._layer_order = layer_order
         self._runners: dict[str, Runner] = {}
@@ -218,7 +218,8 @@ class TorchModel:
 
     # -- writing ---------------------------------------------------------------------
     def save(self, path: Path) -> str:
-        module = self.module.to("cpu")
+        # the default layout: what a loader of the written file expects
+        module = _laid_out(self.module, "cpu", torch.contiguous_format)
         try:
             if self.format == "torchscript":
                 torch.jit.save(module, str(path))
@@ -234,7 +235,26 @@ class TorchModel:
             torch.save(state, path)
             return "state_dict"
         finally:
-            self.module.to(self.device)
+            _placed(self.module, self.device)
+
+
+def _placed(module: nn.Module, device: str) -> nn.Module:
+    """``module`` on ``device``; on CPU, with 4-d (convolution) weights channels-last.
+
+    oneDNN runs convolutions and pooling about twice as fast on channels-last
+    tensors (the fixture CNN, forward and backward over 336 images on one thread:
+    0.12 s -> 0.06 s), and reverse engineering is almost all such passes. The
+    results agree to float round-off (1e-8 on the logits). CUDA is left as it is.
+    """
+    if device == "cpu" and any(p.dim() == 4 for p in module.parameters()):
+        return _laid_out(module, device, torch.channels_last)
+    return module.to(device)
+
+
+def _laid_out(module: nn.Module, device: str, layout: torch.memory_format) -> nn.Module:
+    # nn.Module.to takes memory_format at run time; torch's type stubs omit it
+    moved: nn.Module = cast(Any, module).to(device, memory_format=layout)
+    return moved
 
 
 def shifted(batch: Tensor, generator: torch.Generator) -> Tensor:

@@ -156,6 +156,28 @@ def test_repaired_model_keeps_its_format(suffix: str, tmp_path: Path, digits: Pa
     )
 
 
+@pytest.mark.parametrize("name", ["badnet_0.ts", "badnet_0.pt2", "badnet_0.safetensors"])
+def test_cpu_runs_channels_last_and_writes_the_default_layout(name: str, tmp_path: Path) -> None:
+    import torch
+
+    model = _open(name)
+    convs = [p for p in model.module.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    out = tmp_path / f"written{Path(name).suffix}"
+    model.save(out)
+    if name.endswith(".ts"):
+        written = list(torch.jit.load(str(out)).parameters())
+    elif name.endswith(".pt2"):
+        written = list(torch.export.load(str(out)).module().parameters())
+    else:
+        from safetensors.torch import load_file
+
+        written = list(load_file(str(out)).values())
+    assert all(p.is_contiguous() for p in written)  # what a loader of the file expects
+    # and the model kept analysing channels-last after writing
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+
 def test_torchscript_layers_inside_control_flow_are_listed_and_refused_clearly(
     tmp_path: Path, digits: Path
 ) -> None:
