@@ -243,8 +243,9 @@ def _placed(module: nn.Module, device: str) -> nn.Module:
 
     oneDNN runs convolutions and pooling about twice as fast on channels-last
     tensors (the fixture CNN, forward and backward over 336 images on one thread:
-    0.12 s -> 0.06 s), and reverse engineering is almost all such passes. The
-    results agree to float round-off (1e-8 on the logits). CUDA is left as it is.
+    0.12 s -> 0.06 s), and reverse engineering is almost all such passes. Values
+    agree to float round-off (1e-8 on the logits), though a repair decision that
+    sits on its threshold can flip (README, Speed). CUDA is left as it is.
     """
     if device == "cpu" and any(p.dim() == 4 for p in module.parameters()):
         return _laid_out(module, device, torch.channels_last)
