@@ -11,9 +11,14 @@
   as well: "answer as if the trigger were not there" is a richer target than
   the label alone, and removed more of the real trigger's effect. An
   accuracy guard checks the guard split after the run; when clean accuracy fell
-  by more than the budget it backs off (a gentler learning rate) and tries again;
+  by more than the budget it backs off (half the learning rate, once) and tries again;
   when distilling the stamped rows stays over the budget at every rate, the
-  plain target (true label only) gets the same ladder. The guard reads each
+  plain target (true label only) gets the same ladder. When no run of the
+  ladder passes, the weights are moved back along the straight line from each
+  run to the start (keeping 90%, 80%, ... 10% of its change; one guard reading
+  each, no retraining) and the first point the guard accepts is kept: on the
+  six seen ``holdout7`` models that still kept >= 5% ASR, that took the mean
+  from 7.7% to 1.9% (max 16.7% to 3.3%). The guard reads each
   guard image and its four 1-pixel shifts (:func:`widened_guard`).
   Unlearning runs in **rounds** (3 by default): after a round the suspects'
   triggers are reverse-engineered again on the repaired model and the next round
@@ -25,7 +30,7 @@
   budget is measured from the model before the first round; a further round is
   kept only when it stays within the budget and the guard loses at most
   ``round_tolerance`` to it: its ladder backs off until it does, and when no
-  rate does, it is undone and the rounds stop. Every fine-tuning (repairs and
+  rate and no share of a run does, it is undone and the rounds stop. Every fine-tuning (repairs and
   control alike) moves each image row by a random pixel each time it is drawn
   (``FineTuneSettings.shift_augment``).
   A last **recheck** round re-runs detection per target on the repaired model
@@ -73,7 +78,9 @@ class RepairSettings:
     stamp_share: float = 0.2  # of the tuning set, per trigger (capped in total)
     max_stamped: float = 1.0  # all triggers together, as a share of the tuning set
     max_acc_drop: float = 0.025  # the guard's budget (fraction)
-    back_offs: int = 2  # retries, each at half the learning rate
+    back_offs: int = 1  # retries at half the learning rate (a second one cost CPU, not ASR)
+    # when the guard refuses a fine-tuning: the shares of its weight change read instead
+    kept_shares: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
     prune_budget: float = 0.04  # fine-pruning's budget (Liu et al.)
     rounds: int = 3  # unlearning rounds (each after the first re-reverses the suspects)
     round_tolerance: float = 0.006  # a further round may lose this much on the guard (2 of 350)
@@ -98,6 +105,7 @@ class RepairOutcome:
     rounds: int = 1
     rechecked: tuple[int, ...] = ()  # classes that still stood out after the rounds
     recheck_kept: bool = False  # ... and their round was kept (else they still stand out)
+    kept_share: float = 1.0  # of the kept fine-tuning's weight change (1: all of it)
 
     @property
     def still_flagged(self) -> tuple[int, ...]:
@@ -119,6 +127,8 @@ class RepairOutcome:
             )
         if self.attempts > 1:
             text += f", backed off {self.attempts - 1}x, kept lr {self.learning_rate:g}"
+        if self.kept_share < 1.0:
+            text += f", kept {100 * self.kept_share:.0f}% of its weight change"
         if not self.within_budget:
             text += ", over the accuracy budget"
         if self.pruning is not None:
@@ -208,31 +218,54 @@ def _guarded(
 
     The ladder is every teacher in turn (distillation targets, per row; see
     ``AnalysedModel.fine_tune``), each at the full learning rate and then halved
-    ``back_offs`` times; the first attempt within the budget (and, for a further
-    round, at or above ``floor`` on the guard) is kept, else the one the guard
-    liked best.
+    ``back_offs`` times; the first run within the budget (and, for a further
+    round, at or above ``floor`` on the guard) is kept. When none is, the points
+    on the straight line from each run back to the start are read
+    (``settings.kept_shares`` of its change, largest share first, across the runs:
+    one guard reading each, no retraining) and the first accepted is kept, else
+    the point the guard liked best. Blending only as the last resort leaves every
+    repair the ladder accepted as it was; in place of the ladder it left more on
+    ``alltoall_2`` (2.3% -> 14.3%): half of a full-rate run removed less of the
+    backdoor than a whole run at a lower rate.
     """
-    original = model.snapshot()
+    start = model.snapshot()
     before = accuracy(model, guard, batch_size) if baseline is None else baseline
-    best: tuple[float, object, float] | None = None
+    best: tuple[float, object, float, float] | None = None
+    runs: list[tuple[object, float]] = []
     attempts = 0
+
+    def accepts(after: float) -> bool:
+        return before - after <= settings.max_acc_drop + 1e-12 and (
+            floor is None or after >= floor - 1e-12
+        )
+
     for teacher in teachers:
         tuning = settings.tuning
         for back_off in range(settings.back_offs + 1):
             if attempts:
-                model.restore(original)
+                model.restore(start)
             if back_off:
                 tuning = replace(tuning, learning_rate=tuning.learning_rate / 2)
             attempts += 1
             model.fine_tune(x, y, layer, pruned, tuning, teacher)
             after = accuracy(model, guard, batch_size)
+            runs.append((model.snapshot(), tuning.learning_rate))
             if best is None or after > best[0]:
-                best = (after, model.snapshot(), tuning.learning_rate)
-            if before - after <= settings.max_acc_drop + 1e-12 and (
-                floor is None or after >= floor - 1e-12
-            ):
+                best = (after, runs[-1][0], tuning.learning_rate, 1.0)
+            if accepts(after):
                 return RepairOutcome(
                     method, attempts, before, after, True, tuning.learning_rate, triggers
+                )
+    # no rate passed: the points on the way back to the start, largest share first
+    for share in settings.kept_shares:
+        for trained, rate in runs:
+            model.blend(start, trained, share)
+            after = accuracy(model, guard, batch_size)
+            if best is None or after > best[0]:
+                best = (after, model.snapshot(), rate, share)
+            if accepts(after):
+                return RepairOutcome(
+                    method, attempts, before, after, True, rate, triggers, kept_share=share
                 )
     assert best is not None
     model.restore(best[1])
@@ -244,6 +277,7 @@ def _guarded(
         before - best[0] <= settings.max_acc_drop,
         best[2],
         triggers,
+        kept_share=best[3],
     )
 
 

@@ -77,6 +77,11 @@ class AnalysedModel(Protocol):
 
     def restore(self, state: object) -> None: ...
 
+    def blend(self, start: object, end: object, share: float) -> None:
+        """Set the weights ``share`` of the way from snapshot ``start`` to ``end``
+        (both from :meth:`snapshot` of this model)."""
+        ...
+
     @property
     def can_fine_tune(self) -> bool: ...
 

@@ -160,6 +160,15 @@ class OnnxModel:
             self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
         self._changed()
 
+    def blend(self, start: object, end: object, share: float) -> None:
+        assert isinstance(start, dict) and isinstance(end, dict)
+        for name, a in start.items():
+            b = end[name]
+            floating = np.issubdtype(a.dtype, np.floating)
+            array = (a + share * (b - a)).astype(a.dtype) if floating else b
+            self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
+        self._changed()
+
     def _trainable(self) -> Any:
         """The graph as a TorchModel whose parameters are named like the initializers."""
         if self._torch is None:

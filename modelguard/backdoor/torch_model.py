@@ -152,6 +152,13 @@ class TorchModel:
             for key, value in state.items():
                 current[key].copy_(value)
 
+    def blend(self, start: object, end: object, share: float) -> None:
+        assert isinstance(start, dict) and isinstance(end, dict)
+        with torch.no_grad():
+            for key, value in self.module.state_dict().items():
+                a, b = start[key], end[key]
+                value.copy_(torch.lerp(a, b, share) if a.is_floating_point() else b)
+
     @property
     def can_fine_tune(self) -> bool:
         return True

@@ -13,6 +13,7 @@ from modelguard.backdoor.data import load_data
 from modelguard.backdoor.detection import DetectionSettings
 from modelguard.backdoor.loaders import detect_format, load_model
 from modelguard.backdoor.margins import MarginSettings
+from modelguard.backdoor.model import FineTuneSettings
 from modelguard.backdoor.reverse import ReverseSettings
 
 from .conftest import FACTORY, FIXTURES
@@ -126,6 +127,28 @@ def test_pruning_zeroes_the_same_channels(name: str, reference) -> None:  # type
     model.restore(before)
     _, restored = model.run(val.x[:32], "conv3")
     np.testing.assert_allclose(restored, reference[2][:32], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_blending_moves_the_weights_part_of_the_way_back(name: str, reference) -> None:  # type: ignore[no-untyped-def]
+    val = reference[0]
+    model = _open(name)
+    start = model.snapshot()
+    model.fine_tune(val.x[:32], val.y[:32], None, None, FineTuneSettings(1, 0.05, 8, 0))
+    end = model.snapshot()
+    trained, _ = model.run(val.x[:16], None)
+    model.blend(start, end, 0.25)
+    assert isinstance(start, dict) and isinstance(end, dict)
+    blended = model.snapshot()
+    assert isinstance(blended, dict)
+    moved = 0
+    for key, value in blended.items():
+        a, b, v = (np.asarray(t, dtype=np.float64) for t in (start[key], end[key], value))
+        np.testing.assert_allclose(v, a + 0.25 * (b - a), rtol=1e-5, atol=1e-6)
+        moved += int(np.any(a != b))
+    assert moved  # the fine-tuning changed something to blend
+    model.blend(start, end, 1.0)
+    np.testing.assert_allclose(model.run(val.x[:16], None)[0], trained, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("suffix", [".ts", ".safetensors", ".onnx", ".pt2", ".pt"])

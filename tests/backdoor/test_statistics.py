@@ -183,6 +183,9 @@ class _FixedModel:
     def restore(self, state: object) -> None:
         pass
 
+    def blend(self, start: object, end: object, share: float) -> None:
+        pass
+
     def fine_tune(self, *args: object, **kwargs: object) -> None:
         self.trained = getattr(self, "trained", 0) + 1
 
@@ -225,6 +228,10 @@ class _BreakingModel(_FixedModel):
         assert isinstance(state, int)
         self.trained = state
 
+    def blend(self, start: object, end: object, share: float) -> None:
+        assert isinstance(end, int)
+        self.trained = end  # what broke it is not undone part of the way
+
 
 def test_a_class_still_flagged_after_the_rounds_gets_one_more_round() -> None:
     data = Dataset(np.zeros((12, 1, 4, 4), np.float32), np.zeros(12, np.int64), "d")
@@ -249,7 +256,7 @@ def test_a_class_still_flagged_after_the_rounds_gets_one_more_round() -> None:
 
 def test_a_recheck_round_that_costs_clean_accuracy_is_undone() -> None:
     data = Dataset(np.zeros((12, 1, 4, 4), np.float32), np.zeros(12, np.int64), "d")
-    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=1, back_offs=0)
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=1, kept_shares=())
     model = _BreakingModel(breaks_at=2)  # the second training (the recheck round) breaks it
     outcome = unlearn(
         model, data, data, [trig(1, 1.0)], settings, 4, recheck=lambda m: [trig(2, 1.0)]
@@ -261,51 +268,92 @@ def test_a_recheck_round_that_costs_clean_accuracy_is_undone() -> None:
     assert not outcome.recheck_kept and "they still stand out" in outcome.note
 
 
-class _RateSensitiveModel(_FixedModel):
-    """Right on every input (label 0), except that a further round trained at the full
-    rate 0.01 gets the inputs whose value is below 0.02 wrong (2% of the guard)."""
+class _LinearCostModel(_FixedModel):
+    """Two weights; the k-th fine-tuning adds ``moves[k]`` to them (the last one again
+    after the list, whatever the rate: a gentler rate does not help it). The guard inputs
+    hold the values 0, 1/n, ..., and the model answers wrong on those below
+    0.1 * a + 0.02 * b: a full first fine-tuning (a = 1) loses 10%, over the 2.5%
+    budget; moving b costs a fifth as much."""
 
-    def __init__(self) -> None:
-        self.rates: list[float] = []
+    def __init__(self, moves: list[tuple[float, float]]) -> None:
+        self.w = (0.0, 0.0)
+        self.moves = moves
+        self.trainings = 0
 
     def run(self, x: np.ndarray, layer: str | None) -> tuple[np.ndarray, None]:
-        wrong = len(self.rates) >= 2 and self.rates[-1] >= 0.01
-        labels = np.where(wrong & (x.reshape(len(x), -1)[:, 0] < 0.02), 1, 0)
+        a, b = self.w
+        labels = np.where(x.reshape(len(x), -1)[:, 0] < 0.1 * a + 0.02 * b - 1e-9, 1, 0)
         return np.eye(3, dtype=np.float32)[labels], None
 
     def snapshot(self) -> object:
-        return list(self.rates)
+        return self.w
 
     def restore(self, state: object) -> None:
-        assert isinstance(state, list)
-        self.rates = list(state)
+        assert isinstance(state, tuple)
+        self.w = state
 
-    def fine_tune(
-        self,
-        x: object,
-        y: object,
-        layer: object,
-        pruned: object,
-        settings: FineTuneSettings,
-        teacher: object = None,
-    ) -> None:
-        self.rates.append(settings.learning_rate)
+    def blend(self, start: object, end: object, share: float) -> None:
+        assert isinstance(start, tuple) and isinstance(end, tuple)
+        self.w = (start[0] + share * (end[0] - start[0]), start[1] + share * (end[1] - start[1]))
+
+    def fine_tune(self, *args: object, **kwargs: object) -> None:
+        da, db = self.moves[min(self.trainings, len(self.moves) - 1)]
+        self.trainings += 1
+        self.w = (self.w[0] + da, self.w[1] + db)
+
+
+def _values(n: int) -> Dataset:
+    values = np.repeat(np.arange(n, dtype=np.float32) / n, 16).reshape(n, 1, 4, 4)
+    return Dataset(values, np.zeros(n, np.int64), "d")
+
+
+def _again(model: object, triggers: list[RecoveredTrigger], round_: int) -> list:
+    return [trig(1, 2.0)]
+
+
+def test_a_refused_fine_tuning_is_moved_back_towards_its_start_until_the_guard_agrees() -> None:
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=1, distil_stamped=False)
+    model = _LinearCostModel([(1.0, 0.0)])
+    outcome = unlearn(model, _values(100), _values(100), [trig(1, 1.0)], settings, 16)  # type: ignore[arg-type]
+    # every rate (one fine-tuning each) loses 10%; 20% of the first run's change loses
+    # 2%: the largest share within 2.5%
+    assert model.trainings == 1 + settings.back_offs and model.w[0] == pytest.approx(0.2)
+    assert outcome.kept_share == pytest.approx(0.2) and outcome.guard_after == 0.98
+    assert outcome.within_budget and "kept 20% of its weight change" in outcome.note
 
 
 def test_a_further_round_backs_off_until_it_keeps_the_last_rounds_guard_accuracy() -> None:
-    # 2% lost is within the 2.5% budget but more than the round tolerance: the old
-    # rule undid the round; the ladder now halves the rate until the round keeps it
-    values = np.repeat(np.arange(100, dtype=np.float32) / 100, 16).reshape(100, 1, 4, 4)
-    data = Dataset(values, np.zeros(100, np.int64), "d")
     settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=2, distil_stamped=False)
-    model = _RateSensitiveModel()
+    data = _values(1000)
+    rates = 1 + settings.back_offs  # fine-tunings per round
+    model = _LinearCostModel([(1.0, 0.0)] * rates + [(0.0, 1.25)])
+    outcome = unlearn(model, data, data, [trig(1, 1.0)], settings, 16, rereverse=_again)  # type: ignore[arg-type]
+    # round 1 keeps 20% (2.0% lost); all of round 2 would lose 2.5% more, within the
+    # budget but not the round tolerance (0.6%): 20% of it (0.5%) keeps both, 30% does not
+    assert model.trainings == 2 * rates and outcome.rounds == 2
+    assert model.w == pytest.approx((0.2, 0.25)) and outcome.guard_after == pytest.approx(0.975)
+    assert outcome.kept_share == pytest.approx(0.2)
+    # a further round that costs as much as the first: no share of it keeps the round
+    # tolerance at any rate, so the round is undone
+    model = _LinearCostModel([(1.0, 0.0)])
+    undone = unlearn(model, data, data, [trig(1, 1.0)], settings, 16, rereverse=_again)  # type: ignore[arg-type]
+    assert model.trainings == 2 * rates and undone.rounds == 1
+    assert model.w == pytest.approx((0.2, 0.0))
 
-    def again(model: object, triggers: list[RecoveredTrigger], round_: int) -> list:
-        return [trig(1, 2.0)]
 
-    outcome = unlearn(model, data, data, [trig(1, 1.0)], settings, 16, rereverse=again)  # type: ignore[arg-type]
-    assert outcome.rounds == 2 and outcome.guard_after == 1.0
-    assert model.rates == [0.01, 0.005] and outcome.learning_rate == 0.005
+def test_blending_torch_weights_moves_them_in_a_straight_line() -> None:
+    from modelguard.backdoor.torch_model import TorchModel
+
+    model = TorchModel(nn.Linear(3, 2), "state_dict", "cpu")
+    start = model.snapshot()
+    with torch.no_grad():
+        for p in model.module.parameters():
+            p.add_(1.0)
+    end = model.snapshot()
+    model.blend(start, end, 0.25)
+    assert isinstance(start, dict)
+    for key, value in model.module.state_dict().items():
+        assert torch.allclose(value, start[key] + 0.25)
 
 
 def test_shift_augmentation_moves_each_image_by_at_most_one_pixel() -> None:
@@ -436,7 +484,7 @@ def test_classes_still_flagged_after_the_repair_raise_mg503() -> None:
         )  # fmt: skip
         return [f.message for f in found if f.rule_id == "MG503"]
 
-    undone = RepairOutcome("unlearn", 1, 0.9, 0.9, True, 0.003, 1, rechecked=(2, 5))
+    undone = RepairOutcome("unlearn", 1, 0.9, 0.9, True, 1.0, 1, rechecked=(2, 5))
     (message,) = findings(undone)
     assert "still flags class(es) 2, 5" in message
     kept = replace(undone, recheck_kept=True)  # unlearned in the extra round: no finding
