@@ -341,21 +341,6 @@ def test_a_further_round_backs_off_until_it_keeps_the_last_rounds_guard_accuracy
     assert model.w == pytest.approx((0.2, 0.0))
 
 
-def test_blending_torch_weights_moves_them_in_a_straight_line() -> None:
-    from modelguard.backdoor.torch_model import TorchModel
-
-    model = TorchModel(nn.Linear(3, 2), "state_dict", "cpu")
-    start = model.snapshot()
-    with torch.no_grad():
-        for p in model.module.parameters():
-            p.add_(1.0)
-    end = model.snapshot()
-    model.blend(start, end, 0.25)
-    assert isinstance(start, dict)
-    for key, value in model.module.state_dict().items():
-        assert torch.allclose(value, start[key] + 0.25)
-
-
 def test_shift_augmentation_moves_each_image_by_at_most_one_pixel() -> None:
     from modelguard.backdoor.torch_model import shifted
 
