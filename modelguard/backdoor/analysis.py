@@ -253,7 +253,8 @@ def analyze_backdoor(
                     outcome,
                 )
             )
-            if name == method and settings.repair is not None:
+            # a repair the guard refused left the model as it came: nothing to write
+            if name == method and settings.repair is not None and not outcome.refused:
                 repaired = str(settings.repair)
                 repaired_format = _save(loaded, Path(settings.repair))
             loaded.restore(original)

@@ -106,6 +106,13 @@ class RepairOutcome:
     rechecked: tuple[int, ...] = ()  # classes that still stood out after the rounds
     recheck_kept: bool = False  # ... and their round was kept (else they still stand out)
     kept_share: float = 1.0  # of the kept fine-tuning's weight change (1: all of it)
+    # the guard refused every attempt and blend: the model is as the repair found it,
+    # and this is the guard's reading of the best attempt refused
+    refused_at: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refused_at is not None
 
     @property
     def still_flagged(self) -> tuple[int, ...]:
@@ -125,12 +132,17 @@ class RepairOutcome:
                 if self.recheck_kept
                 else "that round was undone (the accuracy guard refused it), they still stand out"
             )
-        if self.attempts > 1:
-            text += f", backed off {self.attempts - 1}x, kept lr {self.learning_rate:g}"
-        if self.kept_share < 1.0:
-            text += f", kept {100 * self.kept_share:.0f}% of its weight change"
-        if not self.within_budget:
-            text += ", over the accuracy budget"
+        if self.refused_at is not None:
+            text += (
+                f", refused after {self.attempts} fine-tunings and their blends: the best "
+                f"read {100 * self.refused_at:.1f}% on the guard, over the accuracy budget, "
+                "so the fine-tuning was undone"
+            )
+        else:
+            if self.attempts > 1:
+                text += f", backed off {self.attempts - 1}x, kept lr {self.learning_rate:g}"
+            if self.kept_share < 1.0:
+                text += f", kept {100 * self.kept_share:.0f}% of its weight change"
         if self.pruning is not None:
             text += f", {self.pruning.chosen}/{self.pruning.channels} channels pruned"
         return text
@@ -223,14 +235,16 @@ def _guarded(
     on the straight line from each run back to the start are read
     (``settings.kept_shares`` of its change, largest share first, across the runs:
     one guard reading each, no retraining) and the first accepted is kept, else
-    the point the guard liked best. Blending only as the last resort leaves every
+    the model is left as it was and the outcome says it was refused (keeping the best
+    point over the budget kept ``holdout8``'s ``alltoall_0`` at 11 points lost on the
+    test images with its backdoor untouched). Blending only as the last resort leaves every
     repair the ladder accepted as it was; in place of the ladder it left more on
     ``alltoall_2`` (2.3% -> 14.3%): half of a full-rate run removed less of the
     backdoor than a whole run at a lower rate.
     """
     start = model.snapshot()
     before = accuracy(model, guard, batch_size) if baseline is None else baseline
-    best: tuple[float, object, float, float] | None = None
+    best: tuple[float, float, float] | None = None  # guard reading, rate, share
     runs: list[tuple[object, float]] = []
     attempts = 0
 
@@ -251,7 +265,7 @@ def _guarded(
             after = accuracy(model, guard, batch_size)
             runs.append((model.snapshot(), tuning.learning_rate))
             if best is None or after > best[0]:
-                best = (after, runs[-1][0], tuning.learning_rate, 1.0)
+                best = (after, tuning.learning_rate, 1.0)
             if accepts(after):
                 return RepairOutcome(
                     method, attempts, before, after, True, tuning.learning_rate, triggers
@@ -262,22 +276,22 @@ def _guarded(
             model.blend(start, trained, share)
             after = accuracy(model, guard, batch_size)
             if best is None or after > best[0]:
-                best = (after, model.snapshot(), rate, share)
+                best = (after, rate, share)
             if accepts(after):
                 return RepairOutcome(
                     method, attempts, before, after, True, rate, triggers, kept_share=share
                 )
     assert best is not None
-    model.restore(best[1])
+    model.restore(start)
     return RepairOutcome(
         method,
         attempts,
         before,
-        best[0],
-        before - best[0] <= settings.max_acc_drop,
-        best[2],
+        accuracy(model, guard, batch_size),
+        False,
+        best[1],
         triggers,
-        kept_share=best[3],
+        refused_at=best[0],
     )
 
 
@@ -304,6 +318,8 @@ def unlearn(
     outcome = _unlearn_round(
         model, tune, guard, chosen, settings, batch_size, before, teacher_clean
     )
+    if outcome.refused:
+        return outcome  # the model is as it came: a further round would start over
     done = 1
     while rereverse is not None and done < settings.rounds and chosen:
         fresh = rereverse(model, chosen, done)

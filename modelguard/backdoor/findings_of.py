@@ -147,7 +147,10 @@ def build_findings(
             )
         )
     repaired_row = by_name.get(method) if method is not None else None
-    if repaired_row is not None:
+    refused = None if repaired_row is None else _refusal(repaired_row, repair_asked, where)
+    if refused is not None:
+        findings.append(refused)
+    if repaired_row is not None and refused is None:
         residual = max(
             (
                 v
@@ -191,3 +194,20 @@ def build_findings(
             )
         )
     return findings
+
+
+def _refusal(row: DefenceRow, repair_asked: bool, where: Location) -> Finding | None:
+    """The accuracy guard refused every attempt of the chosen repair: say so, with its
+    cost, rather than report the unchanged model's residual as the repair's."""
+    outcome = row.outcome
+    if outcome is None or outcome.refused_at is None:
+        return None
+    cost = 100 * (outcome.guard_before - outcome.refused_at)
+    written = "; no repaired model written" if repair_asked else ""
+    return R.BACKDOOR_SURVIVES.finding(
+        f"the accuracy guard refused {row.defence}: its best fine-tuning lost {cost:.1f} "
+        "points of clean accuracy on the guard split, over the budget (--max-acc-drop), "
+        f"so it was undone{written}; raise the budget to accept that cost",
+        where,
+        evidence=f"method={row.defence}; refused",
+    )

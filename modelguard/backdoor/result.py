@@ -98,6 +98,8 @@ class BackdoorAnalysis:
                 "still_flagged": []
                 if chosen.outcome is None
                 else list(chosen.outcome.still_flagged),
+                # the accuracy guard refused every attempt: the model was left as it came
+                "refused": chosen.outcome is not None and chosen.outcome.refused,
                 "held_out": {
                     "clean_acc": chosen.accuracy,
                     "asr": chosen.attack_success,

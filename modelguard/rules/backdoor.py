@@ -40,7 +40,9 @@ BACKDOOR_SURVIVES = Rule(
     "The repair did not bring the attack success rate (of the given trigger, or of "
     "the recovered trigger) on held-out inputs below the residual threshold within "
     "the clean-accuracy budget; or detection, re-run on the repaired model, still "
-    "flags a class that unlearning could not remove within it.",
+    "flags a class that unlearning could not remove within it; or the accuracy guard "
+    "refused the repair outright (every fine-tuning and blend cost more than the budget), "
+    "so nothing was written.",
     "Try --method unlearn (if another method was used), more --epochs, or retrain "
     "the model from trusted data.",
     ("security", "backdoor"),

@@ -95,6 +95,31 @@ def test_fine_prune_flag_still_works_as_a_method(tmp_path: Path, digits: Path) -
     assert out.is_file() and "fine-prune" in stdout and "fine-tune" in stdout
 
 
+def test_a_repair_the_accuracy_guard_refuses_writes_nothing_and_says_why(
+    tmp_path: Path, digits: Path
+) -> None:
+    # a learning rate that wrecks the net: no rate of the ladder, nor any blend back
+    # towards the start, keeps the guard within a zero budget
+    out = tmp_path / "repaired.ts"
+    code, stdout, stderr = run(
+        str(FIXTURES / "badnet_0.ts"), "--data", str(digits / "val.npz"), "--device", "cpu",
+        "--profile-only", "--epochs", "1", "--lr", "100", "--max-acc-drop", "0",
+        "--fine-prune", str(out), "--format", "json", "--output", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert code == 1, stderr  # the HIGH finding fails the run (--fail-on high)
+    assert not out.exists() and not list(tmp_path.glob("repaired*"))
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, load_schema())
+    artifact = report["artifacts"][0]
+    repair = artifact["backdoor"]["repair"]
+    assert repair["method"] == "fine-prune" and repair["refused"] and repair["output"] is None
+    (refusal,) = [f for f in artifact["findings"] if f["rule_id"] == "MG503"]
+    assert "the accuracy guard refused fine-prune" in refusal["message"]
+    assert "no repaired model written" in refusal["message"]
+    assert "MG505" not in {f["rule_id"] for f in artifact["findings"]}  # nothing written
+    assert "refused after" in stdout  # the table's note
+
+
 def test_list_layers_names_the_default() -> None:
     code, stdout, _ = run(str(FIXTURES / "badnet_0.onnx"), "--list-layers")
     assert code == 0

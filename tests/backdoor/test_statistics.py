@@ -322,6 +322,24 @@ def test_a_refused_fine_tuning_is_moved_back_towards_its_start_until_the_guard_a
     assert outcome.within_budget and "kept 20% of its weight change" in outcome.note
 
 
+def test_a_fine_tuning_no_blend_brings_within_the_budget_is_refused_and_undone() -> None:
+    # only 90% and 50% of the change are read: 9% and 5% lost, both over 2.5%
+    settings = RepairSettings(
+        FineTuneSettings(1, 0.01, 4, 0), rounds=3, distil_stamped=False, kept_shares=(0.9, 0.5)
+    )
+    model = _LinearCostModel([(1.0, 0.0)])
+    outcome = unlearn(
+        model, _values(100), _values(100), [trig(1, 1.0)], settings, 16, rereverse=_again
+    )  # type: ignore[arg-type]
+    assert model.w == (0.0, 0.0)  # as it came, not the best point over the budget (0.5)
+    assert outcome.refused and outcome.refused_at == pytest.approx(0.95)
+    assert not outcome.within_budget and outcome.guard_after == 1.0
+    # no further round on a model the first round could not change
+    assert model.trainings == 1 + settings.back_offs and outcome.rounds == 1
+    assert f"refused after {1 + settings.back_offs} fine-tunings" in outcome.note
+    assert "kept" not in outcome.note
+
+
 def test_a_further_round_backs_off_until_it_keeps_the_last_rounds_guard_accuracy() -> None:
     settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=2, distil_stamped=False)
     data = _values(1000)
