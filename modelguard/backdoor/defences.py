@@ -318,6 +318,22 @@ def unlearn(
     outcome = _unlearn_round(
         model, tune, guard, chosen, settings, batch_size, before, teacher_clean
     )
+    if outcome.refused and len(chosen) > 1:
+        # the largest trigger covers most of the image, and stamping it with the true
+        # label can cost more than the rest together (holdout8's alltoall_0, seen: every
+        # attempt refused with its 99% universal trigger, norm 86; without it 0.0% ASR
+        # left at 2.5 points): try once more without it before giving up
+        largest = max(chosen, key=lambda t: t.norm)
+        lighter = [t for t in chosen if t is not largest]
+        retry = _unlearn_round(
+            model, tune, guard, lighter, settings, batch_size, before, teacher_clean
+        )
+        attempts = outcome.attempts + retry.attempts
+        if retry.refused_at is None:
+            outcome, chosen = replace(retry, attempts=attempts), lighter
+        else:  # refused both ways: report the better of the two refused readings
+            best = max(retry.refused_at, outcome.refused_at or 0.0)
+            outcome = replace(outcome, attempts=attempts, refused_at=best)
     if outcome.refused:
         return outcome  # the model is as it came: a further round would start over
     done = 1

@@ -340,6 +340,32 @@ def test_a_fine_tuning_no_blend_brings_within_the_budget_is_refused_and_undone()
     assert "kept" not in outcome.note
 
 
+class _LargeTriggerCostModel(_LinearCostModel):
+    """Fine-tuning on rows stamped with a large trigger (norm 5: pixel 0 above 3) costs
+    10% of the guard; without them, 1%."""
+
+    def fine_tune(self, x: np.ndarray, *args: object, **kwargs: object) -> None:
+        self.trainings += 1
+        large = x.reshape(len(x), -1)[:, 0].max() > 3
+        self.w = (self.w[0] + (1.0 if large else 0.1), self.w[1])
+
+
+def test_a_refused_round_is_tried_once_more_without_its_largest_trigger() -> None:
+    settings = RepairSettings(
+        FineTuneSettings(1, 0.01, 4, 0), rounds=1, distil_stamped=False, kept_shares=(0.9, 0.5)
+    )
+    model = _LargeTriggerCostModel([])
+    outcome = unlearn(model, _values(100), _values(100), [trig(1, 1.0), trig(2, 5.0)], settings, 16)  # type: ignore[arg-type]
+    rates = 1 + settings.back_offs
+    assert not outcome.refused and outcome.within_budget and outcome.triggers == 1
+    assert model.w[0] == pytest.approx(0.1) and outcome.guard_after == 0.99
+    assert model.trainings == rates + 1 and outcome.attempts == rates + 1
+    # a single trigger has nothing to leave out: refused and undone
+    alone = _LargeTriggerCostModel([])
+    refused = unlearn(alone, _values(100), _values(100), [trig(2, 5.0)], settings, 16)  # type: ignore[arg-type]
+    assert refused.refused and alone.w == (0.0, 0.0) and alone.trainings == rates
+
+
 def test_a_further_round_backs_off_until_it_keeps_the_last_rounds_guard_accuracy() -> None:
     settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=2, distil_stamped=False)
     data = _values(1000)
