@@ -109,6 +109,8 @@ class RepairOutcome:
     # the guard refused every attempt and blend: the model is as the repair found it,
     # and this is the guard's reading of the best attempt refused
     refused_at: float | None = None
+    # the first round was refused with every trigger: this one (its norm) was left out
+    left_out_norm: float | None = None
 
     @property
     def refused(self) -> bool:
@@ -131,6 +133,11 @@ class RepairOutcome:
                 "unlearned in one more round"
                 if self.recheck_kept
                 else "that round was undone (the accuracy guard refused it), they still stand out"
+            )
+        if self.left_out_norm is not None:
+            text += (
+                f", its largest trigger (norm {self.left_out_norm:.1f}) left out: the guard "
+                "refused every attempt with it"
             )
         if self.refused_at is not None:
             text += (
@@ -318,6 +325,7 @@ def unlearn(
     outcome = _unlearn_round(
         model, tune, guard, chosen, settings, batch_size, before, teacher_clean
     )
+    left_out: float | None = None
     if outcome.refused and len(chosen) > 1:
         # the largest trigger covers most of the image, and stamping it with the true
         # label can cost more than the rest together (holdout8's alltoall_0, seen: every
@@ -330,7 +338,7 @@ def unlearn(
         )
         attempts = outcome.attempts + retry.attempts
         if retry.refused_at is None:
-            outcome, chosen = replace(retry, attempts=attempts), lighter
+            outcome, chosen, left_out = replace(retry, attempts=attempts), lighter, largest.norm
         else:  # refused both ways: report the better of the two refused readings
             best = max(retry.refused_at, outcome.refused_at or 0.0)
             outcome = replace(outcome, attempts=attempts, refused_at=best)
@@ -395,6 +403,7 @@ def unlearn(
         triggers=len(chosen),
         rechecked=rechecked,
         recheck_kept=recheck_kept,
+        left_out_norm=left_out,
     )
 
 

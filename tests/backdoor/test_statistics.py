@@ -360,6 +360,7 @@ def test_a_refused_round_is_tried_once_more_without_its_largest_trigger() -> Non
     assert not outcome.refused and outcome.within_budget and outcome.triggers == 1
     assert model.w[0] == pytest.approx(0.1) and outcome.guard_after == 0.99
     assert model.trainings == rates + 1 and outcome.attempts == rates + 1
+    assert "largest trigger (norm 5.0) left out" in outcome.note
     # a single trigger has nothing to leave out: refused and undone
     alone = _LargeTriggerCostModel([])
     refused = unlearn(alone, _values(100), _values(100), [trig(2, 5.0)], settings, 16)  # type: ignore[arg-type]
