@@ -251,7 +251,7 @@ def _guarded(
     """
     start = model.snapshot()
     before = accuracy(model, guard, batch_size) if baseline is None else baseline
-    best: tuple[float, float, float] | None = None  # guard reading, rate, share
+    best: tuple[float, float] | None = None  # the best refused: guard reading, rate
     runs: list[tuple[object, float]] = []
     attempts = 0
 
@@ -272,7 +272,7 @@ def _guarded(
             after = accuracy(model, guard, batch_size)
             runs.append((model.snapshot(), tuning.learning_rate))
             if best is None or after > best[0]:
-                best = (after, tuning.learning_rate, 1.0)
+                best = (after, tuning.learning_rate)
             if accepts(after):
                 return RepairOutcome(
                     method, attempts, before, after, True, tuning.learning_rate, triggers
@@ -283,7 +283,7 @@ def _guarded(
             model.blend(start, trained, share)
             after = accuracy(model, guard, batch_size)
             if best is None or after > best[0]:
-                best = (after, rate, share)
+                best = (after, rate)
             if accepts(after):
                 return RepairOutcome(
                     method, attempts, before, after, True, rate, triggers, kept_share=share
