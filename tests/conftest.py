@@ -58,6 +58,7 @@ class Route:
     die_after: int | None = None  # close the connection after this many body bytes
     hold_after: int | None = None  # send this many body bytes, then wait for ``release``
     fail_first: int = 0  # answer 503 this many times first
+    cut_ranges: int = 0  # the first N ranged answers stop halfway and close
     redirect: str | None = None  # answer ``status`` (default 302) with this Location
     cloak: Callable[[Mapping[str, str]], bytes] | None = None  # body chosen per request
     hits: int = 0
@@ -199,7 +200,14 @@ class LoopbackServer:
                     return
                 start, end = span
                 out["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
-                self._send(handler, method, 206, body[start : end + 1], out)
+                part = body[start : end + 1]
+                with self._lock:
+                    cut = route.cut_ranges > 0 and len(part) > 1
+                    route.cut_ranges -= cut
+                if cut:
+                    self._send(handler, method, 206, part, out, die_after=len(part) // 2)
+                    return
+                self._send(handler, method, 206, part, out)
                 return
         self._send(handler, method, route.status, body, out, route.die_after, route.hold_after)
 

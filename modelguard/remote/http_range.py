@@ -65,7 +65,10 @@ class TransferStats:
     """What went over the wire for one remote file."""
 
     requests: int = 0
-    bytes_received: int = 0
+    bytes_received: int = 0  # everything that arrived, retried short answers included
+    # The bytes of complete ranges the scan was given: what the report states, so
+    # a network hiccup retried on the way changes no finding.
+    bytes_scanned: int = 0
     ranges: list[tuple[int, int]] = field(default_factory=list)
     hops: list[Hop] = field(default_factory=list)  # the probe's URL and every redirect after it
 
@@ -99,20 +102,28 @@ def probe(
     """
 
     def get(with_headers: Mapping[str, str]) -> http.client.HTTPResponse:
-        def once() -> http.client.HTTPResponse:
-            stats.hops.clear()
-            return open_url(url, with_headers, timeout, allow_http=allow_http, hops=stats.hops)
+        stats.hops.clear()
+        return open_url(url, with_headers, timeout, allow_http=allow_http, hops=stats.hops)
 
-        return once() if throttle is None else throttle.call(url, once, retry_verdict)
-
-    try:
-        response = get({**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"})
-    except RemoteReadError as exc:
-        if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
-            raise
+    def once() -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
+        # One attempt, the first block's body included: a connection lost while
+        # reading it is retried like one lost before the answer.
+        try:
+            response = get({**headers, "Range": f"bytes=0-{BLOCK_BYTES - 1}"})
+        except RemoteReadError as exc:
+            if exc.status != 416:  # 416: an empty file has no byte 0; fetch it whole
+                raise
+            stats.requests += 1
+            response = get(headers)
         stats.requests += 1
-        response = get(headers)
-    stats.requests += 1
+        return _first_answer(url, response, stats)
+
+    return once() if throttle is None else throttle.call(url, once, retry_verdict)
+
+
+def _first_answer(
+    url: str, response: http.client.HTTPResponse, stats: TransferStats
+) -> tuple[Probe, bytes | None, http.client.HTTPResponse | None]:
     final_url = response.geturl() or url
     etag = _strong_etag(response.headers.get("ETag"))
     if response.status == 206:
@@ -126,8 +137,13 @@ def probe(
             stats.bytes_received += len(data)
             stats.ranges.append((0, got[1]))
             if len(data) == got[1] + 1:
+                stats.bytes_scanned += len(data)
                 # Later ranges go to the URL redirects led to (a CDN), not back through them.
                 return Probe(final_url, got[2], True, etag), data, None
+            # http.client returns a body cut short without raising: a lost connection.
+            raise TransientReadError(
+                f"{url}: server sent {len(data)} of {got[1] + 1} bytes of the first range"
+            )
         response.close()
         raise RemoteReadError(
             f"{url}: unusable answer to a range request "
@@ -392,7 +408,10 @@ class RangeFile(io.RawIOBase):
         """Count a range's bytes; False when it is short."""
         self.stats.bytes_received += len(data)
         self.stats.ranges.append((start, end))
-        return len(data) == end - start + 1
+        complete = len(data) == end - start + 1
+        if complete:
+            self.stats.bytes_scanned += len(data)
+        return complete
 
     def _fetch_with(self, fetch: RangeFetch, start: int, end: int) -> bytes:
         if self._throttle is not None:

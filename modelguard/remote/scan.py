@@ -206,7 +206,7 @@ def _range_basis(
         vouched = f"; {published.vouched_by} publishes {names}, which this scan could not check"
     etag = f"the server's ETag {found.etag}" if found.etag else "no ETag"
     return R.REMOTE_SCAN_BASIS.finding(
-        f"scanned by range requests: {stats.bytes_received:,} of {found.size or 0:,} bytes "
+        f"scanned by range requests: {stats.bytes_scanned:,} of {found.size or 0:,} bytes "
         f"read, identified by {etag}{vouched}. The digest of the whole file is not known, "
         "and a server can show a scanner other bytes than a loader: fetch the file with "
         "modelguard fetch to use exactly the bytes scanned",

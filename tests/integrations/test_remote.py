@@ -20,6 +20,7 @@ from modelguard.remote import is_remote
 from modelguard.remote import scan as remote_scan
 from modelguard.remote.http_range import BLOCK_BYTES
 from modelguard.remote.scan import RemoteOptions, scan_remote_sources
+from modelguard.remote.throttle import RetryPolicy
 
 LOOPBACK = RemoteOptions(allow_http=True, timeout=10)
 PADDING = 8 * 1024 * 1024  # tensor bytes a range scan must not fetch
@@ -61,6 +62,24 @@ def test_range_scan_reads_only_directory_and_pickle(
     assert all(rng is not None for _, _, rng in range_server.requests)
     assert range_server.bytes_sent == detail.stats.bytes_received
     assert range_server.bytes_sent <= 4 * BLOCK_BYTES < len(evil_checkpoint) // 20
+
+
+def test_ranges_cut_short_are_retried_and_change_no_finding(
+    range_server: Any, evil_checkpoint: bytes
+) -> None:
+    """A connection lost mid-range (the probe's first block included) is retried;
+    the report states the bytes scanned, not the wire's, so it is the same."""
+    clean_url = range_server.serve("/clean/evil.pt", evil_checkpoint, etag='"v1"')
+    cut_url = range_server.serve("/cut/evil.pt", evil_checkpoint, etag='"v1"', cut_ranges=3)
+    retrying = RemoteOptions(allow_http=True, timeout=10, retry=RetryPolicy(base_delay=0.01))
+    clean, (clean_detail,) = scan_remote_sources([clean_url], Policy(), retrying)
+    cut, (cut_detail,) = scan_remote_sources([cut_url], Policy(), retrying)
+    assert cut.errors == () and cut_detail.method == "ranges"
+    assert range_server.routes["/cut/evil.pt"].cut_ranges == 0  # every cut happened
+    assert cut_detail.stats.bytes_received > clean_detail.stats.bytes_received
+    assert cut_detail.stats.bytes_scanned == clean_detail.stats.bytes_scanned
+    renamed = [(f.rule_id, f.message.replace("/cut/", "/clean/")) for f in cut.findings]
+    assert renamed == [(f.rule_id, f.message) for f in clean.findings]
 
 
 def test_no_range_support_falls_back_to_full_download(

@@ -105,6 +105,12 @@ class Repo:
         return f'"{sibling["lfs"]["sha256"] if "lfs" in sibling else sibling["blobId"]}"'
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 overflows when a machine with many cores runs 8
+    # workers of 4 threads each: connections then wait out SYN retransmits.
+    request_queue_size = 128
+
+
 class FakeHub:
     """A threaded loopback server holding ``repos``; see the module docstring."""
 
@@ -136,7 +142,7 @@ class FakeHub:
             def do_GET(self) -> None:
                 hub._handle(self, head=False)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -360,6 +366,31 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeHub
 def make_model() -> Callable[[int, bool, int], bytes]:
     """``model_bytes(index, malicious, padding)`` for tests (they cannot import this module)."""
     return model_bytes
+
+
+def report_differences(got: Any, want: Any) -> list[str]:
+    """What differs between two reports, artifact by artifact (pytest's diff of
+    420 artifacts is too long for a CI log's tail)."""
+    differences: list[str] = []
+    mine = {a.path: a for a in got.artifacts}
+    theirs = {a.path: a for a in want.artifacts}
+    for path in sorted(mine.keys() | theirs.keys()):
+        if mine.get(path) != theirs.get(path):
+            differences.append(f"{path}:\n  got  {mine.get(path)!r}\n  want {theirs.get(path)!r}")
+    if [a.path for a in got.artifacts] != [a.path for a in want.artifacts]:
+        differences.append("the artifacts are in another order")
+    for name in ("errors", "skipped"):
+        if getattr(got, name) != getattr(want, name):
+            differences.append(f"{name}: got {getattr(got, name)!r}, want {getattr(want, name)!r}")
+    if not differences and got != want:
+        differences.append(f"the reports differ elsewhere: {got!r} != {want!r}")
+    return differences
+
+
+@pytest.fixture
+def same_report() -> Callable[[Any, Any], list[str]]:
+    """``same_report(got, want)``: the differences, [] when the reports are equal."""
+    return report_differences
 
 
 @pytest.fixture

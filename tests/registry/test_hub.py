@@ -28,14 +28,17 @@ def flagged_repos(report: Report) -> set[str]:
     }
 
 
-def test_owner_scan_finds_every_malicious_model(hub_fleet: Any, tmp_path: Path) -> None:
+def test_owner_scan_finds_every_malicious_model(
+    hub_fleet: Any, tmp_path: Path, same_report: Any
+) -> None:
     sequential = scan_registry(["hf://acme"], Policy(), RegistryOptions(workers=1, threads=1))
     assert len(sequential.report.artifacts) == 2 * len(hub_fleet.hub.repos) == 420
     assert sequential.report.errors == ()
     assert flagged_repos(sequential.report) == hub_fleet.malicious
     assert len(hub_fleet.malicious) >= 5
     parallel = scan_registry(["hf://acme"], Policy(), RegistryOptions(workers=2))
-    assert parallel.report == sequential.report  # finding for finding, in the same order
+    # Finding for finding, in the same order.
+    assert not same_report(parallel.report, sequential.report)
     # Range reads: far less than the models' bytes crossed the wire.
     total = sum(len(d) for r in hub_fleet.hub.repos.values() for d in r.files.values())
     assert parallel.stats.bytes_read < total / 2
