@@ -71,7 +71,12 @@ from modelguard.backdoor.reverse import (
     Task,
     reverse_engineer,
 )
-from modelguard.backdoor.untargeted import shortcut_score
+from modelguard.backdoor.untargeted import (
+    dominant_destination,
+    dominant_exit,
+    exit_destination,
+    shortcut_score,
+)
 
 THRESHOLD = 1.0  # of the combined score
 # anomaly index of the log mask norms: 3 on ``dev``; 4 after the ``holdout2`` half's
@@ -115,6 +120,8 @@ class ClassEvidence:
     untargeted_norm: float | None  # smallest mask sending this class elsewhere
     score: float  # this class's part of the combined score
     suspected: bool
+    # where its smallest exit sends this class's images (untargeted.exit_destination)
+    exit_to: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,12 @@ class Detection:
     probe_trigger: RecoveredTrigger | None = None  # the universal search at 80% moved
     probe_dependence: float | None = None
     probe_fired: bool = False  # the mapping crossed its threshold on the probe alone
+    # The all-to-all statistics fired (what the repair stamps follows them), but the
+    # exits lead to one class: an all-to-one backdoor there (``all_to_all`` False).
+    via_exits: bool = False
+    exit_target: int | None = None
+    # where the 99% universal search and the probe send most of what they move
+    universal_destinations: tuple[int | None, ...] = ()
 
     @property
     def nc_flagged(self) -> tuple[int, ...]:
@@ -176,7 +189,7 @@ class Detection:
         """
         if not self.detected:
             return []
-        if not self.all_to_all:
+        if not self.all_to_all and not self.via_exits:
             return [t for t in self.triggers if t.label in self.targets]
         chosen = list(self.untargeted_triggers)
         if self.universal_trigger is not None:
@@ -208,10 +221,18 @@ def detect(
     universal = next((t for t in run.triggers if t.universal), None)
     samples, seconds, cpu = run.samples, run.seconds, run.cpu_seconds
 
+    labels = np.asarray(y)
+    destinations: list[int | None] = []  # the universal search's, then the probe's
+
     def dependence_of(trigger: RecoveredTrigger) -> float:
         moved_to = _predict(forward, trigger.stamp(x), device)
-        return source_dependence(np.asarray(y), moved_to, classes)
+        destinations.append(dominant_destination(labels, moved_to))
+        return source_dependence(labels, moved_to, classes)
 
+    exits = {
+        t.label: exit_destination(t.label, _predict(forward, t.stamp(x[labels == t.label]), device))
+        for t in untargeted
+    }
     dependence = None
     probe = None
     probe_dependence = None
@@ -257,6 +278,8 @@ def detect(
         dependence,
         probe,
         probe_dependence,
+        exits,
+        tuple(destinations),
     )
 
 
@@ -322,8 +345,16 @@ def combine(
     dependence: float | None = None,
     probe: RecoveredTrigger | None = None,
     probe_dependence: float | None = None,
+    exits: dict[int, int | None] | None = None,
+    universal_destinations: tuple[int | None, ...] = (),
 ) -> Detection:
-    """The one score from the statistics' raw values (pure: no model needed)."""
+    """The one score from the statistics' raw values (pure: no model needed).
+
+    ``exits``: per source class, where its untargeted trigger leads
+    (:func:`untargeted.exit_destination`); ``universal_destinations``: where the 99%
+    universal search and the probe send most of what they move, when one class gets
+    most of it (:func:`untargeted.dominant_destination`).
+    """
     norms = np.asarray([max(t.norm, 1e-6) for t in targeted], dtype=np.float64)
     nc_index = anomaly_index(norms, low_is_suspicious=True)
     norm_index = anomaly_index(np.log(norms), low_is_suspicious=True, min_spread=MIN_LOG_SPREAD)
@@ -356,6 +387,7 @@ def combine(
                 margin=None if margins is None else float(margins.margins[i]),
                 margin_index=m_index,
                 untargeted_norm=by_source.get(trigger.label),
+                exit_to=None if exits is None else exits.get(trigger.label),
                 score=part,
                 suspected=part >= THRESHOLD,
             )
@@ -378,9 +410,15 @@ def combine(
     # the shortcut alone names all-to-all only when no class stands out: small exits
     # everywhere also come with two ordinary targets (the holdout half's two-trigger
     # models were taken as all-to-all by the "unexplained" test); the mapping decides
-    all_to_all = mapping_part >= THRESHOLD or (shortcut_part >= THRESHOLD and not targets)
+    via_exits = mapping_part >= THRESHOLD or (shortcut_part >= THRESHOLD and not targets)
+    # ... unless the exits lead to one class: then it is all-to-one, and named
+    exit_target = dominant_exit(exits) if via_exits and exits else None
+    all_to_all = via_exits and exit_target is None
     if all_to_all:
         targets = tuple(c.label for c in evidence)
+    elif exit_target is not None:
+        named = {exit_target, *(d for d in universal_destinations if d is not None)}
+        targets = tuple(sorted({*targets, *named}))
     elif targets:
         targets = _with_close_runners_up(evidence, targets)
     evidence = [replace(c, suspected=c.label in targets) for c in evidence]
@@ -400,6 +438,9 @@ def combine(
         detected=score >= THRESHOLD,
         targets=targets,
         all_to_all=all_to_all,
+        via_exits=via_exits,
+        exit_target=exit_target,
+        universal_destinations=universal_destinations,
         triggers=tuple(targeted),
         untargeted_triggers=tuple(untargeted),
         universal_trigger=universal,

@@ -41,6 +41,10 @@ def _row_text(row: DefenceRow) -> str:
     return text
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _detection_findings(detection: Detection, where: Location) -> list[Finding]:
     tested = ", ".join(detection.statistics)
     if not detection.detected:
@@ -63,6 +67,17 @@ def _detection_findings(detection: Detection, where: Location) -> list[Finding]:
         what = (
             f"small triggers move every class, to a class that depends on the input's "
             f"({', '.join(signs)}): an all-to-all backdoor; every class is a suspected target"
+        )
+    elif detection.via_exits:
+        others = [c for c in detection.classes if c.label != detection.exit_target]
+        leading = sum(c.exit_to == detection.exit_target for c in others)
+        what = (
+            f"small triggers move every class (shortcut {_num(detection.shortcut)}, universal "
+            f"mapping {_num(detection.mapping)}), and the smallest exits of {leading} of the "
+            f"{len(others)} other classes lead to class "
+            f"{detection.exit_target}: an all-to-one backdoor the per-class search did not "
+            f"single out; suspected {'target' if len(detection.targets) == 1 else 'targets'} "
+            + ", ".join(str(t) for t in detection.targets)
         )
     else:
         parts = []

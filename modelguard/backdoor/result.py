@@ -84,6 +84,7 @@ class BackdoorAnalysis:
                         "untargeted_l1_norm": None
                         if c.untargeted_norm is None
                         else round(c.untargeted_norm, 4),
+                        "exit_to": c.exit_to,
                         "score": round(c.score, 4),
                         "suspected": c.suspected,
                     }
@@ -114,6 +115,7 @@ class BackdoorAnalysis:
             "target": None if det is None else det.target,
             "threshold": None if det is None else det.threshold,
             "all_to_all": bool(det is not None and det.all_to_all),
+            "exit_target": None if det is None else det.exit_target,
             "statistics": [] if det is None else list(det.statistics),
             "shortcut": None if det is None or det.shortcut is None else round(det.shortcut, 4),
             "mapping": None if det is None or det.mapping is None else round(det.mapping, 4),
@@ -162,6 +164,11 @@ class BackdoorAnalysis:
                 f"  detection: score {det.score:.2f} (threshold {det.threshold:g}) {verdict}; "
                 f"suspected target {target}"
                 + ("; all-to-all" if det.all_to_all else "")
+                + (
+                    f"; all-to-one: the exits lead to {det.exit_target}"
+                    if det.exit_target is not None
+                    else ""
+                )
                 + (f"; shortcut {det.shortcut:.2f}" if det.shortcut is not None else "")
             )
             lines.append(

@@ -44,3 +44,46 @@ def shortcut_score(targeted: list[RecoveredTrigger], untargeted: list[RecoveredT
         return 0.0
     t = float(np.median([max(tr.norm, 1e-6) for tr in targeted]))
     return math.log(t / _exits(untargeted))
+
+
+# Where the exits lead. An all-to-one backdoor the per-class search does not single
+# out (a trigger sized like clean masks, as the adaptive attack makes it) still gives
+# every source the same small exit, and it leads to the target; an all-to-all one's
+# lead to n+1. On the seen families' (holdout8, holdout9) all-to-all verdicts, the
+# twelve real all-to-all models sent the exits of at most 4 of 9 other sources to one
+# class; the four single- and two-target models taken for all-to-all, 7 to 9 of 9.
+EXIT_HOLD = 0.5  # an exit leads to a class when it sends at least half its images there
+EXIT_SHARE = 2 / 3  # of the other sources' exits (or of a universal trigger's moves)
+
+
+def exit_destination(source: int, predictions: np.ndarray) -> int | None:
+    """The class one source's exit sends at least EXIT_HOLD of its images to, else None.
+
+    ``predictions``: the model's labels for that source's images, exit stamped.
+    """
+    moved = predictions[predictions != source]
+    if not len(predictions) or not len(moved):
+        return None
+    labels, counts = np.unique(moved, return_counts=True)
+    best = int(np.argmax(counts))
+    return int(labels[best]) if counts[best] >= EXIT_HOLD * len(predictions) else None
+
+
+def dominant_exit(destinations: dict[int, int | None]) -> int | None:
+    """The class the exits of at least EXIT_SHARE of the *other* sources lead to."""
+    reached = [d for d in destinations.values() if d is not None]
+    for label in sorted(set(reached), key=lambda d: (-reached.count(d), d)):
+        others = sum(1 for source in destinations if source != label)
+        if others and reached.count(label) >= EXIT_SHARE * others:
+            return label
+    return None
+
+
+def dominant_destination(labels: np.ndarray, predictions: np.ndarray) -> int | None:
+    """The class that gets at least EXIT_SHARE of the inputs a universal trigger moved."""
+    moved = predictions[predictions != labels]
+    if not len(moved):
+        return None
+    values, counts = np.unique(moved, return_counts=True)
+    best = int(np.argmax(counts))
+    return int(values[best]) if counts[best] >= EXIT_SHARE * len(moved) else None

@@ -78,6 +78,83 @@ def test_small_exits_everywhere_without_a_small_target_is_all_to_all() -> None:
     assert len(stamped) == 10 and not any(t.targeted for t in stamped)
 
 
+EVERYWHERE = ([100, 130, 95, 85, 110, 98, 140, 120, 90, 105], [5, 6, 7, 30] * 2 + [8, 9])
+
+
+def test_exits_that_lead_to_one_class_are_all_to_one_and_name_it() -> None:
+    """Small exits everywhere, but (nearly) all of them into class 3: all-to-one."""
+    targets, sources = EVERYWHERE
+    targeted = [trig(i, n) for i, n in enumerate(targets)]
+    untargeted = [trig(i, n, False) for i, n in enumerate(sources)]
+    exits: dict[int, int | None] = {s: 3 for s in range(10)}
+    exits.update({3: 7, 5: None, 8: 1})  # 7 of the 9 others lead to 3
+    result = combine(targeted, untargeted, None, DetectionSettings(), exits=exits)
+    assert result.detected and not result.all_to_all and result.via_exits
+    assert result.exit_target == 3 and result.target == 3
+    assert [c.label for c in result.classes if c.suspected] == [3]
+    assert result.classes[8].exit_to == 1 and result.classes[0].exit_to == 3
+    # the repair still stamps what the all-to-all statistics found: the exits
+    stamped = result.repair_triggers()
+    assert len(stamped) == 10 and not any(t.targeted for t in stamped)
+    from modelguard.backdoor.findings_of import _detection_findings
+    from modelguard.findings import Location
+
+    (finding,) = _detection_findings(result, Location("m.pt"))
+    assert "the smallest exits of 7 of the 9 other classes lead to class 3" in finding.message
+    assert "all-to-one" in finding.message and finding.evidence == "target=3"
+    # a universal trigger sending most of what it moves elsewhere names that class too
+    both = combine(
+        targeted,
+        untargeted,
+        None,
+        DetectionSettings(),
+        exits=exits,
+        universal_destinations=(7, None),
+    )
+    assert both.target == [3, 7] and not both.all_to_all
+
+
+def test_exits_spread_over_the_classes_stay_all_to_all() -> None:
+    targets, sources = EVERYWHERE
+    targeted = [trig(i, n) for i, n in enumerate(targets)]
+    untargeted = [trig(i, n, False) for i, n in enumerate(sources)]
+    # n -> n+1 on most sources, a natural sink taking four of them: still all-to-all
+    exits: dict[int, int | None] = {s: (s + 1) % 10 for s in range(10)}
+    exits.update({2: 4, 5: 4, 7: 4})
+    result = combine(
+        targeted,
+        untargeted,
+        None,
+        DetectionSettings(),
+        exits=exits,
+        universal_destinations=(4, 4),
+    )
+    assert result.all_to_all and result.exit_target is None
+    assert result.target == list(range(10))
+
+
+def test_exit_destinations_count_only_what_a_trigger_moves() -> None:
+    from modelguard.backdoor.untargeted import (
+        dominant_destination,
+        dominant_exit,
+        exit_destination,
+    )
+
+    assert exit_destination(2, np.array([5, 5, 5, 2, 1, 5])) == 5  # 4 of 6 images
+    assert exit_destination(2, np.array([5, 5, 2, 2, 1, 3])) is None  # 2 of 6: no hold
+    assert (
+        exit_destination(2, np.array([2, 2])) is None and exit_destination(2, np.array([])) is None
+    )
+    # class 0's own exit does not count for or against it: 6 of the 9 others suffice
+    six = {0: 1, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 9, 8: 9, 9: None}
+    assert dominant_exit(six) == 0
+    assert dominant_exit({**six, 6: 9}) is None  # 5 of 9
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    assert dominant_destination(labels, np.array([7, 7, 7, 3, 4, 1])) == 7  # 3 of 4 moved
+    assert dominant_destination(labels, np.array([7, 7, 2, 2, 9, 8])) is None  # 2 of 4
+    assert dominant_destination(labels, labels) is None
+
+
 def test_large_margin_flags_its_class() -> None:
     targeted = [trig(i, n) for i, n in enumerate([100, 130, 95, 85, 110, 98, 140, 120, 90, 105])]
     margins = MarginRun(np.array([40, 42, 38, 45, 41, 39, 44, 400, 43, 40], np.float32), 0, 0, 0)

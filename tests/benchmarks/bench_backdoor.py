@@ -25,7 +25,7 @@ fine-pruning).
 
 ``--split dev`` runs the calibration half (what the thresholds were set on);
 ``eval`` became a second calibration half once its numbers had been seen;
-``holdout`` and ``holdout2`` to ``holdout9`` were each trained after the method
+``holdout`` and ``holdout2`` to ``holdout10`` were each trained after the method
 they judge was fixed, and run once (the README says which commit each judged).
 ``--report`` re-scores stored statistics with the current thresholds, so run
 it from the commit a family judged to see that run's numbers. Not a test: it
@@ -166,6 +166,9 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         "detected": detection.detected,
         "targets": list(detection.targets),
         "all_to_all": detection.all_to_all,
+        "via_exits": detection.via_exits,
+        "exits": [c.exit_to for c in detection.classes],
+        "universal_destinations": list(detection.universal_destinations),
         "nc_score": max(c.nc_index for c in detection.classes),
         "nc_flagged": list(detection.nc_flagged),
         "norms": [c.norm for c in detection.classes],
@@ -216,17 +219,25 @@ def rescore(record: dict[str, Any]) -> dict[str, Any]:
         dependence=record.get("dependence"),
         probe=probe,
         probe_dependence=record.get("probe_dependence"),
+        # stored since the exits' destinations were measured (records before: None)
+        exits=None if record.get("exits") is None else dict(enumerate(record["exits"])),
+        universal_destinations=tuple(record.get("universal_destinations", ())),
     )
     out = dict(record)
     out.update(score=det.score, detected=det.detected, targets=list(det.targets))
     out["all_to_all"] = det.all_to_all
-    if out["targets"] != record["targets"]:
+    # what unlearning stamps follows the all-to-all statistics either way
+    same_repair = record.get("via_exits", record["all_to_all"]) == det.via_exits and (
+        det.via_exits or out["targets"] == record["targets"]
+    )
+    if not same_repair:
         results = dict(record["results"])
         if not det.detected:
             results["unlearn"] = results["none"]  # auto repairs nothing
         else:
             results["unlearn"] = {"acc": float("nan"), "asr": float("nan")}
         out["results"] = results
+    if not same_repair or out["targets"] != record["targets"]:
         out["rescored"] = True
     return out
 
