@@ -26,6 +26,7 @@ when no class stands out (``detection.combine``).
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -56,34 +57,38 @@ EXIT_HOLD = 0.5  # an exit leads to a class when it sends at least half its imag
 EXIT_SHARE = 2 / 3  # of the other sources' exits (or of a universal trigger's moves)
 
 
+def _top_destination(
+    labels: np.ndarray | int, predictions: np.ndarray
+) -> tuple[int, int, int] | None:
+    """(class, its count, all moved) for the inputs whose prediction left their label."""
+    moved = predictions[predictions != labels]
+    if not len(moved):
+        return None
+    values, counts = np.unique(moved, return_counts=True)
+    best = int(np.argmax(counts))
+    return int(values[best]), int(counts[best]), len(moved)
+
+
 def exit_destination(source: int, predictions: np.ndarray) -> int | None:
     """The class one source's exit sends at least EXIT_HOLD of its images to, else None.
 
     ``predictions``: the model's labels for that source's images, exit stamped.
     """
-    moved = predictions[predictions != source]
-    if not len(predictions) or not len(moved):
-        return None
-    labels, counts = np.unique(moved, return_counts=True)
-    best = int(np.argmax(counts))
-    return int(labels[best]) if counts[best] >= EXIT_HOLD * len(predictions) else None
+    top = _top_destination(source, predictions)
+    return top[0] if top is not None and top[1] >= EXIT_HOLD * len(predictions) else None
 
 
 def dominant_exit(destinations: dict[int, int | None]) -> int | None:
     """The class the exits of at least EXIT_SHARE of the *other* sources lead to."""
-    reached = [d for d in destinations.values() if d is not None]
-    for label in sorted(set(reached), key=lambda d: (-reached.count(d), d)):
+    reached = Counter(d for d in destinations.values() if d is not None)
+    for label, count in sorted(reached.items(), key=lambda item: (-item[1], item[0])):
         others = sum(1 for source in destinations if source != label)
-        if others and reached.count(label) >= EXIT_SHARE * others:
+        if others and count >= EXIT_SHARE * others:
             return label
     return None
 
 
 def dominant_destination(labels: np.ndarray, predictions: np.ndarray) -> int | None:
     """The class that gets at least EXIT_SHARE of the inputs a universal trigger moved."""
-    moved = predictions[predictions != labels]
-    if not len(moved):
-        return None
-    values, counts = np.unique(moved, return_counts=True)
-    best = int(np.argmax(counts))
-    return int(values[best]) if counts[best] >= EXIT_SHARE * len(moved) else None
+    top = _top_destination(labels, predictions)
+    return top[0] if top is not None and top[1] >= EXIT_SHARE * top[2] else None
