@@ -37,7 +37,8 @@ crosses its own threshold. Suspected targets are every class whose part
 crosses (two triggers to two targets name both), and a runner-up nearly as
 strong as the best (``_with_close_runners_up``).
 A model is taken as all-to-all, every class a suspected target, when the
-mapping fires, or when the shortcut fires and no class stands out.
+mapping fires, or when the shortcut fires and no class stands out or the exits
+lead nearly each to a different class (``untargeted.exits_spread``).
 
 Thresholds were set on the ``dev`` half of the fixture family
 (``fixtures/backdoor/family.py``); the ``eval`` half, once its numbers had
@@ -75,6 +76,7 @@ from modelguard.backdoor.untargeted import (
     dominant_destination,
     dominant_exit,
     exit_destination,
+    exits_spread,
     shortcut_score,
 )
 
@@ -152,6 +154,9 @@ class Detection:
     exit_target: int | None = None
     # where the 99% universal search and the probe send most of what they move
     universal_destinations: tuple[int | None, ...] = ()
+    # all-to-all because the exits lead nearly each to a different class, though a class
+    # stood out (``untargeted.exits_spread``)
+    spread_exits: bool = False
 
     @property
     def nc_flagged(self) -> tuple[int, ...]:
@@ -409,8 +414,13 @@ def combine(
     targets = tuple(c.label for c in evidence if c.suspected)
     # the shortcut alone names all-to-all only when no class stands out: small exits
     # everywhere also come with two ordinary targets (the holdout half's two-trigger
-    # models were taken as all-to-all by the "unexplained" test); the mapping decides
-    via_exits = mapping_part >= THRESHOLD or (shortcut_part >= THRESHOLD and not targets)
+    # models were taken as all-to-all by the "unexplained" test); the mapping decides,
+    # or exits that lead nearly each to a different class: a single target explains
+    # none of that (holdout10's alltoall_3 was taken for class 4 and kept 59% ASR)
+    spread = bool(targets) and exits is not None and exits_spread(exits)
+    fired = shortcut_part >= THRESHOLD
+    via_exits = mapping_part >= THRESHOLD or (fired and (not targets or spread))
+    spread = spread and fired and mapping_part < THRESHOLD
     # ... unless the exits lead to one class: then it is all-to-one, and named
     exit_target = dominant_exit(exits) if via_exits and exits else None
     all_to_all = via_exits and exit_target is None
@@ -439,6 +449,7 @@ def combine(
         targets=targets,
         all_to_all=all_to_all,
         via_exits=via_exits,
+        spread_exits=spread and all_to_all,
         exit_target=exit_target,
         universal_destinations=universal_destinations,
         triggers=tuple(targeted),

@@ -64,6 +64,12 @@ def _detection_findings(detection: Detection, where: Location) -> list[Finding]:
             signs.append(f"shortcut {detection.shortcut:.2f}")
         if detection.mapping is not None:
             signs.append(f"universal mapping {detection.mapping:.2f}")
+        if detection.spread_exits:
+            reached = [c.exit_to for c in detection.classes if c.exit_to is not None]
+            signs.append(
+                f"the smallest exits of {len(reached)} classes lead to "
+                f"{len(set(reached))} different classes"
+            )
         what = (
             f"small triggers move every class, to a class that depends on the input's "
             f"({', '.join(signs)}): an all-to-all backdoor; every class is a suspected target"

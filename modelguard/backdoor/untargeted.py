@@ -88,6 +88,27 @@ def dominant_exit(destinations: dict[int, int | None]) -> int | None:
     return None
 
 
+# Where the exits lead, when they do not converge. Natural exits converge on a few sink
+# classes (3, 8, 9 in the digit family) and a backdoor's exits on its target(s); an
+# all-to-all backdoor's exits lead each source somewhere else (n -> n+1: a permutation).
+# On the seen families (holdout8, holdout10; 96 models) the twelve real all-to-all models'
+# exits reached 0.56-1.00 distinct classes per exit, five of them >= 0.8; every other model
+# at most 0.67, and at most 0.57 where the shortcut fired beside a named target, the case
+# :func:`exits_spread` decides (``detection.combine``).
+SPREAD_SHARE = 0.75  # distinct destinations, of the exits that lead somewhere
+SPREAD_MIN_EXITS = 0.6  # of the sources: a few exits that lead somewhere prove nothing
+
+
+def exits_spread(destinations: dict[int, int | None]) -> bool:
+    """The exits lead somewhere for most sources, and nearly each to a different class."""
+    reached = [d for d in destinations.values() if d is not None]
+    return (
+        len(reached) >= SPREAD_MIN_EXITS * len(destinations)
+        and len(set(reached)) >= SPREAD_SHARE * len(reached)
+        and len(reached) > 0
+    )
+
+
 def dominant_destination(labels: np.ndarray, predictions: np.ndarray) -> int | None:
     """The class that gets at least EXIT_SHARE of the inputs a universal trigger moved."""
     top = _top_destination(labels, predictions)

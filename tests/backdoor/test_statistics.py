@@ -133,6 +133,47 @@ def test_exits_spread_over_the_classes_stay_all_to_all() -> None:
     assert result.target == list(range(10))
 
 
+def test_exits_leading_each_elsewhere_beside_a_named_target_are_all_to_all() -> None:
+    """holdout10's alltoall_3: one class stood out (4), the shortcut fired, and the exits
+    of 8 sources led to 7 different classes. A single target explains none of that."""
+    targets = [86, 113, 91, 116, 9, 81, 125, 75, 96, 114]  # class 4 stands out
+    targeted = [trig(i, n) for i, n in enumerate(targets)]
+    untargeted = [trig(i, n, False) for i, n in enumerate([5, 6, 7, 30] * 2 + [8, 9])]
+    spread: dict[int, int | None] = {0: 1, 1: 4, 2: None, 3: 4, 4: 7, 5: 6, 6: 8, 7: None}
+    spread.update({8: 9, 9: 0})
+    result = combine(targeted, untargeted, None, DetectionSettings(), exits=spread)
+    assert result.all_to_all and result.spread_exits and result.target == list(range(10))
+    stamped = result.repair_triggers()
+    assert len(stamped) == 10 and not any(t.targeted for t in stamped)
+    from modelguard.backdoor.findings_of import _detection_findings
+    from modelguard.findings import Location
+
+    (finding,) = _detection_findings(result, Location("m.pt"))
+    assert "the smallest exits of 8 classes lead to 7 different classes" in finding.message
+    # the same target with exits converging on sinks (and on it) stays a single target
+    sinks: dict[int, int | None] = {s: (3 if s % 2 else 4) for s in range(10)}
+    sinks.update({3: 8, 4: 8})
+    single = combine(targeted, untargeted, None, DetectionSettings(), exits=sinks)
+    assert single.target == 4 and not single.all_to_all and not single.spread_exits
+    # spread exits without the shortcut firing change nothing
+    quiet = [trig(i, 60, False) for i in range(10)]
+    calm = combine(targeted, quiet, None, DetectionSettings(), exits=spread)
+    assert calm.target == 4 and not calm.all_to_all and not calm.spread_exits
+
+
+def test_exits_spread_needs_most_sources_to_lead_somewhere_distinct() -> None:
+    from modelguard.backdoor.untargeted import exits_spread
+
+    assert exits_spread({s: (s + 1) % 10 for s in range(10)})  # a permutation
+    assert exits_spread({0: 1, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6, 6: None, 7: 8, 8: 9, 9: 9})
+    assert not exits_spread({s: 3 for s in range(10)})  # converging on a sink
+    # 10 exits over 6 classes: 0.6 < 3/4 (a clean model's spread on the seen families)
+    assert not exits_spread({s: [6, 8, 3, 8, 7, 9, 0, 8, 3, 8][s] for s in range(10)})
+    # five exits lead somewhere, all different, five do not: too few to tell
+    assert not exits_spread({s: ((s + 1) if s < 5 else None) for s in range(10)})
+    assert not exits_spread({})
+
+
 def test_exit_destinations_count_only_what_a_trigger_moves() -> None:
     from modelguard.backdoor.untargeted import (
         dominant_destination,
