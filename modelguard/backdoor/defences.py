@@ -98,7 +98,6 @@ class RepairOutcome:
     attempts: int
     guard_before: float
     guard_after: float
-    within_budget: bool
     learning_rate: float
     triggers: int = 0
     pruning: PruningResult | None = None
@@ -115,6 +114,11 @@ class RepairOutcome:
     @property
     def refused(self) -> bool:
         return self.refused_at is not None
+
+    @property
+    def within_budget(self) -> bool:
+        """The guard accepted the kept fine-tuning (else it was refused and undone)."""
+        return not self.refused
 
     @property
     def still_flagged(self) -> tuple[int, ...]:
@@ -275,7 +279,7 @@ def _guarded(
                 best = (after, tuning.learning_rate)
             if accepts(after):
                 return RepairOutcome(
-                    method, attempts, before, after, True, tuning.learning_rate, triggers
+                    method, attempts, before, after, tuning.learning_rate, triggers
                 )
     # no rate passed: the points on the way back to the start, largest share first
     for share in settings.kept_shares:
@@ -286,7 +290,7 @@ def _guarded(
                 best = (after, rate)
             if accepts(after):
                 return RepairOutcome(
-                    method, attempts, before, after, True, rate, triggers, kept_share=share
+                    method, attempts, before, after, rate, triggers, kept_share=share
                 )
     assert best is not None
     model.restore(start)
@@ -295,7 +299,6 @@ def _guarded(
         attempts,
         before,
         accuracy(model, guard, batch_size),
-        False,
         best[1],
         triggers,
         refused_at=best[0],

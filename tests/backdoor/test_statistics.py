@@ -632,7 +632,7 @@ def test_classes_still_flagged_after_the_repair_raise_mg503() -> None:
         )  # fmt: skip
         return [f.message for f in found if f.rule_id == "MG503"]
 
-    undone = RepairOutcome("unlearn", 1, 0.9, 0.9, True, 1.0, 1, rechecked=(2, 5))
+    undone = RepairOutcome("unlearn", 1, 0.9, 0.9, 1.0, 1, rechecked=(2, 5))
     (message,) = findings(undone)
     assert "still flags class(es) 2, 5" in message
     kept = replace(undone, recheck_kept=True)  # unlearned in the extra round: no finding
