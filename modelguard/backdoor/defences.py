@@ -90,6 +90,11 @@ class RepairSettings:
     # stamped rows are also distilled towards the model's answer on their clean source
     # (eval half, 8 models with ASR left: 8.0% -> 3.6% mean, clean cost 1.5 -> 2.3 pp)
     distil_stamped: bool = True
+    # a first round the guard kept at most this share of is tried without its largest
+    # untargeted trigger. Seen (12 all-to-all models of holdout10/11), the three first
+    # rounds kept as blends: 20% (75% -> 0.0% ASR without), 20% (4.0% -> 2.3%), and 70%,
+    # where the lighter set kept 80% but left 28% ASR against 10%
+    lighter_at: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ class RepairOutcome:
     refused_at: float | None = None
     # the first round was refused with every trigger: this one (its norm) was left out
     left_out_norm: float | None = None
+    # ... or because with it the guard kept only this share of the first round's change
+    left_out_kept: float | None = None
 
     @property
     def refused(self) -> bool:
@@ -139,9 +146,11 @@ class RepairOutcome:
                 else "that round was undone (the accuracy guard refused it), they still stand out"
             )
         if self.left_out_norm is not None:
-            text += (
-                f", its largest trigger (norm {self.left_out_norm:.1f}) left out: the guard "
-                "refused every attempt with it"
+            text += f", its largest trigger (norm {self.left_out_norm:.1f}) left out: " + (
+                "the guard refused every attempt with it"
+                if self.left_out_kept is None
+                else f"with it the guard kept only {100 * self.left_out_kept:.0f}% of the "
+                "first round's weight change"
             )
         if self.refused_at is not None:
             text += (
@@ -325,10 +334,12 @@ def unlearn(
     # the clean rows are distilled towards the model as it came (every round)
     teacher_clean = np.concatenate([model.run(bx, None)[0] for bx, _ in tune.batches(batch_size)])
     chosen = list(triggers)
+    start = model.snapshot()
     outcome = _unlearn_round(
         model, tune, guard, chosen, settings, batch_size, before, teacher_clean
     )
     left_out: float | None = None
+    left_out_kept: float | None = None
     if outcome.refused and len(chosen) > 1:
         # the largest trigger covers most of the image, and stamping it with the true
         # label can cost more than the rest together (holdout8's alltoall_0, seen: every
@@ -345,6 +356,28 @@ def unlearn(
         else:  # refused both ways: report the better of the two refused readings
             best = max(retry.refused_at, outcome.refused_at or 0.0)
             outcome = replace(outcome, attempts=attempts, refused_at=best)
+    elif outcome.kept_share <= settings.lighter_at and len(chosen) > 1:
+        # passed only as a blend keeping little of its change: the set costs too much
+        # (holdout11's alltoall_5, seen: 20% of the first round, then 10% and 10%, 75% ASR
+        # left at 5.8 points; without its 99% universal blob, norm 74 where the probe's
+        # patch is 22: 0.0% at 2.0). An untargeted or universal largest trigger is tried
+        # without, and the lighter set kept when the guard keeps more of its change; a
+        # named target's own trigger is never left out this way
+        largest = max(chosen, key=lambda t: t.norm)
+        if not largest.targeted:
+            blended = model.snapshot()
+            model.restore(start)
+            lighter = [t for t in chosen if t is not largest]
+            retry = _unlearn_round(
+                model, tune, guard, lighter, settings, batch_size, before, teacher_clean
+            )
+            attempts = outcome.attempts + retry.attempts
+            if not retry.refused and retry.kept_share > outcome.kept_share:
+                left_out_kept = outcome.kept_share
+                outcome, chosen, left_out = replace(retry, attempts=attempts), lighter, largest.norm
+            else:
+                model.restore(blended)
+                outcome = replace(outcome, attempts=attempts)
     if outcome.refused:
         return outcome  # the model is as it came: a further round would start over
     done = 1
@@ -407,6 +440,7 @@ def unlearn(
         rechecked=rechecked,
         recheck_kept=recheck_kept,
         left_out_norm=left_out,
+        left_out_kept=left_out_kept,
     )
 
 

@@ -485,6 +485,35 @@ def test_a_refused_round_is_tried_once_more_without_its_largest_trigger() -> Non
     assert refused.refused and alone.w == (0.0, 0.0) and alone.trainings == rates
 
 
+def test_a_round_kept_only_as_a_blend_is_tried_without_its_largest_untargeted_trigger() -> None:
+    settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=1, distil_stamped=False)
+    rates = 1 + settings.back_offs
+    blob = trig(-1, 5.0, targeted=False)  # a universal search's blob
+    model = _LargeTriggerCostModel([])
+    outcome = unlearn(model, _values(100), _values(100), [trig(1, 1.0, False), blob], settings, 16)  # type: ignore[arg-type]
+    # with the blob every rate loses 10% and 20% of the change is what the guard keeps;
+    # without it the first rate loses 1%: all of it is kept, the lighter set wins
+    assert not outcome.refused and outcome.kept_share == 1.0 and outcome.triggers == 1
+    assert model.w[0] == pytest.approx(0.1) and outcome.guard_after == 0.99
+    assert model.trainings == rates + 1 and outcome.attempts == rates + 1
+    assert "largest trigger (norm 5.0) left out: with it the guard kept only 20%" in outcome.note
+    # a named target's own trigger is never left out: the blend stands
+    named = _LargeTriggerCostModel([])
+    kept = unlearn(named, _values(100), _values(100), [trig(1, 1.0), trig(2, 5.0)], settings, 16)  # type: ignore[arg-type]
+    assert (
+        kept.kept_share == pytest.approx(0.2) and kept.triggers == 2 and kept.left_out_norm is None
+    )
+    assert named.w[0] == pytest.approx(0.2) and named.trainings == rates
+    # a blend keeping more than ``lighter_at`` of the change stands as well
+    most = _LargeTriggerCostModel([])
+    stays = unlearn(
+        most, _values(100), _values(100), [trig(1, 1.0, False), blob],
+        replace(settings, lighter_at=0.1), 16,
+    )  # type: ignore[arg-type]  # fmt: skip
+    assert stays.kept_share == pytest.approx(0.2) and stays.triggers == 2
+    assert most.trainings == rates
+
+
 def test_a_further_round_backs_off_until_it_keeps_the_last_rounds_guard_accuracy() -> None:
     settings = RepairSettings(FineTuneSettings(1, 0.01, 4, 0), rounds=2, distil_stamped=False)
     data = _values(1000)

@@ -25,7 +25,7 @@ fine-pruning).
 
 ``--split dev`` runs the calibration half (what the thresholds were set on);
 ``eval`` became a second calibration half once its numbers had been seen;
-``holdout`` and ``holdout2`` to ``holdout11`` were each trained after the method
+``holdout`` and ``holdout2`` to ``holdout12`` were each trained after the method
 they judge was fixed, and run once (the README says which commit each judged).
 ``--report`` re-scores stored statistics with the current thresholds, so run
 it from the commit a family judged to see that run's numbers. Not a test: it
