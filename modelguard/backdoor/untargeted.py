@@ -94,7 +94,9 @@ def dominant_exit(destinations: dict[int, int | None]) -> int | None:
 # On the seen families (holdout8, holdout10; 96 models) the twelve real all-to-all models'
 # exits reached 0.56-1.00 distinct classes per exit, five of them >= 0.8; every other model
 # at most 0.67, and at most 0.57 where the shortcut fired beside a named target, the case
-# :func:`exits_spread` decides (``detection.combine``).
+# :func:`exits_spread` decides (``detection.combine``). On holdout11 (run once after) it
+# changed no verdict; one clean model's exits reached the line (6 classes for 8, 0.75),
+# unflagged because its shortcut (1.43) did not fire: the margin is thinner than it looked.
 SPREAD_SHARE = 0.75  # distinct destinations, of the exits that lead somewhere
 SPREAD_MIN_EXITS = 0.6  # of the sources: a few exits that lead somewhere prove nothing
 
