@@ -91,9 +91,10 @@ class RepairSettings:
     # (eval half, 8 models with ASR left: 8.0% -> 3.6% mean, clean cost 1.5 -> 2.3 pp)
     distil_stamped: bool = True
     # a first round the guard kept at most this share of is tried without its largest
-    # untargeted trigger. Seen (12 all-to-all models of holdout10/11), the three first
-    # rounds kept as blends: 20% (75% -> 0.0% ASR without), 20% (4.0% -> 2.3%), and 70%,
-    # where the lighter set kept 80% but left 28% ASR against 10%
+    # untargeted trigger. Seen (12 all-to-all models of holdout10/11): the four first
+    # rounds kept at <= 50% went 75% -> 0.0%, 4.0 -> 2.3, 6.2 -> 6.0 and 4.5 -> 4.0% ASR
+    # that way; at 70% and 80% the lighter set kept more but left more (10 -> 28%,
+    # 4.1 -> 10.0%)
     lighter_at: float = 0.5
 
 

@@ -417,10 +417,10 @@ def combine(
     # models were taken as all-to-all by the "unexplained" test); the mapping decides,
     # or exits that lead nearly each to a different class: a single target explains
     # none of that (holdout10's alltoall_3 was taken for class 4 and kept 59% ASR)
-    spread = bool(targets) and exits is not None and exits_spread(exits)
     fired = shortcut_part >= THRESHOLD
-    via_exits = mapping_part >= THRESHOLD or (fired and (not targets or spread))
-    spread = spread and fired and mapping_part < THRESHOLD
+    mapped = mapping_part >= THRESHOLD
+    spread = fired and not mapped and bool(targets) and exits is not None and exits_spread(exits)
+    via_exits = mapped or (fired and not targets) or spread
     # ... unless the exits lead to one class: then it is all-to-one, and named
     exit_target = dominant_exit(exits) if via_exits and exits else None
     all_to_all = via_exits and exit_target is None

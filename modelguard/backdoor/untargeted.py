@@ -105,9 +105,9 @@ def exits_spread(destinations: dict[int, int | None]) -> bool:
     """The exits lead somewhere for most sources, and nearly each to a different class."""
     reached = [d for d in destinations.values() if d is not None]
     return (
-        len(reached) >= SPREAD_MIN_EXITS * len(destinations)
+        len(reached) > 0
+        and len(reached) >= SPREAD_MIN_EXITS * len(destinations)
         and len(set(reached)) >= SPREAD_SHARE * len(reached)
-        and len(reached) > 0
     )
 
 
