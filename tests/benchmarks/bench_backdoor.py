@@ -117,6 +117,7 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
     results: dict[str, dict[str, float]] = {"none": measure()}
     rechecked: list[int] = []  # classes still flagged after unlearning's rounds
     rounds = 0
+    repair_note = ""
     profile = collect_profile(model, "conv3", parts.tune, 256)
     for method in METHODS[1:]:
         torch.manual_seed(0)
@@ -138,6 +139,7 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
                 )
                 rechecked = list(outcome.rechecked)
                 rounds = outcome.rounds
+                repair_note = outcome.note  # which back-offs, blends and retries it took
         elif method == "nc":
             flagged = [t for t in detection.triggers if t.label in detection.nc_flagged]
             if flagged:  # one round, as published
@@ -186,6 +188,7 @@ def analyse(folder: Path, name: str, test: Any) -> dict[str, Any]:
         "results": results,
         "rechecked": rechecked,
         "rounds": rounds,
+        "repair_note": repair_note,
     }
 
 
